@@ -1,0 +1,1 @@
+"""Reporting: message schemas, the durable outbox and the MQTT transports."""
