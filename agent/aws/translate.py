@@ -1,0 +1,72 @@
+"""The one place where botocore exceptions become agent errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from agent import errors
+
+T = TypeVar("T")
+
+_THROTTLING = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ServiceQuotaExceededException",  # concurrent-job quotas clear by themselves
+}
+_UNAVAILABLE = {"InternalServerException", "ServiceUnavailableException", "InternalFailure"}
+_CREDENTIALS = {"ExpiredTokenException", "ExpiredToken", "RequestExpired"}
+_BY_CODE: dict[str, type[errors.AgentError]] = {
+    "AccessDeniedException": errors.AccessDeniedError,
+    "UnrecognizedClientException": errors.AccessDeniedError,
+    "ResourceNotFoundException": errors.NotFoundError,
+    "ConflictException": errors.ConflictError,
+    "ValidationException": errors.InvalidRequestError,
+}
+
+
+def translate(exc: Exception, operation: str) -> errors.AgentError:
+    """Map a botocore/boto3 exception to the agent's error tree."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = f"{operation}: {error.get('Message') or code}"
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _THROTTLING or status == 429:
+            return errors.ThrottledError(message, code=code)
+        if code in _UNAVAILABLE or status >= 500:
+            return errors.ServiceUnavailableError(message, code=code)
+        if code in _CREDENTIALS:
+            return errors.TransientError(message, code=code)
+        return _BY_CODE.get(code, errors.TerminalError)(message, code=code)
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        # Under Greengrass the token exchange service may not be up yet: retry.
+        return errors.TransientError(f"{operation}: credentials unavailable: {exc}")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionError, bx.HTTPClientError)):
+        return errors.ServiceUnavailableError(f"{operation}: {exc}")
+    if isinstance(exc, bx.ParamValidationError):
+        return errors.InvalidRequestError(f"{operation}: {exc}")
+    if isinstance(exc, bx.BotoCoreError):
+        return errors.ServiceUnavailableError(f"{operation}: {exc}")
+    return errors.TerminalError(f"{operation}: unexpected {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def aws_call(operation: str) -> Iterator[None]:
+    """Run a boto3 call, re-raising library exceptions as agent errors (``from exc``)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, operation) from exc
+
+
+def call(operation: str, fn: Callable[[], T]) -> T:
+    with aws_call(operation):
+        return fn()

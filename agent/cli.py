@@ -1,0 +1,153 @@
+"""``python -m agent``: run | once | plan | status | detect | schemas.
+
+Exit codes: 0 success; 1 the rollout did not end RUNNING (``once``) or a read failed;
+2 invalid configuration (the agent refuses to start); 3 unsupported platform (``once``,
+``plan``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent import __version__, errors
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PLATFORM = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"l4v-edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config", type=Path, default=os.environ.get("L4V_AGENT_CONFIG") or None,
+            help="JSON configuration file (default: $L4V_AGENT_CONFIG; under Greengrass the "
+            "component configuration is read over IPC and applied on top)",
+        )
+        return p
+
+    with_config(sub.add_parser("run", help="run as a daemon until SIGTERM/SIGINT"))
+    with_config(sub.add_parser("once", help="reconcile until the rollout ends; 0 if RUNNING"))
+    with_config(sub.add_parser("plan", help="show what would be done (read-only calls)"))
+    status = with_config(sub.add_parser("status", help="show the ledger"))
+    status.add_argument("--json", action="store_true")
+    detect = sub.add_parser("detect", help="detect the platform and print it as JSON")
+    detect.add_argument("--root", type=Path, default=Path("/"))
+    detect.add_argument("--config", type=Path, default=None, help="apply platform overrides from it")
+    schemas = sub.add_parser("schemas", help="write the message JSON Schemas")
+    schemas.add_argument("directory", type=Path, nargs="?", default=Path("schemas"))
+    return parser
+
+
+def load(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
+    from agent.config import load_config
+    from agent.greengrass_config import read_component_configuration
+
+    component = read_component_configuration(env)
+    return load_config(file=args.config, component_configuration=component, env=env)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = os.environ if env is None else env
+    from agent.logs import configure_logging
+
+    if args.command == "detect":
+        return _detect(args)
+    if args.command == "schemas":
+        from agent.reporting.schemas import export_schemas
+
+        for path in export_schemas(args.directory):
+            print(path)
+        return EXIT_OK
+    try:
+        config = load(args, env)
+    except errors.ConfigurationError as exc:
+        print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.log_level, config.log_format)
+    if args.command == "status":
+        return _status(config, as_json=args.json)
+    from agent.daemon import build_agent, capture_signals, run
+
+    try:
+        agent = build_agent(config, env=env)
+    except errors.ConfigurationError as exc:
+        print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "plan":
+        from agent.plan import plan
+
+        return plan(agent)
+    if args.command == "once" and agent.reconciler is None:
+        print(f"l4v-edge-agent: {agent.platform_error}", file=sys.stderr)
+        return EXIT_PLATFORM
+    stop = threading.Event()
+    with capture_signals(stop, agent.wake):
+        return run(agent, stop, until_settled=args.command == "once")
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from agent.platform import PlatformOverrides, detect_platform, platform_report
+
+    overrides = None
+    prefer = True
+    if args.config is not None:
+        from agent.config import load_config
+
+        try:
+            config = load_config(file=args.config, env=os.environ)
+        except errors.ConfigurationError as exc:
+            print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
+            return EXIT_CONFIG
+        overrides, prefer = config.platform, config.prefer_target_device
+    try:
+        detected = detect_platform(args.root, overrides=overrides or PlatformOverrides(), prefer_target_device=prefer)
+    except errors.UnsupportedPlatformError as exc:
+        print(json.dumps({"supported": False, "error": exc.message}, indent=2))
+        return EXIT_PLATFORM
+    print(json.dumps({"supported": True, **platform_report(detected)}, indent=2))
+    return EXIT_OK
+
+
+def _status(config: Any, *, as_json: bool) -> int:
+    from agent.ledger import Ledger
+
+    path = Path(config.state_dir) / "agent.sqlite"
+    if not path.exists():
+        print(f"no ledger at {path}: the agent has not run here yet", file=sys.stderr)
+        return EXIT_FAILED
+    ledger = Ledger(path)
+    rollouts = ledger.rollouts(limit=20)
+    facts = {k: ledger.get(k) for k in (
+        "deployed_version", "deployed_component_name", "deployed_component_version",
+        "last_check_at", "next_check_at", "last_error_type", "last_error_message",
+    )}
+    if as_json:
+        print(json.dumps(
+            {"facts": facts, "outboxDepth": ledger.outbox_depth(),
+             "rollouts": [r.model_dump(mode="json") for r in rollouts]}, indent=2))
+        return EXIT_OK
+    print(f"deployed: v{facts['deployed_version'] or '-'} "
+          f"({facts['deployed_component_name'] or '-'} {facts['deployed_component_version'] or ''})")
+    if facts["last_error_type"]:
+        print(f"last error: {facts['last_error_type']}: {facts['last_error_message']}")
+    print(f"outbox: {ledger.outbox_depth()} message(s) waiting")
+    header = f"{'id':>4} {'ver':>4} {'try':>3} {'phase':<20} {'job':<34} {'deployment':<38} error"
+    print(header)
+    for r in rollouts:
+        print(f"{r.id:>4} {r.model_version:>4} {r.attempt:>3} {r.phase.value:<20} "
+              f"{(r.job_name or '-'):<34} {(r.deployment_id or '-'):<38} {r.error_message or ''}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

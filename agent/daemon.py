@@ -1,0 +1,472 @@
+"""Composition and life of the agent: build the parts, run the loop, stop gracefully.
+
+Life cycle (``AgentState``)::
+
+    STARTING ─> RUNNING ──────────────> STOPPING ─> STOPPED
+           └──> DEGRADED (unsupported platform: health and commands only) ─┘
+
+Signals are captured in one place (:func:`capture_signals`); SIGTERM/SIGINT set the
+stop event, the current step finishes, the outbox gets a bounded chance to flush, and
+the process exits 0 within ``shutdown_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent import __version__, errors
+from agent.aws.greengrass import GreengrassDeployments
+from agent.aws.lookoutvision import LookoutVisionPackaging
+from agent.aws.session import AwsClients, ClientHook
+from agent.clock import Backoff, Clock, JitteredInterval, SystemClock, wait
+from agent.config import AgentConfig
+from agent.health import HealthReporter
+from agent.ledger import Ledger, OutgoingMessage
+from agent.platform import DetectedPlatform, detect_platform, platform_report
+from agent.reconciler import Reconciler, RolloutSettings
+from agent.reporting.commands import CommandHandler
+from agent.reporting.events import ErrorInfo, PlatformReport, utc_iso
+from agent.reporting.outbox import Publisher, enqueue
+from agent.reporting.transport import MessageHandler, Transport
+
+log = structlog.get_logger("agent.daemon")
+
+
+class AgentState(str, Enum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    DEGRADED = "DEGRADED"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+
+
+class LogTransport:
+    """Transport ``none``: messages go to the log and count as delivered."""
+
+    supports_retain = False
+
+    def connect(self, timeout: float) -> None:
+        return None
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float) -> None:
+        log.info("message", topic=topic, payload=payload.decode(errors="replace"))
+
+    def subscribe(self, topic: str, handler: MessageHandler, *, timeout: float) -> None:
+        return None
+
+    def is_connected(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+class SubscribingTransport:
+    """Wraps a transport so that connecting also subscribes to the command topic."""
+
+    def __init__(self, inner: Transport, topic: str | None, handler: MessageHandler, timeout: float) -> None:
+        self.inner = inner
+        self.supports_retain = inner.supports_retain
+        self._topic, self._handler, self._timeout = topic, handler, timeout
+
+    def connect(self, timeout: float) -> None:
+        self.inner.connect(timeout)
+        if self._topic:
+            self.inner.subscribe(self._topic, self._handler, timeout=self._timeout)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float) -> None:
+        self.inner.publish(topic, payload, retain=retain, timeout=timeout)
+
+    def subscribe(self, topic: str, handler: MessageHandler, *, timeout: float) -> None:
+        self.inner.subscribe(topic, handler, timeout=timeout)
+
+    def is_connected(self) -> bool:
+        return self.inner.is_connected()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_transport(config: AgentConfig, env: Mapping[str, str]) -> Transport:
+    """The transport the configuration asks for (``auto``: IPC under Greengrass, else MQTT
+    when an endpoint is configured, else the log)."""
+    choice = config.reporting.transport
+    if choice == "auto":
+        from agent.reporting.ipc import nucleus_available
+
+        if nucleus_available(env):
+            choice = "ipc"
+        elif config.reporting.mqtt.endpoint:
+            choice = "mqtt"
+        else:
+            choice = "none"
+    if choice == "ipc":
+        from agent.reporting.ipc import IpcTransport
+
+        return IpcTransport()
+    if choice == "mqtt":
+        from agent.reporting.mqtt import DirectMqttConfig, DirectMqttTransport
+
+        mqtt = config.reporting.mqtt
+        missing = [n for n in ("endpoint", "cert_path", "key_path", "ca_path") if getattr(mqtt, n) is None]
+        if missing:
+            raise errors.ConfigurationError(
+                "reporting.mqtt: transport mqtt needs " + ", ".join(missing)
+            )
+        return DirectMqttTransport(
+            DirectMqttConfig(
+                endpoint=str(mqtt.endpoint),
+                port=mqtt.port,
+                cert_path=str(mqtt.cert_path),
+                key_path=str(mqtt.key_path),
+                ca_path=str(mqtt.ca_path),
+                client_id=mqtt.client_id or config.thing_name,
+                connect_timeout=mqtt.connect_timeout_seconds,
+                reconnect_min_seconds=mqtt.reconnect_min_seconds,
+                reconnect_max_seconds=mqtt.reconnect_max_seconds,
+            )
+        )
+    return LogTransport()
+
+
+@dataclass
+class Agent:
+    """Every part of a running agent, built by :func:`build_agent`."""
+
+    config: AgentConfig
+    clock: Clock
+    ledger: Ledger
+    platform: DetectedPlatform | None
+    platform_error: errors.AgentError | None
+    reconciler: Reconciler | None
+    publisher: Publisher
+    health: HealthReporter
+    commands: CommandHandler
+    topics: dict[str, str]
+    clients: AwsClients
+    state: AgentState = AgentState.STARTING
+    wake: threading.Event = field(default_factory=threading.Event)
+    health_requested: bool = False
+    status_requested: bool = False
+    started_at: float = 0.0
+
+    # -- CommandTarget --------------------------------------------------------------------
+    def request_check(self, model_version: int | None = None) -> None:
+        if self.reconciler is None:
+            raise errors.UnsupportedPlatformError(
+                found=str(self.platform_error), supported="see the platform report"
+            )
+        self.reconciler.request_check(model_version)
+        self.wake.set()
+
+    def report_health_now(self) -> None:
+        self.health_requested = True
+        self.wake.set()
+
+    def report_status_now(self) -> None:
+        self.status_requested = True
+        self.wake.set()
+
+    # -- messages ---------------------------------------------------------------------------
+    def send(self, messages: list[OutgoingMessage]) -> None:
+        enqueue(self.ledger, messages, self.clock.now(), self.config.reporting.outbox_max_messages, log)
+        self.publisher.notify()
+
+    def platform_message(self) -> OutgoingMessage:
+        now = self.clock.now()
+        thing = self.config.thing_name
+        if self.platform is not None:
+            report = platform_report(self.platform)
+            request = self.reconciler._request(1, 1) if self.reconciler else None
+            request_fields = None
+            if request is not None:
+                fields = request.api_kwargs()["Configuration"]["Greengrass"]
+                fields["ComponentVersion"] = "<modelVersion>.0.0" if fields.get("ComponentVersion") else None
+                request_fields = {k: v for k, v in fields.items() if v is not None}
+
+            def render(sequence: int) -> bytes:
+                return PlatformReport(
+                    thing_name=thing, sequence=sequence, timestamp=utc_iso(now), supported=True,
+                    platform=report, request=request_fields,
+                ).to_json()
+        else:
+            error = self.platform_error or errors.AgentError("platform unknown")
+
+            def render(sequence: int) -> bytes:
+                return PlatformReport(
+                    thing_name=thing, sequence=sequence, timestamp=utc_iso(now), supported=False,
+                    error=ErrorInfo(type=error.kind, message=error.message),
+                ).to_json()
+
+        return OutgoingMessage("platform", self.topics["platform"], render, retain=True)
+
+    def status_message(self) -> OutgoingMessage | None:
+        """The latest rollout's state, re-sent on request."""
+        latest = self.ledger.rollouts(limit=1)
+        if not latest or self.reconciler is None:
+            return None
+        from agent.reporting.events import StatusPhase
+
+        rollout = latest[0]
+        phase = {
+            "SUCCEEDED": StatusPhase.COMPONENT_RUNNING,
+            "FAILED": StatusPhase.ROLLOUT_FAILED,
+            "PACKAGING": StatusPhase.PACKAGING_RUNNING,
+            "PACKAGING_REQUESTED": StatusPhase.CHECKING,
+            "DEPLOY_REQUESTED": StatusPhase.PACKAGING_SUCCEEDED,
+            "DEPLOYING": StatusPhase.DEPLOYMENT_IN_PROGRESS,
+        }[rollout.phase.value]
+        error = (
+            ErrorInfo(type=rollout.error_type, code=rollout.error_code, message=rollout.error_message or "")
+            if rollout.error_type
+            else None
+        )
+        return self.reconciler._status_message(rollout, phase, "requested status", error)
+
+
+def build_agent(
+    config: AgentConfig,
+    *,
+    clock: Clock | None = None,
+    env: Mapping[str, str] | None = None,
+    customize_clients: ClientHook | None = None,
+    transport_factory: Callable[[], Transport] | None = None,
+    lifecycle_provider: Callable[[str], str | None] | None = None,
+    rng: random.Random | None = None,
+) -> Agent:
+    """Build every part from a validated configuration. Does no network I/O."""
+    clock = clock or SystemClock()
+    env = os.environ if env is None else env
+    rng = rng or random.Random()
+    state_dir = Path(config.state_dir)
+    ledger = Ledger(state_dir / "agent.sqlite")
+    topics = config.reporting.topics.render(config.thing_name)
+    clients = AwsClients(
+        region=config.region,
+        endpoints=dict(config.endpoints),
+        max_attempts=config.aws_max_attempts,
+        retry_mode=config.aws_retry_mode,
+        customize=customize_clients,
+    )
+    platform: DetectedPlatform | None = None
+    platform_error: errors.AgentError | None = None
+    try:
+        platform = detect_platform(
+            config.platform_root,
+            overrides=config.platform,
+            prefer_target_device=config.prefer_target_device,
+        )
+    except errors.UnsupportedPlatformError as exc:
+        platform_error = exc
+    reconciler = None
+    if platform is not None:
+        reconciler = Reconciler(
+            settings=RolloutSettings(
+                thing_name=config.thing_name,
+                project=config.project_name,
+                bucket=config.s3_bucket,
+                prefix=config.s3_prefix,
+                naming=config.naming,
+                status_topic=topics["status"],
+                check_interval=config.check_interval,
+                poll_backoff=config.poll_backoff,
+                job_poll_backoff=config.job_poll_backoff,
+                failure_retry_seconds=config.failure_retry_seconds,
+                pinned_version=config.pinned_version,
+                target_arn=config.deployment_target_arn,
+                failure_handling_policy=config.failure_handling_policy,
+                component_tags=dict(config.component_tags) or None,
+            ),
+            platform=platform,
+            packaging=LookoutVisionPackaging(clients),
+            deployments=GreengrassDeployments(clients),
+            ledger=ledger,
+            clock=clock,
+            rng=rng,
+        )
+    agent_ref: list[Agent] = []
+
+    def state() -> str:
+        return agent_ref[0].state.value if agent_ref else AgentState.STARTING.value
+
+    health = HealthReporter(
+        ledger,
+        thing_name=config.thing_name,
+        topic=topics["health"],
+        clock=clock,
+        started_at=clock.now(),
+        state_provider=state,
+        lifecycle_provider=lifecycle_provider,
+        state_dir=state_dir,
+    )
+    reporting = config.reporting
+
+    def deliver(messages: list[OutgoingMessage]) -> None:
+        agent_ref[0].send(messages)
+
+    commands = CommandHandler(
+        thing_name=config.thing_name,
+        response_topic=topics["command_responses"],
+        settings=config.commands,
+        target=_LazyTarget(agent_ref),
+        enqueue=deliver,
+        clock=clock,
+    )
+    base_factory = transport_factory or (lambda: make_transport(config, env))
+    command_topic = topics["commands"] if config.commands.enabled else None
+
+    def factory() -> Transport:
+        return SubscribingTransport(
+            base_factory(), command_topic, commands.handle, reporting.publish_timeout_seconds
+        )
+
+    publisher = Publisher(
+        ledger,
+        factory,
+        clock=clock,
+        max_messages=reporting.outbox_max_messages,
+        publish_timeout=reporting.publish_timeout_seconds,
+        backoff=Backoff(1.0, 60.0),
+        rng=rng,
+    )
+    agent = Agent(
+        config=config, clock=clock, ledger=ledger, platform=platform, platform_error=platform_error,
+        reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
+        clients=clients, started_at=clock.now(),
+    )
+    agent_ref.append(agent)
+    return agent
+
+
+class _LazyTarget:
+    """The command target is the Agent, which exists only after the handler is built."""
+
+    def __init__(self, ref: list[Agent]) -> None:
+        self._ref = ref
+
+    def request_check(self, model_version: int | None = None) -> None:
+        self._ref[0].request_check(model_version)
+
+    def report_health_now(self) -> None:
+        self._ref[0].report_health_now()
+
+    def report_status_now(self) -> None:
+        self._ref[0].report_status_now()
+
+
+@contextmanager
+def capture_signals(stop: threading.Event, wake: threading.Event) -> Iterator[None]:
+    """The one place signals are handled: SIGTERM/SIGINT ask for a graceful stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal received", signal=signal.Signals(signum).name)
+        stop.set()
+        wake.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, until_settled: bool = False) -> int:
+    """The daemon loop. Returns the process exit code.
+
+    ``until_settled`` (``python -m agent once``): force a check and return once no rollout
+    is active: 0 if the device runs the desired version, 1 otherwise.
+    """
+    clock, config = agent.clock, agent.config
+    interval = JitteredInterval(config.reporting.health_interval_seconds, config.reporting.health_jitter)
+    rng = random.Random()
+    agent.state = AgentState.RUNNING if agent.reconciler is not None else AgentState.DEGRADED
+    if agent.platform_error is not None:
+        log.error("platform not supported: health reporting only", error=agent.platform_error.message)
+    agent.publisher.start()
+    agent.send([agent.platform_message(), agent.health.message()])
+    next_health = clock.now() + interval.next(rng)
+    if until_settled and agent.reconciler is not None:
+        agent.reconciler.request_check()
+    exit_code = 0
+    steps = 0
+    try:
+        while not stop.is_set():
+            delay = 60.0
+            if agent.reconciler is not None:
+                before = agent.ledger.outbox_depth()
+                delay = _guarded_step(agent.reconciler)
+                steps += 1
+                if agent.ledger.outbox_depth() != before:
+                    agent.publisher.notify()
+                    agent.health_requested = True  # health follows every state change at once
+                if until_settled and delay > 0 and agent.ledger.active_rollout() is None:
+                    exit_code = _settled_exit_code(agent)
+                    break
+            elif until_settled:
+                exit_code = 1
+                break
+            now = clock.now()
+            if agent.status_requested:
+                agent.status_requested = False
+                message = agent.status_message()
+                if message is not None:
+                    agent.send([message])
+            if agent.health_requested or now >= next_health:
+                agent.health_requested = False
+                agent.send([agent.health.message()])
+                next_health = now + interval.next(rng)
+            agent.wake.clear()
+            if delay > 0:
+                wait(clock, min(delay, max(0.0, next_health - clock.now())), agent.wake)
+            if stop.is_set():
+                break
+    finally:
+        agent.state = AgentState.STOPPING
+        deadline = time.monotonic() + shutdown_timeout
+        agent.publisher.flush(timeout=max(0.0, (deadline - time.monotonic()) * 0.6))
+        agent.publisher.stop(timeout=max(0.1, deadline - time.monotonic()))
+        agent.state = AgentState.STOPPED
+        agent.ledger.close()
+        log.info("stopped", steps=steps)
+    return exit_code
+
+
+def _guarded_step(reconciler: Reconciler) -> float:
+    """One reconcile step; a bug in a step is logged and retried later, never fatal."""
+    try:
+        return reconciler.step()
+    except errors.AgentError as exc:
+        log.error("step failed", error=exc.kind, message=exc.message)
+    except Exception as exc:  # noqa: BLE001 - the daemon must outlive its own bugs
+        log.exception("step crashed", error=type(exc).__name__)
+    return 30.0
+
+
+def _settled_exit_code(agent: Agent) -> int:
+    latest = agent.ledger.rollouts(limit=1)
+    if latest and latest[0].phase.value == "FAILED":
+        log.error("rollout failed", reason=latest[0].error_message)
+        return 1
+    if agent.ledger.get("last_error_type") and not agent.ledger.get("deployed_version"):
+        log.error("no rollout", reason=agent.ledger.get("last_error_message"))
+        return 1
+    return 0
+
+
+__all__ = ["Agent", "AgentState", "build_agent", "capture_signals", "run", "__version__"]

@@ -1,0 +1,163 @@
+"""The messages the agent publishes and accepts, as versioned pydantic schemas.
+
+Every outgoing message has ``schema`` (name/version), ``thingName``, ``timestamp`` and a
+``sequence`` that grows monotonically across restarts (assigned by the outbox), so a
+subscriber can order and de-duplicate. JSON Schema files are exported to ``schemas/``
+(``python -m agent schemas``) and a test keeps them equal to these models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utc_iso(epoch: float) -> str:
+    """Epoch seconds as an ISO-8601 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    thing_name: str = Field(alias="thingName")
+    sequence: int = Field(default=0, ge=0, description="Monotonic per device; set by the outbox")
+    timestamp: str = Field(description="ISO-8601 UTC time the event happened")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class ErrorInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(description="Agent error class, e.g. ThrottledError, PackagingFailedError")
+    code: str | None = Field(default=None, description="The service's error code, if any")
+    message: str
+
+
+class StatusPhase(str, Enum):
+    """Every state change of a rollout that is reported."""
+
+    CHECKING = "CHECKING"  # a newer model version was found; rollout starts
+    PACKAGING_STARTED = "PACKAGING_STARTED"
+    PACKAGING_RUNNING = "PACKAGING_RUNNING"
+    PACKAGING_SUCCEEDED = "PACKAGING_SUCCEEDED"
+    PACKAGING_SKIPPED = "PACKAGING_SKIPPED"  # the component version already existed
+    PACKAGING_FAILED = "PACKAGING_FAILED"
+    DEPLOYMENT_CREATED = "DEPLOYMENT_CREATED"
+    DEPLOYMENT_IN_PROGRESS = "DEPLOYMENT_IN_PROGRESS"
+    COMPONENT_RUNNING = "COMPONENT_RUNNING"
+    DEPLOYMENT_FAILED = "DEPLOYMENT_FAILED"
+    ROLLED_BACK = "ROLLED_BACK"
+    ROLLOUT_FAILED = "ROLLOUT_FAILED"  # any other terminal error of the rollout
+    RETRY_SCHEDULED = "RETRY_SCHEDULED"  # a failed rollout will be tried again
+
+
+class StatusEvent(_Message):
+    schema_: Literal["l4v-edge-agent/status/1"] = Field(
+        default="l4v-edge-agent/status/1", alias="schema"
+    )
+    rollout_id: int = Field(alias="rolloutId")
+    model_version: int = Field(alias="modelVersion")
+    platform_key: str = Field(alias="platformKey")
+    attempt: int = Field(ge=1)
+    phase: StatusPhase
+    job_name: str | None = Field(default=None, alias="jobName")
+    component_name: str | None = Field(default=None, alias="componentName")
+    component_version: str | None = Field(default=None, alias="componentVersion")
+    deployment_id: str | None = Field(default=None, alias="deploymentId")
+    detail: str | None = None
+    error: ErrorInfo | None = None
+
+
+class PlatformReport(_Message):
+    schema_: Literal["l4v-edge-agent/platform/1"] = Field(
+        default="l4v-edge-agent/platform/1", alias="schema"
+    )
+    supported: bool
+    platform: dict[str, Any] | None = Field(
+        default=None, description="What was detected (TargetDevice/TargetPlatform, options)"
+    )
+    request: dict[str, Any] | None = Field(
+        default=None, description="The packaging request fields this device will send"
+    )
+    error: ErrorInfo | None = None
+
+
+class DeployedModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    model_version: int = Field(alias="modelVersion")
+    component_name: str = Field(alias="componentName")
+    component_version: str = Field(alias="componentVersion")
+    lifecycle_state: str | None = Field(
+        default=None, alias="lifecycleState", description="As the nucleus reports it now"
+    )
+
+
+class ResourceUse(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    cpu_percent: float = Field(alias="cpuPercent", description="Agent process, since last report")
+    memory_rss_bytes: int = Field(alias="memoryRssBytes")
+    disk_used_bytes: int = Field(alias="diskUsedBytes", description="File system of the state dir")
+    disk_free_bytes: int = Field(alias="diskFreeBytes")
+
+
+class HealthReport(_Message):
+    schema_: Literal["l4v-edge-agent/health/1"] = Field(
+        default="l4v-edge-agent/health/1", alias="schema"
+    )
+    agent_state: str = Field(alias="agentState")
+    status: Literal["HEALTHY", "DEGRADED", "UNHEALTHY"]
+    uptime_seconds: float = Field(alias="uptimeSeconds")
+    deployed: DeployedModel | None = None
+    active_rollout: dict[str, Any] | None = Field(default=None, alias="activeRollout")
+    last_successful_check: str | None = Field(default=None, alias="lastSuccessfulCheck")
+    last_error: ErrorInfo | None = Field(
+        default=None, alias="lastError", description="Only while the error is still current"
+    )
+    resources: ResourceUse
+    outbox_depth: int = Field(alias="outboxDepth")
+
+
+class CommandName(str, Enum):
+    CHECK_NOW = "check-now"
+    REPORT_HEALTH = "report-health"
+    REPORT_STATUS = "report-status"
+    DEPLOY_VERSION = "deploy-version"
+
+
+class Command(BaseModel):
+    """A command received on the commands topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    schema_: Literal["l4v-edge-agent/command/1"] = Field(
+        default="l4v-edge-agent/command/1", alias="schema"
+    )
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    command: CommandName
+    model_version: int | None = Field(default=None, alias="modelVersion", ge=1, le=999_999)
+
+
+class CommandResponse(_Message):
+    schema_: Literal["l4v-edge-agent/command-response/1"] = Field(
+        default="l4v-edge-agent/command-response/1", alias="schema"
+    )
+    id: str | None = Field(description="The command's id; null if it could not be read")
+    outcome: Literal["ACCEPTED", "REJECTED", "FAILED"]
+    detail: str
+
+
+ALL_SCHEMAS: dict[str, type[BaseModel]] = {
+    "status": StatusEvent,
+    "platform": PlatformReport,
+    "health": HealthReport,
+    "command": Command,
+    "command-response": CommandResponse,
+}
