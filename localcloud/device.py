@@ -205,7 +205,9 @@ def _platform_value_matches(wanted: Any, actual: str) -> bool:
     return normal == _ARCH_ALIASES.get(actual.lower(), actual.lower())
 
 
-def matching_manifest(recipe: Mapping[str, Any], os_name: str, architecture: str) -> dict[str, Any] | None:
+def matching_manifest(
+    recipe: Mapping[str, Any], os_name: str, architecture: str
+) -> dict[str, Any] | None:
     """The first manifest of ``recipe`` for this platform ({} if the recipe has none)."""
     manifests = recipe_get(recipe, "Manifests")
     if not manifests:
@@ -591,7 +593,7 @@ class CoreDevice:
             return
         installing = [
             name
-            for name, chosen in plan.items()
+            for name, chosen in _dependencies_first(plan).items()
             if name not in self._installed
             or self._installed[name].version != chosen.version
             or self._installed[name].state == "BROKEN"
@@ -642,7 +644,7 @@ class CoreDevice:
             name: spec.get("configurationUpdate") for name, spec in deployment.components.items()
         }
         root_names = {name for spec in flight.roots.values() for name in spec}
-        for name, chosen in flight.plan.items():
+        for name, chosen in _dependencies_first(flight.plan).items():
             existing = self._installed.get(name)
             default = default_configuration(chosen.recipe)
             if name in flight.installing:
@@ -672,11 +674,12 @@ class CoreDevice:
                     existing.status_codes, existing.state_details = [], None
                 if not fresh:
                     notifications += [
-                        (name, p) for p in _changed_paths(old_configuration, existing.configuration, [])
+                        (name, p)
+                        for p in _changed_paths(old_configuration, existing.configuration, [])
                     ]
             else:
                 assert existing is not None
-                if name in updates and updates[name]:
+                if updates.get(name):
                     old_configuration = existing.configuration
                     existing.configuration = apply_configuration_update(
                         old_configuration, default, updates[name]
@@ -717,8 +720,11 @@ class CoreDevice:
                 pins = ", ".join(f"{t} requires {r}" for t, r in sorted(by_target.items()))
                 raise DeploymentError(
                     f"Conflicting version requirements for {name}: {pins}",
-                    ["DEPLOYMENT_FAILURE", "NO_AVAILABLE_COMPONENT_VERSION",
-                     "COMPONENT_VERSION_REQUIREMENTS_NOT_MET"],
+                    [
+                        "DEPLOYMENT_FAILURE",
+                        "NO_AVAILABLE_COMPONENT_VERSION",
+                        "COMPONENT_VERSION_REQUIREMENTS_NOT_MET",
+                    ],
                     ["REQUEST_ERROR"],
                 )
         chosen: dict[str, ComponentVersion] = {}
@@ -763,8 +769,11 @@ class CoreDevice:
             wanted_by = ", ".join(sorted(requirements)) or "the deployment"
             raise DeploymentError(
                 f"Component {name} (required by {wanted_by}) does not exist",
-                ["DEPLOYMENT_FAILURE", "NO_AVAILABLE_COMPONENT_VERSION",
-                 "COMPONENT_VERSION_REQUIREMENTS_NOT_MET"],
+                [
+                    "DEPLOYMENT_FAILURE",
+                    "NO_AVAILABLE_COMPONENT_VERSION",
+                    "COMPONENT_VERSION_REQUIREMENTS_NOT_MET",
+                ],
                 ["COMPONENT_RECIPE_ERROR"],
             )
         fitting = [
@@ -777,8 +786,11 @@ class CoreDevice:
             needs = "; ".join(f"{who} requires {r}" for who, r in sorted(requirements.items()))
             raise DeploymentError(
                 f"No version of {name} fits {self.platform}/{self.architecture} and {needs}",
-                ["DEPLOYMENT_FAILURE", "NO_AVAILABLE_COMPONENT_VERSION",
-                 "COMPONENT_VERSION_REQUIREMENTS_NOT_MET"],
+                [
+                    "DEPLOYMENT_FAILURE",
+                    "NO_AVAILABLE_COMPONENT_VERSION",
+                    "COMPONENT_VERSION_REQUIREMENTS_NOT_MET",
+                ],
                 ["REQUEST_ERROR"],
             )
         local = self._installed.get(name)
@@ -827,3 +839,21 @@ class CoreDevice:
 def _install_error(name: str) -> tuple[list[str], list[str]]:
     kind = "AWS_COMPONENT_ERROR" if name.startswith("aws.") else "USER_COMPONENT_ERROR"
     return ["DEPLOYMENT_FAILURE", "COMPONENT_UPDATE_ERROR", "COMPONENT_BROKEN"], [kind]
+
+
+def _dependencies_first(plan: Mapping[str, ComponentVersion]) -> dict[str, ComponentVersion]:
+    """The plan ordered so that every component comes after its dependencies."""
+    ordered: dict[str, ComponentVersion] = {}
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in ordered or name in visiting or name not in plan:
+            return
+        visiting.add(name)
+        for dependency in recipe_dependencies(plan[name].recipe):
+            visit(dependency)
+        ordered[name] = plan[name]
+
+    for name in sorted(plan):
+        visit(name)
+    return ordered

@@ -134,6 +134,7 @@ class IoTCoreBus:
         with self._cond:
             handle = SubscriptionHandle(next(self._ids), topic_filter)
             self._subscriptions[handle.id] = (topic_filter, callback)
+            self._cond.notify_all()
             retained = [m for t, m in self._retained.items() if topic_matches(topic_filter, t)]
         for message in retained:
             self._deliver(callback, message)
@@ -142,12 +143,19 @@ class IoTCoreBus:
     def unsubscribe(self, handle: SubscriptionHandle) -> bool:
         """Stop a subscription. Returns False if it was already gone."""
         with self._cond:
-            return self._subscriptions.pop(handle.id, None) is not None
+            removed = self._subscriptions.pop(handle.id, None) is not None
+            self._cond.notify_all()
+            return removed
 
     @property
     def subscription_count(self) -> int:
         with self._cond:
             return len(self._subscriptions)
+
+    def wait_for_subscriptions(self, count: int, timeout: float = 5.0) -> bool:
+        """Wait until exactly ``count`` subscriptions exist; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._subscriptions) == count, timeout)
 
     def retained(self, topic: str) -> BusMessage | None:
         """The retained message of ``topic``, if any."""

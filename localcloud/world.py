@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 from localcloud.clock import Clock, RealClock
 from localcloud.faults import FaultInjector
 from localcloud.http import DropConnection, Request, Response, Router, ServiceError
+from localcloud.iotcore import IoTCoreBus
+from localcloud.nucleus.tes import CredentialRegistry
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -91,6 +93,8 @@ class World:
         self.account_id = account_id
         self.faults = FaultInjector(self.clock, seed=seed)
         self.calls = CallLog()
+        self.iotcore = IoTCoreBus(self.clock)
+        self.credentials = CredentialRegistry(self.clock)
         self._lock = threading.RLock()
         self._moto = _MotoApp()
         self._internal_clients: dict[str, Any] = {}
@@ -123,6 +127,9 @@ class World:
                 "MissingAuthenticationTokenException", "Missing Authentication Token", 403
             ).to_response()
         access_key, _region, service = scope.groups()
+        denied = self.credentials.check(access_key)
+        if denied is not None:
+            return denied.to_response()
         if service in MOTO_SERVICES:
             operation = _moto_operation(service, request)
             response = self._moto.call(request)

@@ -89,7 +89,22 @@ class IpcTransport:
 
     supports_retain = False
 
-    def __init__(self, socket_path: str, auth_token: str) -> None:
+    def __init__(self, socket_path: str | None = None, auth_token: str | None = None) -> None:
+        """Use the given socket and token; each defaults to the process environment.
+
+        Raises ConfigurationError when either is missing (not started by a nucleus).
+        """
+        socket_path = socket_path or os.environ.get(SOCKET_ENV)
+        auth_token = auth_token or os.environ.get(TOKEN_ENV)
+        missing = [
+            name
+            for name, value in ((TOKEN_ENV, auth_token), (SOCKET_ENV, socket_path))
+            if not value
+        ]
+        if missing or socket_path is None or auth_token is None:
+            raise ConfigurationError(
+                "not running as a Greengrass component: environment lacks " + ", ".join(missing)
+            )
         self._socket_path = socket_path
         self._auth_token = auth_token
         self._lock = threading.Lock()
@@ -104,7 +119,7 @@ class IpcTransport:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> IpcTransport:
-        """Build from the component environment the nucleus gives (SVCUID and socket path)."""
+        """Build from a component environment (SVCUID and the socket path) only."""
         missing = [name for name in (TOKEN_ENV, SOCKET_ENV) if not env.get(name)]
         if missing:
             raise ConfigurationError(

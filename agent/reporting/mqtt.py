@@ -9,7 +9,8 @@ Behaviour worth knowing:
   ``TransportError`` on the first failed attempt (bad CA, rejected client certificate,
   refused connection) or when ``timeout`` passes, and leaves nothing running behind. Once
   connected, awscrt reconnects by itself with exponential back-off and full jitter
-  (``min_reconnect_delay``/``max_reconnect_delay``).
+  (``reconnect_min_seconds``/``reconnect_max_seconds``); ``connect_timeout`` bounds each
+  attempt (TCP connect, then CONNACK).
 * Sessions: the first CONNECT asks for a clean session; every reconnect sets clean start
   False with ``session_expiry`` so the broker keeps the QoS 1 subscriptions across a
   network outage. When the broker did not resume the session (it restarted, or the
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from awscrt import mqtt5
+from awscrt import io, mqtt5
 from awsiot import mqtt5_client_builder
 
 from agent.errors import ConfigurationError, TransportError
@@ -50,7 +51,7 @@ class DirectMqttConfig:
     """Settings of a direct MQTT5 connection with mutual TLS.
 
     ``setting_prefix`` is only used in error messages, so that a ConfigurationError names
-    the setting the operator has to fix (e.g. ``mqtt.cert_path``).
+    the setting the operator has to fix (e.g. ``reporting.mqtt.cert_path``).
     """
 
     endpoint: str
@@ -62,14 +63,16 @@ class DirectMqttConfig:
     #: Seconds the broker keeps our session (and its subscriptions) after a disconnect.
     session_expiry: int = 3600
     keep_alive: int = 60
+    #: Seconds one connection attempt (TCP connect, then CONNACK) may take, also on reconnects.
+    connect_timeout: float = 10.0
     #: Reconnect back-off bounds, in seconds (exponential, full jitter).
-    min_reconnect_delay: float = 1.0
-    max_reconnect_delay: float = 120.0
+    reconnect_min_seconds: float = 1.0
+    reconnect_max_seconds: float = 120.0
     #: Seconds awscrt waits for a PUBACK/SUBACK before failing the operation itself.
     ack_timeout: int = 30
     #: Seconds ``close`` waits for the client to report it has stopped.
     close_timeout: float = 5.0
-    setting_prefix: str = "mqtt"
+    setting_prefix: str = "reporting.mqtt"
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -130,6 +133,8 @@ class DirectMqttTransport:
         self._failures = 0
         self._last_failure: BaseException | None = None
         self._subscriptions: dict[str, MessageHandler] = {}
+        #: Clients stopped without waiting, kept referenced until they report "stopped".
+        self._retired: list[tuple[Any, threading.Event]] = []
 
     # -- Transport --------------------------------------------------------------------
 
@@ -137,11 +142,15 @@ class DirectMqttTransport:
         """Connect; raise TransportError on the first failed attempt or after ``timeout``.
 
         Raises ConfigurationError when a certificate, key or CA file is missing or unusable.
+        On a transport that was connected and is now reconnecting by itself, connect only
+        waits (keeping the session); TransportError if it is still down after ``timeout``.
         """
         with self._lock:
-            if self._client is not None and self._connected:
+            running = self._client is not None
+        if running:
+            if self._wait_for_state(True, timeout):
                 return
-        self._shutdown()  # a previous failed or closed client, if any
+            raise TransportError(f"MQTT still reconnecting after {timeout:g} s")
         with self._lock:
             self._generation += 1
             generation = self._generation
@@ -169,7 +178,9 @@ class DirectMqttTransport:
             failed = self._failures > 0
         if connected:
             return
-        self._shutdown()
+        # No waiting here: after a certificate verification failure s2n holds the socket
+        # for 10-30 s ("blinding"), and the caller asked for a bounded connect.
+        self._shutdown(wait=False)
         where = f"{self._config.endpoint}:{self._config.port}"
         if failed:
             raise TransportError(
@@ -263,14 +274,17 @@ class DirectMqttTransport:
         cert = _check_readable(config.cert_path, f"{prefix}.cert_path", "client certificate")
         key = _check_readable(config.key_path, f"{prefix}.key_path", "private key")
         ca = _check_readable(config.ca_path, f"{prefix}.ca_path", "CA certificate")
-        if (
-            config.min_reconnect_delay <= 0
-            or config.max_reconnect_delay < config.min_reconnect_delay
-        ):
+        low, high = config.reconnect_min_seconds, config.reconnect_max_seconds
+        if low <= 0 or high < low:
             raise ConfigurationError(
-                f"{prefix}.min_reconnect_delay/max_reconnect_delay: need 0 < min <= max, got "
-                f"{config.min_reconnect_delay:g} and {config.max_reconnect_delay:g}"
+                f"{prefix}.reconnect_min_seconds/reconnect_max_seconds: need 0 < min <= max, "
+                f"got {low:g} and {high:g}"
             )
+        if config.connect_timeout <= 0:
+            raise ConfigurationError(f"{prefix}.connect_timeout: must be > 0")
+        attempt_ms = max(1, int(config.connect_timeout * 1000))
+        socket_options = io.SocketOptions()
+        socket_options.connect_timeout_ms = attempt_ms
         try:
             return mqtt5_client_builder.mtls_from_path(
                 endpoint=config.endpoint,
@@ -284,8 +298,10 @@ class DirectMqttTransport:
                 session_expiry_interval_sec=config.session_expiry,
                 keep_alive_interval_sec=config.keep_alive,
                 retry_jitter_mode=mqtt5.ExponentialBackoffJitterMode.FULL,
-                min_reconnect_delay_ms=int(config.min_reconnect_delay * 1000),
-                max_reconnect_delay_ms=int(config.max_reconnect_delay * 1000),
+                min_reconnect_delay_ms=max(1, int(low * 1000)),
+                max_reconnect_delay_ms=max(1, int(high * 1000)),
+                socket_options=socket_options,
+                connack_timeout_ms=attempt_ms,
                 ack_timeout_sec=config.ack_timeout,
                 offline_queue_behavior=mqtt5.ClientOperationQueueBehaviorType.FAIL_ALL_ON_DISCONNECT,
                 on_publish_received=self._on_publish_received,
@@ -325,7 +341,7 @@ class DirectMqttTransport:
             ]
         )
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, *, wait: bool = True) -> None:
         with self._lock:
             client = self._client
             stopped = self._stopped
@@ -333,6 +349,7 @@ class DirectMqttTransport:
             self._generation += 1  # late callbacks of this client are ignored from now on
             self._connected = False
             self._changed.notify_all()
+            self._retired = [(c, e) for c, e in self._retired if not e.is_set()]
         if client is None:
             return
         try:
@@ -340,7 +357,10 @@ class DirectMqttTransport:
         except Exception as exc:  # stopping is best effort; the client is dropped anyway
             _log.warning("mqtt client stop failed: %s", _describe(exc))
             return
-        if not stopped.wait(self._config.close_timeout):
+        if not wait:
+            with self._lock:
+                self._retired.append((client, stopped))
+        elif not stopped.wait(self._config.close_timeout):
             _log.warning("mqtt client did not stop within %gs", self._config.close_timeout)
 
     # -- awscrt callbacks (event-loop thread: never block, never raise) ----------------

@@ -117,8 +117,9 @@ def transport_factory(pki: Pki) -> Iterator[Callable[..., Any]]:
             "cert_path": credentials.cert_path,
             "key_path": credentials.key_path,
             "ca_path": pki.ca_path,
-            "min_reconnect_delay": 0.05,
-            "max_reconnect_delay": 0.5,
+            "reconnect_min_seconds": 0.05,
+            "reconnect_max_seconds": 0.5,
+            "connect_timeout": 3.0,
             "ack_timeout": 5,
         }
         settings.update(overrides)

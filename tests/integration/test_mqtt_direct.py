@@ -11,7 +11,7 @@ import pytest
 
 from agent.errors import ConfigurationError, TransportError
 from agent.reporting.mqtt import DirectMqttTransport, topic_matches
-from tests.support.mosquitto import MessageCollector, MosquittoBroker, Pki
+from tests.support.mosquitto import MessageCollector, MosquittoBroker, Pki, TcpProxy
 
 pytestmark = pytest.mark.mosquitto
 
@@ -79,16 +79,18 @@ def test_connect_twice_is_a_no_op_and_close_is_idempotent(
         transport.publish("devices/agent-1/status", b"x", timeout=1)
 
 
-def test_broker_certificate_not_trusted_fails_fast(
+def test_broker_certificate_not_trusted_gives_transport_error(
     mosquitto: MosquittoBroker, pki: Pki, transport_factory: TransportFactory
 ) -> None:
     """With a CA file that did not sign the broker's certificate, connect raises
-    TransportError on the first failed handshake, well before its timeout."""
+    TransportError within its (short) timeout and leaves the transport disconnected.
+    The client rejects the server here, so s2n delays the failure report by 10-30 s
+    ("blinding"): the connect timeout is what bounds it, and close() does not wait."""
     transport = transport_factory(mosquitto, ca_path=pki.rogue_ca_path)
     started = time.monotonic()
-    with pytest.raises(TransportError, match="failed"):
-        transport.connect(10.0)
-    assert time.monotonic() - started < 5.0
+    with pytest.raises(TransportError, match=r"127\.0\.0\.1"):
+        transport.connect(1.5)
+    assert time.monotonic() - started < 3.0
     assert not transport.is_connected()
 
 
@@ -107,7 +109,11 @@ def test_client_certificate_from_unknown_ca_is_rejected(
 
 @pytest.mark.parametrize(
     ("field", "setting"),
-    [("cert_path", "mqtt.cert_path"), ("key_path", "mqtt.key_path"), ("ca_path", "mqtt.ca_path")],
+    [
+        ("cert_path", "reporting.mqtt.cert_path"),
+        ("key_path", "reporting.mqtt.key_path"),
+        ("ca_path", "reporting.mqtt.ca_path"),
+    ],
 )
 def test_missing_tls_file_is_a_configuration_error(
     mosquitto: MosquittoBroker,
@@ -134,7 +140,7 @@ def test_unparseable_certificate_is_a_configuration_error(
     garbage = tmp_path / "garbage.crt"
     garbage.write_text("not a certificate\n")
     transport = transport_factory(mosquitto, cert_path=garbage)
-    with pytest.raises(ConfigurationError, match=r"mqtt\.cert_path"):
+    with pytest.raises(ConfigurationError, match=r"reporting\.mqtt\.cert_path"):
         transport.connect(TIMEOUT)
 
 
@@ -187,13 +193,40 @@ def test_reconnects_and_resubscribes_after_broker_restart(
 
     mosquitto.stop()
     assert transport.wait_until_disconnected(TIMEOUT)
+    with pytest.raises(TransportError, match="reconnecting"):
+        transport.connect(0.2)  # waits for the automatic reconnect; does not rebuild
     mosquitto.start()
-    assert transport.wait_until_connected(10.0)
+    transport.connect(10.0)
+    assert transport.is_connected()
 
     collector = collector_factory(mosquitto, "commands/#")
     transport.publish("commands/agent-1", b"after", timeout=TIMEOUT)
     collector.wait_for(lambda m: m.payload == b"after")
     inbox.wait_for(("commands/agent-1", b"after"))
+
+
+def test_session_resumes_after_network_outage(
+    mosquitto: MosquittoBroker, transport_factory: TransportFactory
+) -> None:
+    """The network drops while the broker keeps running: the transport reconnects with
+    clean start False, the broker resumes the session, and a QoS 1 message published
+    while the transport was offline is delivered to its subscription afterwards."""
+    with TcpProxy(mosquitto.port) as proxy:
+        listener = transport_factory(mosquitto, "agent-1", port=proxy.port)
+        sender = transport_factory(mosquitto, "operator")
+        listener.connect(TIMEOUT)
+        sender.connect(TIMEOUT)
+        inbox = Inbox()
+        listener.subscribe("commands/agent-1", inbox, timeout=TIMEOUT)
+
+        proxy.block()
+        assert listener.wait_until_disconnected(TIMEOUT)
+        sender.publish("commands/agent-1", b"while offline", timeout=TIMEOUT)
+        proxy.unblock()
+
+        assert listener.wait_until_connected(10.0)
+        inbox.wait_for(("commands/agent-1", b"while offline"))
+        assert "(p5, c0," in mosquitto.log()  # a reconnect with clean start False
 
 
 def test_subscription_receives_messages_from_other_clients(
@@ -258,18 +291,19 @@ def test_publish_denied_by_broker_acl_raises(
         transport.publish("devices/agent-2/status", b"not mine", timeout=TIMEOUT)
 
 
-def test_subscribe_denied_by_broker_acl_raises(
-    mosquitto_factory: Callable[..., MosquittoBroker], transport_factory: TransportFactory
+def test_rejected_subscription_raises_and_is_not_kept(
+    mosquitto: MosquittoBroker, transport_factory: TransportFactory
 ) -> None:
-    """A SUBACK refusing the filter makes subscribe raise TransportError, and the handler
-    is not kept for later resubscription."""
-    broker = mosquitto_factory(acl=ACL)
-    transport = transport_factory(broker, "agent-1")
+    """A subscription that fails (here an invalid filter) raises TransportError, and the
+    handler is not kept for resubscription after a reconnect. (Mosquitto 2.0 grants a
+    SUBACK even for filters its ACL denies; it just delivers nothing on them.)"""
+    transport = transport_factory(mosquitto)
     transport.connect(TIMEOUT)
 
-    with pytest.raises(TransportError, match="refused"):
-        transport.subscribe("devices/agent-2/#", Inbox(), timeout=TIMEOUT)
+    with pytest.raises(TransportError, match="subscribe to devices/#/bad"):
+        transport.subscribe("devices/#/bad", Inbox(), timeout=TIMEOUT)
     assert transport._subscriptions == {}
+    transport.publish("devices/agent-1/status", b"still fine", timeout=TIMEOUT)
 
 
 def test_sdk_metrics_are_kept_out_of_the_connect_username(

@@ -439,3 +439,96 @@ class MessageCollector:
         with self._changed:
             self._messages.append(message)
             self._changed.notify_all()
+
+
+# -- a TCP proxy to cut the network without stopping the broker --------------------------
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:``port`` to an upstream port; ``block()`` cuts every connection
+    and refuses new ones until ``unblock()``, like a network outage the broker survives."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((HOST, 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._blocked = False
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept, name="tcp-proxy", daemon=True)
+        self._acceptor.start()
+
+    def block(self) -> None:
+        with self._lock:
+            self._blocked = True
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            _hard_close(sock)
+
+    def unblock(self) -> None:
+        with self._lock:
+            self._blocked = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self.block()
+        _hard_close(self._listener)
+        self._acceptor.join(5.0)
+
+    def __enter__(self) -> TcpProxy:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refuse = self._blocked or self._closed
+            if refuse:
+                _hard_close(downstream)
+                continue
+            try:
+                upstream = socket.create_connection((HOST, self.upstream_port), timeout=5.0)
+                upstream.settimeout(None)
+            except OSError:
+                _hard_close(downstream)
+                continue
+            with self._lock:
+                self._sockets.update((downstream, upstream))
+            for source, target in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(
+                    target=self._pump, args=(source, target), name="tcp-proxy-pump", daemon=True
+                ).start()
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._sockets.discard(source)
+                self._sockets.discard(target)
+            _hard_close(source)
+            _hard_close(target)
+
+
+def _hard_close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -1,0 +1,249 @@
+"""The periodic health report: how the agent is, what runs on the device, what it costs.
+
+A :class:`HealthReporter` builds a :class:`~agent.reporting.events.HealthReport` from
+what is true *now*: the ledger's facts (written by the reconciler and the publisher),
+the active rollout, the nucleus' lifecycle state of the deployed component and the
+process' own resource use. An error the reconciler has cleared is not reported.
+
+Status levels:
+
+* ``UNHEALTHY``: the agent cannot do its job (its state is one of ``unhealthy_states``,
+  e.g. the daemon's ``DEGRADED`` for an unsupported platform, or the current error is
+  an :class:`~agent.errors.UnsupportedPlatformError`).
+* ``DEGRADED``: a current error, an active rollout that is failing transiently
+  (throttled or with an error recorded), a backlog while the transport is down, or
+  messages dropped by the outbox bound since the previous report.
+* ``HEALTHY``: none of the above.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import threading
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Literal
+
+import structlog
+
+from agent.clock import Clock, JitteredInterval
+from agent.ledger import Ledger, OutgoingMessage
+from agent.reporting.events import DeployedModel, ErrorInfo, HealthReport, ResourceUse, utc_iso
+from agent.reporting.outbox import dropped_total, transport_connected
+
+log = structlog.get_logger("agent.health")
+
+#: Agent states that mean the agent cannot do its job. The daemon enters ``DEGRADED``
+#: only when the platform is not supported (health and commands only).
+DEFAULT_UNHEALTHY_STATES: frozenset[str] = frozenset({"DEGRADED", "UNSUPPORTED_PLATFORM", "FAILED"})
+
+#: Error types that make the device unable to take any model.
+UNHEALTHY_ERRORS: frozenset[str] = frozenset({"UnsupportedPlatformError"})
+
+Status = Literal["HEALTHY", "DEGRADED", "UNHEALTHY"]
+
+
+class HealthReporter:
+    """Builds health reports; thread-safe (one lock around the CPU sample)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        thing_name: str,
+        topic: str,
+        clock: Clock,
+        started_at: float,
+        state_provider: Callable[[], str],
+        lifecycle_provider: Callable[[str], str | None] | None,
+        state_dir: Path,
+        transport_connected: Callable[[], bool] | None = None,
+        unhealthy_states: Collection[str] = DEFAULT_UNHEALTHY_STATES,
+        proc_dir: Path = Path("/proc/self"),
+    ) -> None:
+        self.ledger = ledger
+        self.thing_name = thing_name
+        self.topic = topic
+        self.clock = clock
+        self.started_at = started_at
+        self.state_provider = state_provider
+        self.lifecycle_provider = lifecycle_provider
+        self.state_dir = Path(state_dir)
+        self.transport_connected = transport_connected
+        self.unhealthy_states = frozenset(unhealthy_states)
+        self.proc_dir = proc_dir
+        self._lock = threading.Lock()
+        self._cpu_sample = (time.monotonic(), self._cpu_seconds())
+        self._dropped_seen = dropped_total(ledger)
+
+    # -- public ------------------------------------------------------------------------
+    def build(self) -> HealthReport:
+        """A report of the agent's health as of now (sequence 0; the outbox assigns it)."""
+        now = self.clock.now()
+        state = self._state()
+        error = self._current_error()
+        rollout = self.ledger.active_rollout()
+        depth = self.ledger.outbox_depth()
+        dropped = dropped_total(self.ledger)
+        with self._lock:
+            dropped_since = dropped - self._dropped_seen
+            self._dropped_seen = dropped
+        reasons: list[str] = []
+        status: Status = "HEALTHY"
+        if state in self.unhealthy_states or (error is not None and error.type in UNHEALTHY_ERRORS):
+            status = "UNHEALTHY"
+        else:
+            if error is not None:
+                reasons.append(f"error {error.type}")
+            if rollout is not None and (rollout.error_type is not None or rollout.throttles > 0):
+                reasons.append(f"rollout {rollout.id} retrying")
+            if depth > 0 and not self._transport_up():
+                reasons.append(f"{depth} message(s) waiting for the transport")
+            if dropped_since > 0:
+                reasons.append(f"{dropped_since} message(s) dropped by the outbox bound")
+            if reasons:
+                status = "DEGRADED"
+        if reasons:
+            log.debug("health degraded", reasons=reasons)
+        last_check = _float_fact(self.ledger.get("last_check_at"))
+        return HealthReport(
+            thing_name=self.thing_name,
+            timestamp=utc_iso(now),
+            agent_state=state,
+            status=status,
+            uptime_seconds=round(max(0.0, now - self.started_at), 3),
+            deployed=self._deployed(),
+            active_rollout=None
+            if rollout is None
+            else {
+                "id": rollout.id,
+                "modelVersion": rollout.model_version,
+                "phase": rollout.phase.value,
+                "jobName": rollout.job_name,
+                "deploymentId": rollout.deployment_id,
+            },
+            last_successful_check=None if last_check is None else utc_iso(last_check),
+            last_error=error,
+            resources=self._resources(),
+            outbox_depth=depth,
+        )
+
+    def message(self) -> OutgoingMessage:
+        """The current report as an outbox message (kind ``health``, not retained)."""
+        report = self.build()
+
+        def render(sequence: int) -> bytes:
+            return report.model_copy(update={"sequence": sequence}).to_json()
+
+        return OutgoingMessage("health", self.topic, render, retain=False)
+
+    # -- parts ---------------------------------------------------------------------------
+    def _state(self) -> str:
+        try:
+            return str(self.state_provider())
+        except Exception as exc:
+            log.warning("agent state unavailable", error=type(exc).__name__)
+            return "UNKNOWN"
+
+    def _current_error(self) -> ErrorInfo | None:
+        """The last error, only while the reconciler still holds it as current."""
+        kind = self.ledger.get("last_error_type")
+        if not kind:
+            return None
+        return ErrorInfo(type=kind, message=self.ledger.get("last_error_message") or "")
+
+    def _transport_up(self) -> bool:
+        if self.transport_connected is not None:
+            try:
+                return bool(self.transport_connected())
+            except Exception:
+                return False
+        recorded = transport_connected(self.ledger)
+        return bool(recorded)
+
+    def _deployed(self) -> DeployedModel | None:
+        version = self.ledger.get("deployed_version")
+        name = self.ledger.get("deployed_component_name")
+        component_version = self.ledger.get("deployed_component_version")
+        if not version or not name or not component_version:
+            return None
+        try:
+            model_version = int(version)
+        except ValueError:
+            return None
+        lifecycle: str | None = None
+        if self.lifecycle_provider is not None:
+            try:
+                lifecycle = self.lifecycle_provider(name)
+            except Exception as exc:
+                log.warning("lifecycle state unavailable", component=name, error=type(exc).__name__)
+        return DeployedModel(
+            model_version=model_version,
+            component_name=name,
+            component_version=component_version,
+            lifecycle_state=lifecycle,
+        )
+
+    def _resources(self) -> ResourceUse:
+        wall, cpu = time.monotonic(), self._cpu_seconds()
+        with self._lock:
+            last_wall, last_cpu = self._cpu_sample
+            self._cpu_sample = (wall, cpu)
+        elapsed = wall - last_wall
+        percent = 0.0 if elapsed <= 0 else max(0.0, (cpu - last_cpu) / elapsed * 100.0)
+        used, free = self._disk()
+        return ResourceUse(
+            cpu_percent=round(percent, 2),
+            memory_rss_bytes=self._rss_bytes(),
+            disk_used_bytes=used,
+            disk_free_bytes=free,
+        )
+
+    def _cpu_seconds(self) -> float:
+        """User + system CPU time of this process (/proc/self/stat; os.times elsewhere)."""
+        try:
+            text = (self.proc_dir / "stat").read_text()
+            # Fields after the command name, which is in parentheses and may hold spaces.
+            fields = text[text.rindex(")") + 2 :].split()
+            ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            return ticks / float(os.sysconf("SC_CLK_TCK"))
+        except (OSError, ValueError, IndexError):
+            times = os.times()
+            return times.user + times.system
+
+    def _rss_bytes(self) -> int:
+        """Current resident set size (/proc/self/statm); the peak where /proc is missing."""
+        try:
+            pages = int((self.proc_dir / "statm").read_text().split()[1])
+            return pages * int(os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, IndexError):
+            return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+    def _disk(self) -> tuple[int, int]:
+        """(used, free) bytes of the file system holding the state directory."""
+        path = self.state_dir
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        try:
+            stats = os.statvfs(path)
+        except OSError:
+            return 0, 0
+        used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        return int(used), int(stats.f_bavail * stats.f_frsize)
+
+
+def next_health_delay(interval: JitteredInterval, rng: random.Random) -> float:
+    """Seconds until the next periodic report: the interval with its jitter applied."""
+    return max(1.0, interval.next(rng))
+
+
+def _float_fact(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None

@@ -1,0 +1,8 @@
+"""The simulated Greengrass nucleus: IPC server and token exchange service."""
+
+from __future__ import annotations
+
+from localcloud.nucleus.server import Nucleus, Published
+from localcloud.nucleus.tes import CredentialRegistry, TokenExchangeService
+
+__all__ = ["CredentialRegistry", "Nucleus", "Published", "TokenExchangeService"]

@@ -1,0 +1,86 @@
+"""Helpers that put agents into a local world: seeding, configs, platforms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, load_config
+from agent.ledger import Ledger
+from agent.platform import DetectedPlatform
+from agent.reconciler import Reconciler
+from localcloud.fleet import make_reconciler
+from localcloud.world import World
+
+ROOT = Path(__file__).resolve().parents[2]
+AGENT_RECIPE = ROOT / "recipes" / "l4v.edge.Agent.json"
+AGENT_COMPONENT = "l4v.edge.Agent"
+PROJECT = "widgets"
+BUCKET = "l4v-models"
+
+PLATFORMS: dict[str, DetectedPlatform] = {
+    "jetson-xavier": DetectedPlatform(
+        target_device="jetson_xavier", key="jetson-xavier", description="Jetson AGX Xavier",
+        compiler_options={}, evidence={},
+    ),
+    "x86-64-nvidia-sm75": DetectedPlatform(
+        os="LINUX", arch="X86_64", accelerator="NVIDIA", key="x86-64-nvidia-sm75",
+        description="x86_64 + T4",
+        compiler_options={"gpu-code": "sm_75", "trt-ver": "7.1.3", "cuda-ver": "10.2"}, evidence={},
+    ),
+    "arm64-cpu": DetectedPlatform(
+        os="LINUX", arch="ARM64", key="arm64-cpu", description="ARM64 CPU",
+        compiler_options={"mcpu": "cortex-a72", "mattr": "+neon"}, evidence={},
+    ),
+    "x86-64-cpu": DetectedPlatform(
+        os="LINUX", arch="X86_64", key="x86-64-cpu", description="x86_64 CPU",
+        compiler_options={"mcpu": "core-avx2"}, evidence={},
+    ),
+}
+
+
+def seed(world: World, *, models: int = 1, packaging_seconds: float = 900.0) -> None:
+    """A bucket, a project with ``models`` trained versions, and the agent's component."""
+    world.client("s3").create_bucket(Bucket=BUCKET)
+    world.lookoutvision.create_project(PROJECT)
+    for _ in range(models):
+        world.lookoutvision.add_model(PROJECT, "TRAINED")
+    world.lookoutvision.packaging_seconds = packaging_seconds
+    world.greengrass.register_component_version(json.loads(AGENT_RECIPE.read_text()))
+
+
+def add_device(world: World, thing_name: str, *, groups: tuple[str, ...] = ()) -> Any:
+    """A core device that already runs the agent component (deployed to its thing)."""
+    device = world.greengrass.add_core_device(thing_name, thing_groups=list(groups))
+    gg = world.client("greengrassv2")
+    thing_arn = world.client("iot").describe_thing(thingName=thing_name)["thingArn"]
+    gg.create_deployment(
+        targetArn=thing_arn,
+        deploymentName=f"agent-{thing_name}",
+        components={AGENT_COMPONENT: {"componentVersion": "0.1.0"}},
+        deploymentPolicies={"failureHandlingPolicy": "ROLLBACK"},
+        tags={"owner": "fleet-team"},
+    )
+    return device
+
+
+def config(thing_name: str, state_dir: Path, **overrides: Any) -> AgentConfig:
+    values: dict[str, Any] = {
+        "thingName": thing_name,
+        "region": "us-east-1",
+        "projectName": PROJECT,
+        "s3Bucket": BUCKET,
+        "stateDir": str(state_dir),
+        "awsMaxAttempts": 1,  # retries happen on the virtual clock, not in botocore's sleeps
+    }
+    values.update(overrides)
+    return load_config(overrides=values)
+
+
+def reconciler(
+    world: World, thing_name: str, tmp_path: Path, platform: str = "x86-64-cpu", **overrides: Any
+) -> Reconciler:
+    cfg = config(thing_name, tmp_path / thing_name, **overrides)
+    ledger = Ledger(Path(cfg.state_dir) / "agent.sqlite")
+    return make_reconciler(world, cfg, PLATFORMS[platform], ledger)

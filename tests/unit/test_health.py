@@ -1,0 +1,322 @@
+"""The health report: fields, truth-now semantics, the deployed model and status levels."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.clock import JitteredInterval
+from agent.health import HealthReporter, next_health_delay
+from agent.ledger import Ledger, OutgoingMessage
+from agent.model import Phase, Rollout
+from agent.reporting.events import HealthReport
+from agent.reporting.outbox import enqueue
+from localcloud.clock import VirtualClock
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    ledger = Ledger(tmp_path / "state" / "agent.sqlite")
+    yield ledger
+    ledger.close()
+
+
+class Situation:
+    """What the reporter's providers return; tests change it between reports."""
+
+    def __init__(self) -> None:
+        self.state = "RUNNING"
+        self.lifecycle: dict[str, str] = {}
+        self.transport_up = True
+        self.lifecycle_calls: list[str] = []
+
+    def lifecycle_of(self, component: str) -> str | None:
+        self.lifecycle_calls.append(component)
+        return self.lifecycle.get(component)
+
+
+def reporter(
+    ledger: Ledger,
+    tmp_path: Path,
+    clock: VirtualClock,
+    situation: Situation,
+    *,
+    lifecycle: Callable[[str], str | None] | bool | None = True,
+) -> HealthReporter:
+    provider = situation.lifecycle_of if lifecycle is True else lifecycle or None
+    return HealthReporter(
+        ledger,
+        thing_name="dev-1",
+        topic="l4v-edge/dev-1/health",
+        clock=clock,
+        started_at=clock.now(),
+        state_provider=lambda: situation.state,
+        lifecycle_provider=provider if callable(provider) else None,
+        state_dir=tmp_path / "state",
+        transport_connected=lambda: situation.transport_up,
+    )
+
+
+def other(n: int) -> OutgoingMessage:
+    return OutgoingMessage("status", "t/status", lambda seq: json.dumps({"n": n}).encode())
+
+
+def test_report_fields_of_a_fresh_agent(ledger: Ledger, tmp_path: Path) -> None:
+    """A fresh agent reports HEALTHY with its state, uptime, resources and no model yet."""
+    clock = VirtualClock()
+    situation = Situation()
+    health = reporter(ledger, tmp_path, clock, situation)
+    clock.advance(42.5)
+    report = health.build()
+    assert report.thing_name == "dev-1"
+    assert report.status == "HEALTHY"
+    assert report.agent_state == "RUNNING"
+    assert report.uptime_seconds == pytest.approx(42.5)
+    assert report.timestamp.endswith("+00:00")
+    assert report.deployed is None
+    assert report.active_rollout is None
+    assert report.last_error is None
+    assert report.last_successful_check is None
+    assert report.outbox_depth == 0
+    assert report.resources.memory_rss_bytes > 1_000_000
+    assert report.resources.disk_free_bytes > 0
+    assert report.resources.disk_used_bytes > 0
+    assert report.resources.cpu_percent >= 0.0
+
+
+def test_cpu_percent_is_measured_since_the_previous_report(ledger: Ledger, tmp_path: Path) -> None:
+    """Burning CPU between two reports shows up as a positive cpuPercent in the second."""
+    health = reporter(ledger, tmp_path, VirtualClock(), Situation())
+    health.build()
+    burn_until = time.process_time() + 0.05  # a few clock ticks of CPU time
+    total = 0
+    while time.process_time() < burn_until:
+        total += 1
+    assert total > 0
+    assert health.build().resources.cpu_percent > 0.0
+
+
+def test_message_is_a_non_retained_health_message_with_its_sequence(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """message() yields kind 'health', retain False; the payload validates as a
+    HealthReport and carries the sequence the outbox assigned."""
+    health = reporter(ledger, tmp_path, VirtualClock(), Situation())
+    outgoing = health.message()
+    assert (outgoing.kind, outgoing.topic, outgoing.retain) == (
+        "health",
+        "l4v-edge/dev-1/health",
+        False,
+    )
+    (sequence,) = ledger.enqueue([outgoing], 0.0)
+    payload = ledger.pending()[0].payload
+    report = HealthReport.model_validate_json(payload)
+    assert report.sequence == sequence
+    assert json.loads(payload)["schema"] == "l4v-edge-agent/health/1"
+
+
+def test_last_check_and_current_error_are_reported(ledger: Ledger, tmp_path: Path) -> None:
+    """A current error makes the report DEGRADED and names it; the last check time is
+    reported as ISO-8601."""
+    clock = VirtualClock(start=1_800_000_000.0)
+    health = reporter(ledger, tmp_path, clock, Situation())
+    ledger.put(
+        {
+            "last_check_at": repr(1_800_000_000.25),
+            "last_error_type": "ThrottledError",
+            "last_error_message": "slow down",
+            "last_error_at": repr(1_800_000_000.0),
+        }
+    )
+    report = health.build()
+    assert report.status == "DEGRADED"
+    assert report.last_error is not None
+    assert (report.last_error.type, report.last_error.message) == ("ThrottledError", "slow down")
+    assert report.last_successful_check == "2027-01-15T08:00:00.250+00:00"
+
+
+def test_cleared_error_is_no_longer_reported(ledger: Ledger, tmp_path: Path) -> None:
+    """Once the reconciler clears last_error_* (last_error_at may remain), the report no
+    longer mentions the error and is HEALTHY again."""
+    health = reporter(ledger, tmp_path, VirtualClock(), Situation())
+    ledger.put({"last_error_type": "ServiceUnavailableError", "last_error_message": "503"})
+    assert health.build().last_error is not None
+    ledger.put({"last_error_type": None, "last_error_message": None})
+    report = health.build()
+    assert report.last_error is None
+    assert report.status == "HEALTHY"
+
+
+def test_deployed_model_with_lifecycle_from_the_nucleus(ledger: Ledger, tmp_path: Path) -> None:
+    """The deployed model comes from the ledger facts; its lifecycle state is asked from
+    the nucleus for that component now."""
+    situation = Situation()
+    situation.lifecycle = {"proj.x86-64-cpu": "RUNNING"}
+    health = reporter(ledger, tmp_path, VirtualClock(), situation)
+    ledger.put(
+        {
+            "deployed_version": "3",
+            "deployed_component_name": "proj.x86-64-cpu",
+            "deployed_component_version": "3.0.0",
+            "deployed_at": repr(1_790_000_000.0),
+        }
+    )
+    deployed = health.build().deployed
+    assert deployed is not None
+    assert deployed.model_dump(by_alias=True) == {
+        "modelVersion": 3,
+        "componentName": "proj.x86-64-cpu",
+        "componentVersion": "3.0.0",
+        "lifecycleState": "RUNNING",
+    }
+    assert situation.lifecycle_calls == ["proj.x86-64-cpu"]
+    situation.lifecycle = {"proj.x86-64-cpu": "BROKEN"}
+    deployed = health.build().deployed
+    assert deployed is not None and deployed.lifecycle_state == "BROKEN"
+
+
+def test_deployed_model_without_or_with_failing_lifecycle_provider(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """Without a nucleus the lifecycle state is null; a provider that raises does not
+    break the report either."""
+    ledger.put(
+        {
+            "deployed_version": "2",
+            "deployed_component_name": "c",
+            "deployed_component_version": "2.0.0",
+        }
+    )
+    plain = reporter(ledger, tmp_path, VirtualClock(), Situation(), lifecycle=None)
+    deployed = plain.build().deployed
+    assert deployed is not None and deployed.lifecycle_state is None
+
+    def broken(component: str) -> str | None:
+        raise ConnectionError("nucleus gone")
+
+    failing = reporter(ledger, tmp_path, VirtualClock(), Situation(), lifecycle=broken)
+    deployed = failing.build().deployed
+    assert deployed is not None and deployed.lifecycle_state is None
+
+
+def test_active_rollout_is_summarised(ledger: Ledger, tmp_path: Path) -> None:
+    """An active rollout is reported with id, model version, phase, job and deployment;
+    a finished one is not."""
+    health = reporter(ledger, tmp_path, VirtualClock(), Situation())
+    rollout = ledger.save(
+        Rollout(
+            model_version=4,
+            platform_key="x86-64-cpu",
+            phase=Phase.DEPLOYING,
+            job_name="proj-x86-64-cpu-v4-1",
+            deployment_id="dep-1",
+        )
+    )
+    report = health.build()
+    assert report.active_rollout == {
+        "id": rollout.id,
+        "modelVersion": 4,
+        "phase": "DEPLOYING",
+        "jobName": "proj-x86-64-cpu-v4-1",
+        "deploymentId": "dep-1",
+    }
+    assert report.status == "HEALTHY"
+    ledger.save(rollout.model_copy(update={"phase": Phase.SUCCEEDED}))
+    assert health.build().active_rollout is None
+
+
+def test_rollout_failing_transiently_is_degraded(ledger: Ledger, tmp_path: Path) -> None:
+    """An active rollout that is being throttled makes the report DEGRADED."""
+    health = reporter(ledger, tmp_path, VirtualClock(), Situation())
+    ledger.save(Rollout(model_version=4, platform_key="p", phase=Phase.PACKAGING, throttles=2))
+    assert health.build().status == "DEGRADED"
+
+
+def test_backlog_with_transport_down_is_degraded(ledger: Ledger, tmp_path: Path) -> None:
+    """Queued messages are normal while connected, DEGRADED while the transport is down."""
+    situation = Situation()
+    health = reporter(ledger, tmp_path, VirtualClock(), situation)
+    ledger.enqueue([other(1), other(2)], 0.0)
+    report = health.build()
+    assert (report.status, report.outbox_depth) == ("HEALTHY", 2)
+    situation.transport_up = False
+    assert health.build().status == "DEGRADED"
+
+
+def test_transport_state_falls_back_to_the_publishers_ledger_fact(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    """Without a transport_connected callable the reporter reads the fact the publisher
+    records on connection changes."""
+    health = HealthReporter(
+        ledger,
+        thing_name="dev-1",
+        topic="t",
+        clock=VirtualClock(),
+        started_at=0.0,
+        state_provider=lambda: "RUNNING",
+        lifecycle_provider=None,
+        state_dir=tmp_path / "state",
+    )
+    ledger.enqueue([other(1)], 0.0)
+    ledger.put({"transport_connected": "true"})
+    assert health.build().status == "HEALTHY"
+    ledger.put({"transport_connected": "false"})
+    assert health.build().status == "DEGRADED"
+
+
+def test_dropped_messages_degrade_the_next_report_once(ledger: Ledger, tmp_path: Path) -> None:
+    """Messages dropped by the outbox bound since the previous report make that one
+    report DEGRADED; the next report is HEALTHY again if nothing else is wrong."""
+    health = reporter(ledger, tmp_path, VirtualClock(), Situation())
+    enqueue(ledger, [other(n) for n in range(12)], 0.0, 10)
+    assert health.build().status == "DEGRADED"
+    assert health.build().status == "HEALTHY"
+
+
+@pytest.mark.parametrize("state", ["DEGRADED", "UNSUPPORTED_PLATFORM"])
+def test_agent_state_that_cannot_work_is_unhealthy(
+    ledger: Ledger, tmp_path: Path, state: str
+) -> None:
+    """The daemon's DEGRADED state (unsupported platform) makes the report UNHEALTHY,
+    even with an error also current."""
+    situation = Situation()
+    situation.state = state
+    ledger.put({"last_error_type": "ThrottledError", "last_error_message": "x"})
+    report = reporter(ledger, tmp_path, VirtualClock(), situation).build()
+    assert (report.status, report.agent_state) == ("UNHEALTHY", state)
+
+
+def test_unsupported_platform_error_is_unhealthy(ledger: Ledger, tmp_path: Path) -> None:
+    """A current UnsupportedPlatformError means the device can take no model: UNHEALTHY."""
+    ledger.put({"last_error_type": "UnsupportedPlatformError", "last_error_message": "arm32"})
+    assert reporter(ledger, tmp_path, VirtualClock(), Situation()).build().status == "UNHEALTHY"
+
+
+def test_state_dir_not_created_yet_still_reports_disk(ledger: Ledger, tmp_path: Path) -> None:
+    """Disk figures come from the nearest existing parent when the state dir is missing."""
+    health = HealthReporter(
+        ledger,
+        thing_name="dev-1",
+        topic="t",
+        clock=VirtualClock(),
+        started_at=0.0,
+        state_provider=lambda: "STARTING",
+        lifecycle_provider=None,
+        state_dir=tmp_path / "not" / "yet",
+    )
+    assert health.build().resources.disk_free_bytes > 0
+
+
+def test_next_health_delay_stays_within_the_jitter() -> None:
+    """The delay between reports is the interval +/- its jitter."""
+    rng = random.Random(3)
+    interval = JitteredInterval(300.0, 0.1)
+    delays = [next_health_delay(interval, rng) for _ in range(200)]
+    assert all(270.0 <= d <= 330.0 for d in delays)
+    assert len(set(delays)) > 1
