@@ -55,6 +55,7 @@ MAX_SOCKET_PATH_BYTES = 107
 STOP_TIMEOUT_SECONDS = 5.0
 SEND_TIMEOUT_SECONDS = 5.0
 REJECTED_LINGER_SECONDS = 5.0
+ACCEPT_BACKOFF_SECONDS = 0.1
 
 
 class MessageType:
@@ -175,7 +176,7 @@ class _Stream:
     id: int
     operation: str
     open: bool = True
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
     #: Events wait here until the initial response of a streaming operation is sent.
     responded: bool = False
     pending: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -576,7 +577,12 @@ class Nucleus:
                     return
                 try:
                     sock, _ = listener.accept()
-                except OSError:
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue
+                except OSError as exc:  # e.g. out of file descriptors: back off briefly
+                    logger.warning("IPC accept failed: %s", exc)
+                    if _readable(wake_r, ACCEPT_BACKOFF_SECONDS):
+                        return  # stop() was called meanwhile
                     continue
                 with self._lock:
                     if not self._running:
@@ -814,6 +820,12 @@ def _key_path(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
         raise _invalid("keyPath must be a list of strings")
     return list(value)
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
 
 
 def _set_send_timeout(sock: socket.socket, seconds: float) -> None:

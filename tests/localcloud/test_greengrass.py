@@ -39,6 +39,18 @@ def client(world: World, **kwargs: Any) -> Any:
     return world_client(world, "greengrassv2", botocore_session=SESSION, **kwargs)
 
 
+@pytest.fixture(autouse=True)
+def fresh_moto() -> None:
+    """Empty moto's backends before each test.
+
+    ``World`` calls moto's ``reset_model_data``, which leaves things and thing groups of
+    earlier tests in place (and so their group memberships); this clears them.
+    """
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+
+
 @pytest.fixture
 def gg(world: World) -> Any:
     return client(world)

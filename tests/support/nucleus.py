@@ -6,7 +6,7 @@ import copy
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,9 @@ def recipe_with_acl(name: str, access_control: dict[str, Any]) -> dict[str, Any]
 class StaticHost:
     """A ComponentHost whose components the test sets directly."""
 
-    def __init__(self, thing_name: str = "test-core", components: list[ComponentInfo] = ()) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, thing_name: str = "test-core", components: Iterable[ComponentInfo] = ()
+    ) -> None:
         self.thing_name = thing_name
         self._lock = threading.Condition()
         self._components = {c.name: c for c in components}

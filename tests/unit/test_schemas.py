@@ -12,6 +12,7 @@ import pytest
 from agent.reporting.events import (
     ALL_SCHEMAS,
     Command,
+    CommandName,
     CommandResponse,
     DeployedModel,
     ErrorInfo,
@@ -154,10 +155,10 @@ def examples() -> list[tuple[str, bytes]]:
         ("command", json.dumps({"id": "c-1", "command": "check-now"}).encode()),
         (
             "command",
-            Command(id="d:2", command="deploy-version", model_version=7)
+            Command(id="d:2", command=CommandName.DEPLOY_VERSION, model_version=7)
             .model_dump_json(by_alias=True)
             .encode(),
-        ),  # type: ignore[arg-type]
+        ),
     ]
 
 
