@@ -132,3 +132,103 @@ class Fleet:
 
 def new_ledger(directory: Path, thing_name: str) -> Ledger:
     return Ledger(directory / f"{thing_name}.sqlite")
+
+
+@dataclass
+class ReleaseFigures:
+    """What a simulated fleet release produced."""
+
+    devices: int
+    running: int
+    packaging_jobs: int
+    deployments_created: int
+    duplicate_deployments: int
+    calls: dict[str, int]
+    throttled_calls: int
+    seconds_to_all_running: float | None
+    lookoutvision_calls_per_device_mean: float
+
+
+def simulate_release(
+    world: World,
+    clock: VirtualClock,
+    directory: Path,
+    mix: list[tuple[DetectedPlatform, int]],
+    *,
+    config_for: Callable[[str], AgentConfig],
+    deadline_seconds: float = 3 * 3600,
+    seed: int = 1,
+) -> ReleaseFigures:
+    """Add devices per ``mix``, release one model version, run until all run it.
+
+    The world must already hold the project, bucket and agent component (see
+    ``tests/support/agentworld.seed``); a new TRAINED model version is the release.
+    Devices share boto3 clients (identical and stateless); each has its own ledger,
+    identity and random source.
+    """
+    from localcloud.transport import world_client
+
+    rng = random.Random(seed)
+    fleet = Fleet(world, clock)
+    shared: AwsClients | None = None
+    things: list[str] = []
+    platforms = [p for p, n in mix for _ in range(n)]
+    gg = world_client(world, "greengrassv2", internal=True)
+    iot = world.client("iot")
+    for index, platform in enumerate(platforms):
+        thing = f"dev-{index:04d}"
+        things.append(thing)
+        arm = platform.arch == "ARM64" or platform.target_device is not None
+        world.greengrass.add_core_device(thing, architecture="aarch64" if arm else "amd64")
+        arn = iot.describe_thing(thingName=thing)["thingArn"]
+        gg.create_deployment(
+            targetArn=arn,
+            deploymentName=f"agent-{thing}",
+            components={"l4v.edge.Agent": {"componentVersion": "0.1.0"}},
+        )
+    clock.advance(300)
+    world.tick()
+    release_at = clock.now()
+    version = world.lookoutvision.add_model(
+        next(iter(world.lookoutvision._projects)), "TRAINED"  # noqa: SLF001 - the only project
+    )
+    for thing, platform in zip(things, platforms):
+        cfg = config_for(thing)
+        shared = shared or agent_clients(world, cfg)
+        ledger = new_ledger(directory, thing)
+        reconciler = make_reconciler(
+            world, cfg, platform, ledger, clients=shared, rng=random.Random(rng.random())
+        )
+        # A running fleet: each device's next check falls anywhere in one interval.
+        first = release_at + rng.uniform(0, cfg.check_interval_seconds)
+        fleet.add(SimDevice(thing, platform, reconciler, ledger), first)
+    world.calls.clear()
+
+    def all_running() -> bool:
+        return all(d.ledger.get("deployed_version") == str(version) for d in fleet.devices)
+
+    fleet.run_until(all_running, deadline=release_at + deadline_seconds)
+    done_at = clock.now() if all_running() else None
+    creates = [c for c in world.calls.calls if c.operation == "CreateDeployment" and c.status < 300]
+    deployments = world.client("greengrassv2")
+    created_per_target: dict[str, int] = {}
+    for thing in things:
+        arn = iot.describe_thing(thingName=thing)["thingArn"]
+        listed = deployments.list_deployments(targetArn=arn, historyFilter="ALL")["deployments"]
+        created_per_target[thing] = sum(1 for _ in listed) - 1  # minus the agent's own
+    counts = dict(world.calls.counts())
+    l4v_per_device = sum(1 for c in world.calls.calls if c.service == "lookoutvision") / max(
+        1, len(things)
+    )
+    jobs = len(world.lookoutvision.jobs())
+    return ReleaseFigures(
+        devices=len(things),
+        running=sum(1 for d in fleet.devices if d.ledger.get("deployed_version") == str(version)),
+        packaging_jobs=jobs,
+        deployments_created=len(creates),
+        duplicate_deployments=sum(max(0, n - 1) for n in created_per_target.values()),
+        calls=counts,
+        throttled_calls=sum(1 for c in world.calls.calls if c.status == 429),
+        seconds_to_all_running=None if done_at is None else done_at - release_at,
+        lookoutvision_calls_per_device_mean=l4v_per_device,
+    )

@@ -213,9 +213,10 @@ class _MotoApp:
         self.reset()
 
     def reset(self) -> None:
-        from moto.core.models import reset_model_data
+        from moto.moto_api._internal.models import moto_api_backend
 
-        reset_model_data()
+        # Empties every backend (things, groups, buckets) so each World starts clean.
+        moto_api_backend.reset()
 
     def call(self, request: Request) -> Response:
         headers = {k: v for k, v in request.headers.items() if k not in ("content-length", "host")}
