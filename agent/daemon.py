@@ -255,7 +255,7 @@ def build_agent(
     topics = config.reporting.topics.render(config.thing_name)
     clients = AwsClients(
         region=config.region,
-        endpoints=dict(config.endpoints),
+        endpoints={str(k): v for k, v in config.endpoints.items()},
         max_attempts=config.aws_max_attempts,
         retry_mode=config.aws_retry_mode,
         customize=customize_clients,
@@ -453,7 +453,7 @@ def _guarded_step(reconciler: Reconciler) -> float:
         return reconciler.step()
     except errors.AgentError as exc:
         log.error("step failed", error=exc.kind, message=exc.message)
-    except Exception as exc:  # noqa: BLE001 - the daemon must outlive its own bugs
+    except Exception as exc:
         log.exception("step crashed", error=type(exc).__name__)
     return 30.0
 
@@ -469,4 +469,4 @@ def _settled_exit_code(agent: Agent) -> int:
     return 0
 
 
-__all__ = ["Agent", "AgentState", "build_agent", "capture_signals", "run", "__version__"]
+__all__ = ["Agent", "AgentState", "__version__", "build_agent", "capture_signals", "run"]

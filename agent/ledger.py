@@ -259,4 +259,4 @@ def _to_sql(value: Any) -> Any:
 
 
 def _rollout(row: sqlite3.Row) -> Rollout:
-    return Rollout.model_validate({k: row[k] for k in row.keys()})
+    return Rollout.model_validate(dict(zip(row.keys(), tuple(row), strict=True)))

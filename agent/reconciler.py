@@ -38,8 +38,8 @@ from agent.model import (
     PackagingRequest,
     Phase,
     Rollout,
-    derive_request,
     deployment_token,
+    derive_request,
 )
 from agent.platform import DetectedPlatform
 from agent.ports import PACKAGEABLE, DeploymentPort, DeploymentSpec, PackagingPort
@@ -250,9 +250,9 @@ class Reconciler:
                 detail=f"component {name} {version} already exists",
             )
             return 0.0
+        detail: str | None = None
         try:
-            job_name = self.packaging.start_job(request)
-            detail = None
+            job_name: str | None = self.packaging.start_job(request)
         except errors.ConflictError as conflict:
             job_name, detail = self._adopt(request, conflict)
             if job_name is None:

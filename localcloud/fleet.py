@@ -190,9 +190,9 @@ def simulate_release(
     world.tick()
     release_at = clock.now()
     version = world.lookoutvision.add_model(
-        next(iter(world.lookoutvision._projects)), "TRAINED"  # noqa: SLF001 - the only project
+        next(iter(world.lookoutvision._projects)), "TRAINED"
     )
-    for thing, platform in zip(things, platforms):
+    for thing, platform in zip(things, platforms, strict=True):
         cfg = config_for(thing)
         shared = shared or agent_clients(world, cfg)
         ledger = new_ledger(directory, thing)

@@ -63,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
     world: World
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet server
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _serve(self) -> None:

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from localcloud.clock import VirtualClock
 from localcloud.http import Headers, Request, Response
 from localcloud.lookoutvision import LookoutVisionEmulator
+from localcloud.transport import world_client
 from localcloud.world import World
 from tests.support.oracle import official_lookoutvision_client, project_lookoutvision_client
 
@@ -45,6 +46,35 @@ JOBS_PATH = f"/2020-11-20/projects/{PROJECT}/modelpackagingjobs"
 # -- fixtures and helpers -----------------------------------------------------------------
 
 
+_S3_SESSION: list[Any] = []
+
+
+@pytest.fixture
+def world(world: World) -> World:
+    """The conftest world, made cheap and isolated for this module's ~170 tests.
+
+    * Its internal S3 client is built from one botocore session shared by the module:
+      a fresh session re-parses the S3 model and endpoint data (~0.2 s per test).
+    * S3 starts empty: ``World`` does not (yet) clear moto's S3 backend between worlds,
+      so buckets and objects of earlier tests are removed through the S3 API.
+    """
+    import botocore.session
+
+    if not _S3_SESSION:
+        _S3_SESSION.append(botocore.session.get_session())
+    world._internal_clients["s3"] = world_client(
+        world, "s3", internal=True, botocore_session=_S3_SESSION[0]
+    )
+    s3 = world.client("s3")
+    for bucket in s3.list_buckets()["Buckets"]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket["Name"], Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=bucket["Name"])
+    return world
+
+
 @pytest.fixture
 def lv(world: World) -> LookoutVisionEmulator:
     """The emulator with one project, model 1 TRAINED and the output bucket."""
@@ -57,9 +87,9 @@ def lv(world: World) -> LookoutVisionEmulator:
 
 @pytest.fixture
 def client(world: World, lv: LookoutVisionEmulator) -> Any:
-    """Official-model client; no retries so each error is seen exactly once."""
+    """Official-model client; a single attempt so each error is seen exactly once."""
     return official_lookoutvision_client(
-        world, config=Config(retries={"max_attempts": 1, "mode": "standard"})
+        world, config=Config(retries={"total_max_attempts": 1, "mode": "standard"})
     )
 
 
@@ -69,7 +99,9 @@ def loose_client(world: World, lv: LookoutVisionEmulator) -> Any:
     emulator is the one that must reject bad values."""
     return official_lookoutvision_client(
         world,
-        config=Config(parameter_validation=False, retries={"max_attempts": 1, "mode": "standard"}),
+        config=Config(
+            parameter_validation=False, retries={"total_max_attempts": 1, "mode": "standard"}
+        ),
     )
 
 
@@ -941,7 +973,8 @@ def test_injected_throttling_survives_botocore_retries(
     world: World, lv: LookoutVisionEmulator, client: Any, no_backoff: None
 ) -> None:
     """``faults.inject(..., "throttle", times=10)`` on DescribeModelPackagingJob is seen
-    by boto3 as ThrottlingException after its own retries (standard mode, 2 attempts)."""
+    by boto3 as ThrottlingException after its own retries (standard mode,
+    ``max_attempts=2`` = two retries, so three requests reach the world)."""
     client.start_model_packaging_job(**start_kwargs())
     retrying = official_lookoutvision_client(
         world, config=Config(retries={"max_attempts": 2, "mode": "standard"})
@@ -950,8 +983,8 @@ def test_injected_throttling_survives_botocore_retries(
     world.calls.clear()
     with pytest.raises(retrying.exceptions.ThrottlingException) as caught:
         retrying.describe_model_packaging_job(ProjectName=PROJECT, JobName="nightly-1")
-    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 1
-    assert world.calls.counts("lookoutvision")["DescribeModelPackagingJob"] == 2
+    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 2
+    assert world.calls.counts("lookoutvision")["DescribeModelPackagingJob"] == 3
 
 
 def test_account_quota_throttles_sixth_call_in_a_second(

@@ -120,7 +120,7 @@ def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
     """An unreadable or malformed file is a configuration error naming the file."""
     broken = tmp_path / "agent.json"
     broken.write_text("{not json")
-    with pytest.raises(ConfigurationError, match="agent.json"):
+    with pytest.raises(ConfigurationError, match=r"agent\.json"):
         load_config(file=broken)
     with pytest.raises(ConfigurationError, match="cannot read"):
         load_config(file=tmp_path / "missing.json")
