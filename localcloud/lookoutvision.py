@@ -182,7 +182,9 @@ def _check_value(value: Any, spec: Any, path: str, errors: list[str]) -> None:
     """Append one message per violated constraint of ``value`` (not None) at ``path``."""
     if isinstance(spec, _Str):
         if not isinstance(value, str):
-            errors.append(f"Value at '{path}' failed to satisfy constraint: Member must be a string")
+            errors.append(
+                f"Value at '{path}' failed to satisfy constraint: Member must be a string"
+            )
             return
         shown = _shorten(value)
         if spec.enum is not None and value not in spec.enum:
@@ -264,7 +266,9 @@ def _raise_if(errors: list[str]) -> None:
         return
     count = len(errors)
     noun = "error" if count == 1 else "errors"
-    raise ServiceError("ValidationException", f"{count} validation {noun} detected: " + "; ".join(errors))
+    raise ServiceError(
+        "ValidationException", f"{count} validation {noun} detected: " + "; ".join(errors)
+    )
 
 
 def _validation(message: str) -> ServiceError:
@@ -437,7 +441,7 @@ class LookoutVisionEmulator:
         with self._lock:
             if name in self._projects:
                 raise ValueError(f"project {name!r} already exists")
-            arn = self.world.arn("lookoutvision", f"project/{name}")
+            arn = str(self.world.arn("lookoutvision", f"project/{name}"))
             self._projects[name] = _Project(name, arn, self.world.clock.now())
             return arn
 
@@ -534,7 +538,11 @@ class LookoutVisionEmulator:
                     if record.expires <= now:
                         del self._tokens[token]
                 for job in self._jobs.values():
-                    if job.status == "CREATED" and now >= job.running_at and job.running_at < job.done_at:
+                    if (
+                        job.status == "CREATED"
+                        and now >= job.running_at
+                        and job.running_at < job.done_at
+                    ):
                         job.status = "RUNNING"
                         job.updated = job.running_at
                     if job.status in ("CREATED", "RUNNING") and now >= job.done_at:
@@ -551,7 +559,9 @@ class LookoutVisionEmulator:
             return
         project = self._projects.get(job.project)
         if project is None or int(job.model_version) not in project.models:
-            self._fail(job, f"Model version {job.model_version} of project {job.project} no longer exists")
+            self._fail(
+                job, f"Model version {job.model_version} of project {job.project} no longer exists"
+            )
             return
         location = gg["S3OutputLocation"]
         bucket = location["Bucket"]
@@ -568,7 +578,7 @@ class LookoutVisionEmulator:
             return
         job.artifact_uri = f"s3://{bucket}/{key}"
         job.recipe = self._recipe(job)
-        gg_emulator = getattr(self.world, "greengrass", None)
+        gg_emulator: Any = getattr(self.world, "greengrass", None)
         if _has(gg_emulator, "component_version_exists") and gg_emulator.component_version_exists(
             gg["ComponentName"], gg["ComponentVersion"]
         ):
@@ -652,7 +662,9 @@ class LookoutVisionEmulator:
                 {"ProjectArn": p.arn, "ProjectName": p.name, "CreationTimestamp": p.created}
                 for p in self._projects.values()
             ]
-        return Response.json(200, self._page(items, "Projects", "ListProjects", "", page_size, offset))
+        return Response.json(
+            200, self._page(items, "Projects", "ListProjects", "", page_size, offset)
+        )
 
     def _describe_project(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("DescribeProject")
@@ -681,7 +693,9 @@ class LookoutVisionEmulator:
                 for _, model in sorted(project.models.items())
                 if self.list_models_lag_seconds <= 0 or model.created <= visible_before
             ]
-        return Response.json(200, self._page(items, "Models", "ListModels", name, page_size, offset))
+        return Response.json(
+            200, self._page(items, "Models", "ListModels", name, page_size, offset)
+        )
 
     def _describe_model(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("DescribeModel")
@@ -882,7 +896,7 @@ class LookoutVisionEmulator:
         return model
 
     def _component_taken(self, name: str, version: str) -> bool:
-        gg_emulator = getattr(self.world, "greengrass", None)
+        gg_emulator: Any = getattr(self.world, "greengrass", None)
         if _has(gg_emulator, "component_version_exists") and gg_emulator.component_version_exists(
             name, version
         ):
@@ -960,7 +974,10 @@ class LookoutVisionEmulator:
         prefix = f"{project.name}/model-{model.version}/"
         out: dict[str, Any] = {"OutputConfig": {"S3Location": {"Bucket": bucket, "Prefix": prefix}}}
         if _has_performance(model.status):
-            out["EvaluationManifest"] = {"Bucket": bucket, "Key": prefix + "evaluation-manifest.json"}
+            out["EvaluationManifest"] = {
+                "Bucket": bucket,
+                "Key": prefix + "evaluation-manifest.json",
+            }
             out["EvaluationResult"] = {"Bucket": bucket, "Key": prefix + "evaluation-result.json"}
             out["EvaluationEndTimestamp"] = model.created
         if model.status == "HOSTED":
@@ -1031,7 +1048,7 @@ def _has(obj: Any, method: str) -> bool:
 def _check_target(gg: dict[str, Any]) -> None:
     """The rules on TargetDevice, TargetPlatform and CompilerOptions."""
     device = gg.get("TargetDevice")
-    platform = gg.get("TargetPlatform")
+    platform: Any = gg.get("TargetPlatform")
     options = gg.get("CompilerOptions")
     if (device is None) == (platform is None):
         raise _validation("Specify exactly one of TargetDevice and TargetPlatform")

@@ -25,8 +25,8 @@ from botocore.exceptions import ClientError
 from localcloud.clock import VirtualClock
 from localcloud.http import Headers, Request, Response
 from localcloud.lookoutvision import LookoutVisionEmulator
-from localcloud.transport import world_client
-from localcloud.world import World
+from localcloud.transport import TEST_CREDENTIALS, attach
+from localcloud.world import INTERNAL_ENDPOINT, World
 from tests.support.oracle import official_lookoutvision_client, project_lookoutvision_client
 
 PROJECT = "casting-inspection"
@@ -51,27 +51,18 @@ _S3_SESSION: list[Any] = []
 
 @pytest.fixture
 def world(world: World) -> World:
-    """The conftest world, made cheap and isolated for this module's ~170 tests.
-
-    * Its internal S3 client is built from one botocore session shared by the module:
-      a fresh session re-parses the S3 model and endpoint data (~0.2 s per test).
-    * S3 starts empty: ``World`` does not (yet) clear moto's S3 backend between worlds,
-      so buckets and objects of earlier tests are removed through the S3 API.
-    """
-    import botocore.session
+    """The conftest world, with its internal S3 client taken from one boto3 session
+    shared by this module (speed only: a fresh session re-parses the S3 model and the
+    endpoint data, ~0.2 s per test). Wired as ``World.client`` does it: in-process,
+    internal, path-style."""
+    import boto3
 
     if not _S3_SESSION:
-        _S3_SESSION.append(botocore.session.get_session())
-    world._internal_clients["s3"] = world_client(
-        world, "s3", internal=True, botocore_session=_S3_SESSION[0]
+        _S3_SESSION.append(boto3.Session(region_name=world.region, **TEST_CREDENTIALS))
+    s3 = _S3_SESSION[0].client(
+        "s3", endpoint_url=INTERNAL_ENDPOINT, config=Config(s3={"addressing_style": "path"})
     )
-    s3 = world.client("s3")
-    for bucket in s3.list_buckets()["Buckets"]:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=bucket["Name"], Delete={"Objects": keys})
-        s3.delete_bucket(Bucket=bucket["Name"])
+    world._internal_clients["s3"] = attach(s3, world, internal=True)
     return world
 
 
@@ -200,7 +191,10 @@ def test_list_and_describe_models_parse(client: Any, lv: LookoutVisionEmulator) 
     ModelVersion is a string; performance is present once a model is trained."""
     lv.add_model(PROJECT, "TRAINING", description="retrain-2")
     models = client.list_models(ProjectName=PROJECT)["Models"]
-    assert [(m["ModelVersion"], m["Status"]) for m in models] == [("1", "TRAINED"), ("2", "TRAINING")]
+    assert [(m["ModelVersion"], m["Status"]) for m in models] == [
+        ("1", "TRAINED"),
+        ("2", "TRAINING"),
+    ]
     assert set(models[0]["Performance"]) == {"F1Score", "Recall", "Precision"}
     assert "Performance" not in models[1]
     assert models[1]["Description"] == "retrain-2"
@@ -303,7 +297,10 @@ def test_success_uploads_artifact_and_registers_component(
     assert (recipe["ComponentName"], recipe["ComponentVersion"]) == (COMPONENT, "1.0.0")
     assert recipe["ComponentDescription"] == "Casting defect model"
     assert recipe["ComponentDependencies"] == {
-        "aws.iot.lookoutvision.EdgeAgent": {"VersionRequirement": ">=0.1.0", "DependencyType": "HARD"}
+        "aws.iot.lookoutvision.EdgeAgent": {
+            "VersionRequirement": ">=0.1.0",
+            "DependencyType": "HARD",
+        }
     }
     [manifest_entry] = recipe["Manifests"]
     assert manifest_entry["Platform"] == {"os": "linux", "architecture": "amd64"}
@@ -367,9 +364,7 @@ def test_component_version_defaults_to_model_version(
     assert configuration["Greengrass"]["ComponentVersion"] == "2.0.0"
 
 
-def test_latest_resolves_to_highest_trained_version(
-    client: Any, lv: LookoutVisionEmulator
-) -> None:
+def test_latest_resolves_to_highest_trained_version(client: Any, lv: LookoutVisionEmulator) -> None:
     """ModelVersion ``latest`` packages the highest version that is TRAINED or HOSTED,
     skipping newer versions still training or failed."""
     lv.add_model(PROJECT, "HOSTED")  # 2
@@ -393,7 +388,10 @@ def test_job_name_is_generated_when_omitted(client: Any, lv: LookoutVisionEmulat
         {G + "Tags": [{"Key": "Équipe 1", "Value": "ligne:3/été=@+"}]},
         {G + "Tags": []},
         {G + "Tags": MISSING, G + "ComponentDescription": MISSING, "Description": MISSING},
-        {G + "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}, G + "CompilerOptions": '{"mcpu": "core-avx2"}'},
+        {
+            G + "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+            G + "CompilerOptions": '{"mcpu": "core-avx2"}',
+        },
         {G + "CompilerOptions": '{"mcpu": "cortex-a72", "mattr": ["+neon"]}'},
         {
             G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
@@ -473,34 +471,111 @@ VALIDATION_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("bucket-too-short", {G + "S3OutputLocation": {"Bucket": "ab"}}, "greater than or equal to 3"),
     ("bucket-too-long", {G + "S3OutputLocation": {"Bucket": "b" * 64}}, "less than or equal to 63"),
     ("bucket-slash", {G + "S3OutputLocation": {"Bucket": "a/b"}}, "s3OutputLocation.bucket"),
-    ("prefix-leading-slash", {G + "S3OutputLocation": {"Bucket": BUCKET, "Prefix": "/x"}}, "prefix"),
+    (
+        "prefix-leading-slash",
+        {G + "S3OutputLocation": {"Bucket": BUCKET, "Prefix": "/x"}},
+        "prefix",
+    ),
     ("prefix-space", {G + "S3OutputLocation": {"Bucket": BUCKET, "Prefix": "a b"}}, "prefix"),
     ("prefix-too-long", {G + "S3OutputLocation": {"Bucket": BUCKET, "Prefix": "p" * 1025}}, "1024"),
-    ("target-device-unknown", {G + "TargetPlatform": MISSING, G + "TargetDevice": "jetson_nano"}, "enum value set: [jetson_xavier]"),
-    ("os-unknown", {G + "TargetPlatform": {"Os": "WINDOWS", "Arch": "X86_64"}}, "targetPlatform.os"),
-    ("os-lowercase", {G + "TargetPlatform": {"Os": "linux", "Arch": "X86_64"}}, "targetPlatform.os"),
-    ("arch-unknown", {G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM32"}}, "targetPlatform.arch"),
-    ("accelerator-unknown", {G + "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "AMD"}}, "targetPlatform.accelerator"),
+    (
+        "target-device-unknown",
+        {G + "TargetPlatform": MISSING, G + "TargetDevice": "jetson_nano"},
+        "enum value set: [jetson_xavier]",
+    ),
+    (
+        "os-unknown",
+        {G + "TargetPlatform": {"Os": "WINDOWS", "Arch": "X86_64"}},
+        "targetPlatform.os",
+    ),
+    (
+        "os-lowercase",
+        {G + "TargetPlatform": {"Os": "linux", "Arch": "X86_64"}},
+        "targetPlatform.os",
+    ),
+    (
+        "arch-unknown",
+        {G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM32"}},
+        "targetPlatform.arch",
+    ),
+    (
+        "accelerator-unknown",
+        {G + "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "AMD"}},
+        "targetPlatform.accelerator",
+    ),
     ("os-missing", {G + "TargetPlatform": {"Arch": "X86_64"}}, "targetPlatform.os"),
     ("arch-missing", {G + "TargetPlatform": {"Os": "LINUX"}}, "targetPlatform.arch"),
     ("device-and-platform", {G + "TargetDevice": "jetson_xavier"}, "exactly one"),
     ("neither-device-nor-platform", {G + "TargetPlatform": MISSING}, "exactly one"),
-    ("device-with-compiler-options", {G + "TargetPlatform": MISSING, G + "TargetDevice": "jetson_xavier", G + "CompilerOptions": '{"mcpu": "x"}'}, "TargetDevice"),
-    ("nvidia-without-options", {G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}}, "gpu-code"),
-    ("nvidia-without-cuda-ver", {G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}, G + "CompilerOptions": '{"gpu-code": "sm_72", "trt-ver": "7.1.3"}'}, "cuda-ver"),
-    ("nvidia-empty-gpu-code", {G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}, G + "CompilerOptions": '{"gpu-code": "", "trt-ver": "7.1.3", "cuda-ver": "10.2"}'}, "gpu-code"),
-    ("nvidia-options-not-json", {G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}, G + "CompilerOptions": "gpu-code=sm_72"}, "JSON object"),
+    (
+        "device-with-compiler-options",
+        {
+            G + "TargetPlatform": MISSING,
+            G + "TargetDevice": "jetson_xavier",
+            G + "CompilerOptions": '{"mcpu": "x"}',
+        },
+        "TargetDevice",
+    ),
+    (
+        "nvidia-without-options",
+        {G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"}},
+        "gpu-code",
+    ),
+    (
+        "nvidia-without-cuda-ver",
+        {
+            G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
+            G + "CompilerOptions": '{"gpu-code": "sm_72", "trt-ver": "7.1.3"}',
+        },
+        "cuda-ver",
+    ),
+    (
+        "nvidia-empty-gpu-code",
+        {
+            G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
+            G + "CompilerOptions": '{"gpu-code": "", "trt-ver": "7.1.3", "cuda-ver": "10.2"}',
+        },
+        "gpu-code",
+    ),
+    (
+        "nvidia-options-not-json",
+        {
+            G + "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64", "Accelerator": "NVIDIA"},
+            G + "CompilerOptions": "gpu-code=sm_72",
+        },
+        "JSON object",
+    ),
     ("options-json-list", {G + "CompilerOptions": '["mcpu"]'}, "JSON object"),
     ("cpu-with-gpu-code", {G + "CompilerOptions": '{"gpu-code": "sm_75"}'}, "not valid"),
     ("compiler-options-too-short", {G + "CompilerOptions": "{}"}, "greater than or equal to 3"),
-    ("compiler-options-too-long", {G + "CompilerOptions": '{"mcpu": "' + "x" * 1020 + '"}'}, "less than or equal to 1024"),
-    ("tags-too-many", {G + "Tags": [{"Key": f"k{i}", "Value": "v"} for i in range(201)]}, "less than or equal to 200"),
+    (
+        "compiler-options-too-long",
+        {G + "CompilerOptions": '{"mcpu": "' + "x" * 1020 + '"}'},
+        "less than or equal to 1024",
+    ),
+    (
+        "tags-too-many",
+        {G + "Tags": [{"Key": f"k{i}", "Value": "v"} for i in range(201)]},
+        "less than or equal to 200",
+    ),
     ("tag-value-missing", {G + "Tags": [{"Key": "team"}]}, "tags.1.member.value"),
     ("tag-key-empty", {G + "Tags": [{"Key": "", "Value": "v"}]}, "tags.1.member.key"),
     ("tag-key-hash", {G + "Tags": [{"Key": "a#b", "Value": "v"}]}, "tags.1.member.key"),
-    ("tag-key-too-long", {G + "Tags": [{"Key": "k" * 129, "Value": "v"}]}, "less than or equal to 128"),
-    ("tag-value-too-long", {G + "Tags": [{"Key": "k", "Value": "v" * 257}]}, "less than or equal to 256"),
-    ("bucket-does-not-exist", {G + "S3OutputLocation": {"Bucket": "no-such-bucket"}}, "does not exist"),
+    (
+        "tag-key-too-long",
+        {G + "Tags": [{"Key": "k" * 129, "Value": "v"}]},
+        "less than or equal to 128",
+    ),
+    (
+        "tag-value-too-long",
+        {G + "Tags": [{"Key": "k", "Value": "v" * 257}]},
+        "less than or equal to 256",
+    ),
+    (
+        "bucket-does-not-exist",
+        {G + "S3OutputLocation": {"Bucket": "no-such-bucket"}},
+        "does not exist",
+    ),
 ]
 
 
@@ -523,7 +598,15 @@ def test_start_job_validation(
 
 @pytest.mark.parametrize(
     "status",
-    ["TRAINING", "TRAINING_FAILED", "STARTING_HOSTING", "HOSTING_FAILED", "STOPPING_HOSTING", "SYSTEM_UPDATING", "DELETING"],
+    [
+        "TRAINING",
+        "TRAINING_FAILED",
+        "STARTING_HOSTING",
+        "HOSTING_FAILED",
+        "STOPPING_HOSTING",
+        "SYSTEM_UPDATING",
+        "DELETING",
+    ],
 )
 def test_only_trained_or_hosted_models_can_be_packaged(
     status: str, client: Any, lv: LookoutVisionEmulator
@@ -564,7 +647,11 @@ def test_latest_without_packageable_model(client: Any, lv: LookoutVisionEmulator
         ("list_models", {"ProjectName": PROJECT, "NextToken": "not*a*token"}, "nextToken"),
         ("list_models", {"ProjectName": PROJECT, "NextToken": "t" * 2049}, "2048"),
         ("list_models", {"ProjectName": PROJECT, "NextToken": "AAAA"}, "pagination token"),
-        ("list_model_packaging_jobs", {"ProjectName": PROJECT, "NextToken": "abc"}, "pagination token"),
+        (
+            "list_model_packaging_jobs",
+            {"ProjectName": PROJECT, "NextToken": "abc"},
+            "pagination token",
+        ),
     ],
     ids=[
         "list-models-project",
@@ -603,7 +690,10 @@ def test_read_operation_validation(
         ("describe_model", {"ModelVersion": "1"}),
         ("list_model_packaging_jobs", {}),
         ("describe_model_packaging_job", {"JobName": "nightly-1"}),
-        ("start_model_packaging_job", {k: v for k, v in start_kwargs().items() if k != "ProjectName"}),
+        (
+            "start_model_packaging_job",
+            {k: v for k, v in start_kwargs().items() if k != "ProjectName"},
+        ),
     ],
 )
 def test_unknown_project_is_resource_not_found(
@@ -662,7 +752,9 @@ def test_existing_component_version_is_conflict(
     with pytest.raises(client.exceptions.ConflictException, match="already exists"):
         client.start_model_packaging_job(**start_kwargs(JobName="nightly-2", ClientToken="token-2"))
     client.start_model_packaging_job(
-        **with_changes({"JobName": "nightly-2", "ClientToken": "token-2", G + "ComponentVersion": "1.0.1"})
+        **with_changes(
+            {"JobName": "nightly-2", "ClientToken": "token-2", G + "ComponentVersion": "1.0.1"}
+        )
     )
     assert [j.name for j in lv.jobs()] == ["nightly-1", "nightly-2"]
 
@@ -733,9 +825,13 @@ def test_client_token_expires_after_eight_hours(
 def test_client_token_is_filled_in_by_botocore(client: Any, lv: LookoutVisionEmulator) -> None:
     """Without ClientToken botocore generates one per call (idempotencyToken), so two
     calls are two jobs."""
-    first = client.start_model_packaging_job(**with_changes({"ClientToken": MISSING, "JobName": MISSING}))
+    first = client.start_model_packaging_job(
+        **with_changes({"ClientToken": MISSING, "JobName": MISSING})
+    )
     second = client.start_model_packaging_job(
-        **with_changes({"ClientToken": MISSING, "JobName": MISSING, G + "ComponentVersion": "1.0.1"})
+        **with_changes(
+            {"ClientToken": MISSING, "JobName": MISSING, G + "ComponentVersion": "1.0.1"}
+        )
     )
     assert first["JobName"] != second["JobName"]
     assert len(lv.jobs()) == 2
@@ -842,7 +938,9 @@ def _not_found(world: World, lv: LookoutVisionEmulator, client: Any) -> None:
 def _quota(world: World, lv: LookoutVisionEmulator, client: Any) -> None:
     lv.max_active_jobs = 1
     client.start_model_packaging_job(
-        **with_changes({"JobName": "other", "ClientToken": "other", G + "ComponentVersion": "2.0.0"})
+        **with_changes(
+            {"JobName": "other", "ClientToken": "other", G + "ComponentVersion": "2.0.0"}
+        )
     )
 
 
@@ -914,7 +1012,9 @@ def test_list_models_pages_with_next_token(client: Any, lv: LookoutVisionEmulato
     pages = client.get_paginator("list_models").paginate(
         ProjectName=PROJECT, PaginationConfig={"PageSize": 2}
     )
-    assert [m["ModelVersion"] for page in pages for m in page["Models"]] == [str(v) for v in range(1, 8)]
+    assert [m["ModelVersion"] for page in pages for m in page["Models"]] == [
+        str(v) for v in range(1, 8)
+    ]
 
 
 def test_list_jobs_paginator_and_token_scope(client: Any, lv: LookoutVisionEmulator) -> None:
@@ -923,7 +1023,11 @@ def test_list_jobs_paginator_and_token_scope(client: Any, lv: LookoutVisionEmula
     for index in range(5):
         client.start_model_packaging_job(
             **with_changes(
-                {"JobName": f"job-{index}", "ClientToken": f"t-{index}", G + "ComponentVersion": f"1.0.{index}"}
+                {
+                    "JobName": f"job-{index}",
+                    "ClientToken": f"t-{index}",
+                    G + "ComponentVersion": f"1.0.{index}",
+                }
             )
         )
     pages = list(
@@ -932,7 +1036,9 @@ def test_list_jobs_paginator_and_token_scope(client: Any, lv: LookoutVisionEmula
         )
     )
     assert [len(p["ModelPackagingJobs"]) for p in pages] == [2, 2, 1]
-    assert [j["JobName"] for p in pages for j in p["ModelPackagingJobs"]] == [f"job-{i}" for i in range(5)]
+    assert [j["JobName"] for p in pages for j in p["ModelPackagingJobs"]] == [
+        f"job-{i}" for i in range(5)
+    ]
     token = pages[0]["NextToken"]
     with pytest.raises(client.exceptions.ValidationException):
         client.list_models(ProjectName=PROJECT, NextToken=token)
@@ -963,7 +1069,10 @@ def test_list_models_is_eventually_consistent_when_configured(
     assert [m["ModelVersion"] for m in client.list_models(ProjectName=PROJECT)["Models"]] == ["1"]
     client.describe_model(ProjectName=PROJECT, ModelVersion="2")
     clock.advance(5)
-    assert [m["ModelVersion"] for m in client.list_models(ProjectName=PROJECT)["Models"]] == ["1", "2"]
+    assert [m["ModelVersion"] for m in client.list_models(ProjectName=PROJECT)["Models"]] == [
+        "1",
+        "2",
+    ]
 
 
 # -- faults and quota ------------------------------------------------------------------------
@@ -1028,15 +1137,78 @@ def _body(**changes: Any) -> bytes:
         ("POST", JOBS_PATH, b"null", {}, 400, "ValidationException"),
         ("POST", JOBS_PATH, _body(Configuration="greengrass"), {}, 400, "ValidationException"),
         ("POST", JOBS_PATH, _body(Configuration__Greengrass=[1]), {}, 400, "ValidationException"),
-        ("POST", JOBS_PATH, _body(Configuration__Greengrass__Tags={"k": "v"}), {}, 400, "ValidationException"),
-        ("POST", JOBS_PATH, _body(Configuration__Greengrass__Tags=[None]), {}, 400, "ValidationException"),
-        ("POST", JOBS_PATH, _body(Configuration__Greengrass__Tags=["team"]), {}, 400, "ValidationException"),
-        ("POST", JOBS_PATH, _body(Configuration__Greengrass__S3OutputLocation=7), {}, 400, "ValidationException"),
-        ("POST", JOBS_PATH, _body(Configuration__Greengrass__TargetPlatform__Arch=64), {}, 400, "ValidationException"),
-        ("POST", JOBS_PATH, _body(Configuration__Greengrass__CompilerOptions={"mcpu": "x"}), {}, 400, "ValidationException"),
-        ("GET", f"/2020-11-20/projects/{PROJECT}/models", b"", {"maxResults": ["ten"]}, 400, "ValidationException"),
-        ("GET", f"/2020-11-20/projects/{PROJECT}/models", b"", {"maxResults": ["1e3"]}, 400, "ValidationException"),
-        ("GET", f"/2020-11-20/projects/{PROJECT}/models/%E2%9C%93", b"", {}, 400, "ValidationException"),
+        (
+            "POST",
+            JOBS_PATH,
+            _body(Configuration__Greengrass__Tags={"k": "v"}),
+            {},
+            400,
+            "ValidationException",
+        ),
+        (
+            "POST",
+            JOBS_PATH,
+            _body(Configuration__Greengrass__Tags=[None]),
+            {},
+            400,
+            "ValidationException",
+        ),
+        (
+            "POST",
+            JOBS_PATH,
+            _body(Configuration__Greengrass__Tags=["team"]),
+            {},
+            400,
+            "ValidationException",
+        ),
+        (
+            "POST",
+            JOBS_PATH,
+            _body(Configuration__Greengrass__S3OutputLocation=7),
+            {},
+            400,
+            "ValidationException",
+        ),
+        (
+            "POST",
+            JOBS_PATH,
+            _body(Configuration__Greengrass__TargetPlatform__Arch=64),
+            {},
+            400,
+            "ValidationException",
+        ),
+        (
+            "POST",
+            JOBS_PATH,
+            _body(Configuration__Greengrass__CompilerOptions={"mcpu": "x"}),
+            {},
+            400,
+            "ValidationException",
+        ),
+        (
+            "GET",
+            f"/2020-11-20/projects/{PROJECT}/models",
+            b"",
+            {"maxResults": ["ten"]},
+            400,
+            "ValidationException",
+        ),
+        (
+            "GET",
+            f"/2020-11-20/projects/{PROJECT}/models",
+            b"",
+            {"maxResults": ["1e3"]},
+            400,
+            "ValidationException",
+        ),
+        (
+            "GET",
+            f"/2020-11-20/projects/{PROJECT}/models/%E2%9C%93",
+            b"",
+            {},
+            400,
+            "ValidationException",
+        ),
         ("GET", "/2020-11-20/projects/a%2Fb/models", b"", {}, 400, "ValidationException"),
         ("GET", "/2020-11-20/nothing-here", b"", {}, 404, "UnknownOperationException"),
         ("DELETE", JOBS_PATH + "/nightly-1", b"", {}, 404, "UnknownOperationException"),
@@ -1131,7 +1303,11 @@ def test_project_model_serializes_like_official(world: World, lv: LookoutVisionE
     assert mine["method"] == theirs["method"] == "POST"
     assert mine["url"] == theirs["url"]
     assert mine["url"].endswith(JOBS_PATH)
-    assert mine["headers"]["x-amzn-client-token"] == theirs["headers"]["x-amzn-client-token"] == "token-1"
+    assert (
+        mine["headers"]["x-amzn-client-token"]
+        == theirs["headers"]["x-amzn-client-token"]
+        == "token-1"
+    )
     assert mine["headers"]["content-type"] == theirs["headers"]["content-type"]
     assert mine["body"] == theirs["body"]
     assert "ClientToken" not in mine["body"] and "ProjectName" not in mine["body"]
@@ -1220,3 +1396,75 @@ def test_errors_are_parsed_with_modelled_fields(client: Any) -> None:
     assert response["Error"]["Code"] == "ResourceNotFoundException"
     assert "ghost" in response["Error"]["Message"]
     assert response["ResourceType"] == "PROJECT"
+
+
+def test_component_created_in_greengrass_during_packaging_fails_job(
+    client: Any, lv: LookoutVisionEmulator, clock: VirtualClock, world: World
+) -> None:
+    """If the same component version appears in Greengrass while the job runs, the job
+    ends FAILED instead of overwriting it."""
+    greengrass = world.greengrass
+    if not hasattr(greengrass, "register_component_version"):
+        pytest.skip("Greengrass emulator does not provide register_component_version yet")
+    client.start_model_packaging_job(**start_kwargs())
+    greengrass.register_component_version(
+        {
+            "RecipeFormatVersion": "2020-01-25",
+            "ComponentName": COMPONENT,
+            "ComponentVersion": "1.0.0",
+        }
+    )
+    advance(clock, world, lv.packaging_seconds)
+    [job] = lv.jobs(PROJECT)
+    assert job.status == "FAILED"
+    assert job.status_message is not None and "already exists" in job.status_message
+
+
+def test_emulator_constraints_match_official_model(oracle_data_path: Any) -> None:
+    """The emulator's validation table (lengths, patterns, enums, required members,
+    list limits) is the official model's, member by member, for the request body of
+    StartModelPackagingJob and for the path, header and query parameters."""
+    from botocore.loaders import Loader
+
+    from localcloud import lookoutvision as emulator
+
+    loader = Loader(extra_search_paths=[str(oracle_data_path)], include_default_search_paths=False)
+    shapes = loader.load_service_model("lookoutvision", "service-2", "2020-11-20")["shapes"]
+
+    def same(spec: Any, shape_name: str, where: str) -> None:
+        shape = shapes[shape_name]
+        if shape["type"] == "string":
+            assert isinstance(spec, emulator._Str), where
+            assert (spec.min, spec.max, spec.pattern) == (
+                shape.get("min"),
+                shape.get("max"),
+                shape.get("pattern"),
+            ), where
+            assert spec.enum == (tuple(shape["enum"]) if "enum" in shape else None), where
+        elif shape["type"] == "list":
+            assert isinstance(spec, emulator._List), where
+            assert (spec.min, spec.max) == (shape.get("min"), shape.get("max")), where
+            same(spec.member, shape["member"]["shape"], f"{where}[]")
+        else:
+            assert shape["type"] == "structure" and isinstance(spec, emulator._Struct), where
+            body = {k: v for k, v in shape["members"].items() if "location" not in v}
+            assert set(spec.members) == set(body), where
+            assert set(spec.required) == set(shape.get("required", [])) & set(body), where
+            for name, ref in body.items():
+                same(spec.members[name], ref["shape"], f"{where}.{name}")
+
+    same(emulator.START_JOB_BODY, "StartModelPackagingJobRequest", "body")
+    for spec, shape_name in [
+        (emulator.PROJECT_NAME, "ProjectName"),
+        (emulator.MODEL_VERSION, "ModelVersion"),
+        (emulator.JOB_NAME, "ModelPackagingJobName"),
+        (emulator.CLIENT_TOKEN, "ClientToken"),
+        (emulator.PAGINATION_TOKEN, "PaginationToken"),
+        (emulator.JOB_DESCRIPTION, "ModelPackagingJobDescription"),
+        (emulator.MODEL_DESCRIPTION, "ModelDescriptionMessage"),
+    ]:
+        same(spec, shape_name, shape_name)
+    page_size = shapes["PageSize"]
+    assert (page_size["min"], page_size["max"]) == (emulator.PAGE_SIZE_MIN, emulator.PAGE_SIZE_MAX)
+    assert tuple(shapes["ModelStatus"]["enum"]) == emulator.MODEL_STATUSES
+    assert tuple(shapes["ModelPackagingJobStatus"]["enum"]) == emulator.JOB_STATUSES

@@ -416,12 +416,16 @@ def test_connect_with_the_component_svcuid(
     assert nucleus.connection_count == 1
 
 
-def test_wrong_svcuid_is_access_denied(nucleus: Nucleus) -> None:
-    """A CONNECT with an unknown auth token gets CONNECT_ACK without ACCEPTED: AccessDenied."""
-    from awsiot.greengrasscoreipc import connect
-
+def test_wrong_svcuid_is_access_denied(nucleus: Nucleus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CONNECT with an unknown SVCUID gets CONNECT_ACK without ACCEPTED: AccessDeniedError."""
+    env = nucleus.component_env(PUBLISHER)
+    monkeypatch.setenv(
+        "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT",
+        env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+    )
+    monkeypatch.setenv("SVCUID", env["SVCUID"] + "-wrong")
     with pytest.raises(AccessDeniedError):
-        connect(ipc_socket=str(nucleus.socket_path), authtoken="not-a-token", timeout=WAIT)
+        GreengrassCoreIPCClientV2()
     assert nucleus.wait_for_connections(0, WAIT)
 
 

@@ -101,9 +101,7 @@ def _compare_shape(
                 f"{child_path}: member traits {_traits(my_ref, {'shape'})} != "
                 f"official {_traits(their_ref, {'shape'})}"
             )
-        _compare_shape(
-            ours, official, my_ref["shape"], their_ref["shape"], child_path, seen, diffs
-        )
+        _compare_shape(ours, official, my_ref["shape"], their_ref["shape"], child_path, seen, diffs)
 
 
 def test_we_ship_exactly_the_agent_operations(ours: dict[str, Any]) -> None:
