@@ -52,7 +52,7 @@ def official_data_path() -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".oracle-{uuid.uuid4().hex[:8]}-", dir=CACHE_DIR))
     try:
-        subprocess.run(
+        result = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -66,10 +66,16 @@ def official_data_path() -> Path:
                 str(staging),
                 f"botocore=={ORACLE_BOTOCORE_VERSION}",
             ],
-            check=True,
+            check=False,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            text=True,
         )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"pip could not install botocore=={ORACLE_BOTOCORE_VERSION} (PyPI needed once):\n"
+                + result.stdout
+            )
         if not _installed(staging):
             raise RuntimeError(
                 f"botocore=={ORACLE_BOTOCORE_VERSION} has no {_MODEL_RELATIVE} after install"
@@ -111,11 +117,30 @@ def _client_from(data_path: Path, world: Any, **client_kwargs: Any) -> Any:
     return world_client(world, "lookoutvision", botocore_session=session, **client_kwargs)
 
 
+def official_lookoutvision_only_path() -> Path:
+    """A data directory holding only the official ``lookoutvision`` model (a symlink into
+    the oracle install, inside ``.cache``).
+
+    botocore searches ``data_path`` before its own data, so pointing it at the whole
+    1.40.60 ``botocore/data`` would also swap in that release's endpoints, partitions
+    and retry rules; this directory keeps everything else from the current botocore.
+    """
+    source = official_data_path() / "lookoutvision"
+    target = CACHE_DIR / f"oracle-lookoutvision-{ORACLE_BOTOCORE_VERSION}"
+    link = target / "lookoutvision"
+    if not link.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        temporary = target / f".link-{uuid.uuid4().hex}"
+        os.symlink(source, temporary, target_is_directory=True)
+        os.replace(temporary, link)  # atomic; a concurrent winner's link is equivalent
+    return target
+
+
 def official_lookoutvision_client(world: Any, **client_kwargs: Any) -> Any:
     """A current-botocore ``lookoutvision`` client built from the official 2020-11-20 model,
     answered in-process by ``world``. ``client_kwargs`` go to ``Session.client`` (e.g. config).
     """
-    return _client_from(official_data_path(), world, **client_kwargs)
+    return _client_from(official_lookoutvision_only_path(), world, **client_kwargs)
 
 
 def project_lookoutvision_client(world: Any, **client_kwargs: Any) -> Any:
