@@ -76,6 +76,7 @@ def official_data_path() -> Path:
                 f"pip could not install botocore=={ORACLE_BOTOCORE_VERSION} (PyPI needed once):\n"
                 + result.stdout
             )
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is shared
         if not _installed(staging):
             raise RuntimeError(
                 f"botocore=={ORACLE_BOTOCORE_VERSION} has no {_MODEL_RELATIVE} after install"
@@ -131,7 +132,7 @@ def official_lookoutvision_only_path() -> Path:
     if not link.exists():
         target.mkdir(parents=True, exist_ok=True)
         temporary = target / f".link-{uuid.uuid4().hex}"
-        os.symlink(source, temporary, target_is_directory=True)
+        os.symlink(os.path.relpath(source, target), temporary, target_is_directory=True)
         os.replace(temporary, link)  # atomic; a concurrent winner's link is equivalent
     return target
 
