@@ -77,9 +77,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "status":
         return _status(config, as_json=args.json)
     from agent.daemon import build_agent, capture_signals, run
+    from agent.greengrass_config import NucleusLifecycle
+    from agent.reporting.ipc import nucleus_available
 
+    # Under Greengrass the health report carries the deployed model's lifecycle state.
+    lifecycle = NucleusLifecycle(env) if nucleus_available(env) else None
     try:
-        agent = build_agent(config, env=env)
+        agent = build_agent(config, env=env, lifecycle_provider=lifecycle)
     except errors.ConfigurationError as exc:
         print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG

@@ -115,7 +115,7 @@ def make_transport(config: AgentConfig, env: Mapping[str, str]) -> Transport:
     if choice == "ipc":
         from agent.reporting.ipc import IpcTransport
 
-        return IpcTransport()
+        return IpcTransport.from_env(env)
     if choice == "mqtt":
         from agent.reporting.mqtt import DirectMqttConfig, DirectMqttTransport
 

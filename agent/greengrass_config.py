@@ -1,29 +1,43 @@
-"""Reading the agent's own component configuration from the Greengrass nucleus (IPC)."""
+"""Reading the agent's own component configuration (and lifecycle states) from the
+Greengrass nucleus over IPC."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent import errors
 
+SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
+TOKEN_ENV = "SVCUID"
 
-def read_component_configuration(env: Mapping[str, str], timeout: float = 10.0) -> dict[str, Any] | None:
+
+def _connect(env: Mapping[str, str], timeout: float) -> Any:
+    """A GreengrassCoreIPCClientV2 on the socket and SVCUID of ``env``."""
+    from awsiot.greengrasscoreipc import connect
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+    ipc = connect(ipc_socket=env[SOCKET_ENV], authtoken=env[TOKEN_ENV], timeout=timeout)
+    return GreengrassCoreIPCClientV2(client=ipc)
+
+
+def read_component_configuration(
+    env: Mapping[str, str], timeout: float = 10.0
+) -> dict[str, Any] | None:
     """GetConfiguration of the calling component, or None outside Greengrass."""
     from agent.reporting.ipc import nucleus_available
 
     if not nucleus_available(env):
         return None
     try:
-        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+        import awsiot.greengrasscoreipc  # noqa: F401
     except ImportError as exc:  # pragma: no cover - awsiotsdk is a dependency
         raise errors.ConfigurationError("awsiotsdk is not installed") from exc
     client = None
     try:
-        client = GreengrassCoreIPCClientV2(
-            socket_path=env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
-            auth_token=env["SVCUID"],
-        )
+        client = _connect(env, timeout)
         answer = client.get_configuration(key_path=[])
         value = answer.value if answer is not None else None
         return dict(value or {})
@@ -34,3 +48,104 @@ def read_component_configuration(env: Mapping[str, str], timeout: float = 10.0) 
     finally:
         if client is not None:
             client.close()
+
+
+class NucleusLifecycle:
+    """``lifecycle_provider`` for the health report: a component's state from the nucleus
+    (IPC GetComponentDetails). One connection, opened on first use and again after a
+    failure; any failure reads as "unknown" (None)."""
+
+    def __init__(self, env: Mapping[str, str], timeout: float = 5.0) -> None:
+        self._env = dict(env)
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._client: Any = None
+
+    def __call__(self, component_name: str) -> str | None:
+        with self._lock:
+            try:
+                if self._client is None:
+                    self._client = _connect(self._env, self._timeout)
+                answer = self._client.get_component_details(component_name=component_name)
+            except Exception:
+                self._close_locked()
+                raise
+            details = getattr(answer, "component_details", None)
+            state = getattr(details, "state", None)
+            return None if state is None else str(state)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing is best effort
+                client.close()
+
+
+class ConfigurationWatcher:
+    """Follows the component's configuration over IPC (SubscribeToConfigurationUpdate).
+
+    Every update event leads to a fresh GetConfiguration; ``on_change`` receives the
+    whole new configuration on the IPC client's thread and must return quickly. Errors
+    of the subscription are logged by the caller through ``on_error`` and never raise.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        on_change: Callable[[dict[str, Any]], None],
+        on_error: Callable[[str], None],
+    ) -> None:
+        self._env = env
+        self._on_change = on_change
+        self._on_error = on_error
+        self._client: Any = None
+        self._operation: Any = None
+
+    def start(self) -> bool:
+        """Subscribe; False (and ``on_error``) when the nucleus refuses or is absent."""
+        from agent.reporting.ipc import nucleus_available
+
+        if not nucleus_available(self._env):
+            return False
+        try:
+            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+            self._client = GreengrassCoreIPCClientV2(
+                socket_path=self._env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
+                auth_token=self._env["SVCUID"],
+            )
+            _, self._operation = self._client.subscribe_to_configuration_update(
+                key_path=[],
+                on_stream_event=self._event,
+                on_stream_error=self._stream_error,
+            )
+            return True
+        except Exception as exc:  # awscrt/awsiot raise many unrelated types
+            self._on_error(f"cannot subscribe to configuration updates: {type(exc).__name__}: {exc}")
+            self.stop()
+            return False
+
+    def _event(self, _event: Any) -> None:
+        try:
+            answer = self._client.get_configuration(key_path=[])
+            self._on_change(dict(answer.value or {}))
+        except Exception as exc:  # never let a callback exception reach awscrt
+            self._on_error(f"cannot read the updated configuration: {type(exc).__name__}: {exc}")
+
+    def _stream_error(self, exc: Exception) -> bool:
+        self._on_error(f"configuration update stream failed: {type(exc).__name__}: {exc}")
+        return False  # keep the stream open
+
+    def stop(self) -> None:
+        if self._operation is not None:
+            with contextlib.suppress(Exception):  # closing a dead stream is fine
+                self._operation.close()
+            self._operation = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None

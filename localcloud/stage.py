@@ -270,8 +270,9 @@ class Stage:
         for name in ENDPOINT_VARIABLES:
             env[name] = self.url
         if not _package_installed():
-            current = env.get("PYTHONPATH")
-            env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + current if current else "")
+            parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+            if str(REPO_ROOT) not in parts:
+                env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *parts])
         env.pop("L4V_AGENT_CONFIG", None)
         return env
 
