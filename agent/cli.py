@@ -94,9 +94,33 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "once" and agent.reconciler is None:
         print(f"l4v-edge-agent: {agent.platform_error}", file=sys.stderr)
         return EXIT_PLATFORM
+    watcher = None
+    if lifecycle is not None and args.command == "run":
+        # Live configuration: a deployment that changes our configuration is applied
+        # without a restart (or rejected, with the reason in health, if invalid).
+        from agent.config import load_config
+        from agent.greengrass_config import ConfigurationWatcher
+
+        agent.reload = lambda update: load_config(
+            file=args.config, component_configuration=update, env=env
+        )
+        watcher = ConfigurationWatcher(env, agent.configuration_changed, _log_watch_error)
+        watcher.start()
     stop = threading.Event()
-    with capture_signals(stop, agent.wake):
-        return run(agent, stop, until_settled=args.command == "once")
+    try:
+        with capture_signals(stop, agent.wake):
+            return run(agent, stop, until_settled=args.command == "once")
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        if lifecycle is not None:
+            lifecycle.close()
+
+
+def _log_watch_error(message: str) -> None:
+    import structlog
+
+    structlog.get_logger("agent.config").warning("configuration watch", problem=message)
 
 
 def _detect(args: argparse.Namespace) -> int:

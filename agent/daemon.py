@@ -35,13 +35,23 @@ from agent.config import AgentConfig
 from agent.health import HealthReporter
 from agent.ledger import Ledger, OutgoingMessage
 from agent.platform import DetectedPlatform, detect_platform, platform_report
-from agent.reconciler import Reconciler, RolloutSettings
+from agent.reconciler import Reconciler, settings_from_config
 from agent.reporting.commands import CommandHandler
 from agent.reporting.events import ErrorInfo, PlatformReport, utc_iso
 from agent.reporting.outbox import Publisher, enqueue
 from agent.reporting.transport import MessageHandler, Transport
 
 log = structlog.get_logger("agent.daemon")
+
+
+#: Settings that only take effect when the agent starts again.
+RESTART_REQUIRED = frozenset(
+    {
+        "thing_name", "region", "state_dir", "endpoints", "aws_max_attempts", "aws_retry_mode",
+        "platform_root", "prefer_target_device", "platform", "reporting", "commands",
+        "log_level", "log_format",
+    }
+)
 
 
 class AgentState(str, Enum):
@@ -161,6 +171,54 @@ class Agent:
     health_requested: bool = False
     status_requested: bool = False
     started_at: float = 0.0
+    #: validates a new component configuration (set by the CLI under Greengrass)
+    reload: Callable[[dict[str, Any]], AgentConfig] | None = None
+    pending_config: AgentConfig | None = None
+
+    # -- live configuration -----------------------------------------------------------------
+    def configuration_changed(self, component_configuration: dict[str, Any]) -> None:
+        """A new component configuration arrived (IPC thread): validate it now, apply it
+        in the main loop. An invalid one is rejected, reported and changes nothing."""
+        if self.reload is None:
+            return
+        try:
+            candidate = self.reload(component_configuration)
+        except errors.ConfigurationError as exc:
+            log.error("configuration update rejected", problems=exc.problems)
+            self.ledger.put(
+                {
+                    "last_error_type": exc.kind,
+                    "last_error_message": "configuration update rejected: " + "; ".join(exc.problems),
+                    "last_error_at": repr(self.clock.now()),
+                }
+            )
+            self.health_requested = True
+            self.wake.set()
+            return
+        self.pending_config = candidate
+        self.wake.set()
+
+    def apply_pending_configuration(self) -> list[str]:
+        """Apply a validated configuration update (main loop only); returns changed keys.
+
+        Rollout settings apply at once and trigger a check; identity, endpoints,
+        platform and reporting settings take effect at the next start.
+        """
+        new, self.pending_config = self.pending_config, None
+        if new is None:
+            return []
+        changed = [n for n in AgentConfig.model_fields if getattr(new, n) != getattr(self.config, n)]
+        live = [n for n in changed if n not in RESTART_REQUIRED]
+        later = [n for n in changed if n in RESTART_REQUIRED]
+        if live:
+            self.config = self.config.model_copy(update={n: getattr(new, n) for n in live})
+            if self.reconciler is not None:
+                self.reconciler.settings = settings_from_config(self.config)
+                self.reconciler.request_check()
+        if self.ledger.get("last_error_type") == errors.ConfigurationError.kind:
+            self.ledger.put({"last_error_type": None, "last_error_message": None})
+        log.info("configuration updated", applied=live, at_next_start=later)
+        return changed
 
     # -- CommandTarget --------------------------------------------------------------------
     def request_check(self, model_version: int | None = None) -> None:
@@ -273,22 +331,7 @@ def build_agent(
     reconciler = None
     if platform is not None:
         reconciler = Reconciler(
-            settings=RolloutSettings(
-                thing_name=config.thing_name,
-                project=config.project_name,
-                bucket=config.s3_bucket,
-                prefix=config.s3_prefix,
-                naming=config.naming,
-                status_topic=topics["status"],
-                check_interval=config.check_interval,
-                poll_backoff=config.poll_backoff,
-                job_poll_backoff=config.job_poll_backoff,
-                failure_retry_seconds=config.failure_retry_seconds,
-                pinned_version=config.pinned_version,
-                target_arn=config.deployment_target_arn,
-                failure_handling_policy=config.failure_handling_policy,
-                component_tags=dict(config.component_tags) or None,
-            ),
+            settings=settings_from_config(config),
             platform=platform,
             packaging=LookoutVisionPackaging(clients),
             deployments=GreengrassDeployments(clients),
@@ -421,6 +464,8 @@ def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, u
             elif until_settled:
                 exit_code = 1
                 break
+            if agent.pending_config is not None:
+                agent.apply_pending_configuration()
             now = clock.now()
             if agent.status_requested:
                 agent.status_requested = False

@@ -112,12 +112,7 @@ class ConfigurationWatcher:
         if not nucleus_available(self._env):
             return False
         try:
-            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
-            self._client = GreengrassCoreIPCClientV2(
-                socket_path=self._env["AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"],
-                auth_token=self._env["SVCUID"],
-            )
+            self._client = _connect(self._env, 10.0)
             _, self._operation = self._client.subscribe_to_configuration_update(
                 key_path=[],
                 on_stream_event=self._event,

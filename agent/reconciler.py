@@ -32,6 +32,7 @@ import structlog
 
 from agent import errors
 from agent.clock import Backoff, Clock, JitteredInterval
+from agent.config import AgentConfig
 from agent.ledger import Ledger, OutgoingMessage
 from agent.model import (
     NamingTemplates,
@@ -70,6 +71,26 @@ class RolloutSettings:
     target_arn: str | None = None
     failure_handling_policy: str = "ROLLBACK"
     component_tags: dict[str, str] | None = None
+
+
+def settings_from_config(config: AgentConfig) -> RolloutSettings:
+    """The reconciler's view of a validated configuration."""
+    return RolloutSettings(
+        thing_name=config.thing_name,
+        project=config.project_name,
+        bucket=config.s3_bucket,
+        prefix=config.s3_prefix,
+        naming=config.naming,
+        status_topic=config.reporting.topics.render(config.thing_name)["status"],
+        check_interval=config.check_interval,
+        poll_backoff=config.poll_backoff,
+        job_poll_backoff=config.job_poll_backoff,
+        failure_retry_seconds=config.failure_retry_seconds,
+        pinned_version=config.pinned_version,
+        target_arn=config.deployment_target_arn,
+        failure_handling_policy=config.failure_handling_policy,
+        component_tags=dict(config.component_tags) or None,
+    )
 
 
 class Reconciler:

@@ -21,7 +21,7 @@ from agent.aws.session import AwsClients
 from agent.config import AgentConfig
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
-from agent.reconciler import Reconciler, RolloutSettings
+from agent.reconciler import Reconciler, settings_from_config
 from localcloud.clock import VirtualClock
 from localcloud.transport import TEST_CREDENTIALS, attach
 from localcloud.world import INTERNAL_ENDPOINT, World
@@ -64,23 +64,8 @@ def make_reconciler(
 ) -> Reconciler:
     """The agent's reconciler for ``config``, wired to ``world`` in-process."""
     clients = clients or agent_clients(world, config)
-    topics = config.reporting.topics.render(config.thing_name)
     return Reconciler(
-        settings=RolloutSettings(
-            thing_name=config.thing_name,
-            project=config.project_name,
-            bucket=config.s3_bucket,
-            prefix=config.s3_prefix,
-            naming=config.naming,
-            status_topic=topics["status"],
-            check_interval=config.check_interval,
-            poll_backoff=config.poll_backoff,
-            job_poll_backoff=config.job_poll_backoff,
-            failure_retry_seconds=config.failure_retry_seconds,
-            pinned_version=config.pinned_version,
-            target_arn=config.deployment_target_arn,
-            failure_handling_policy=config.failure_handling_policy,
-        ),
+        settings=settings_from_config(config),
         platform=platform,
         packaging=LookoutVisionPackaging(clients),
         deployments=GreengrassDeployments(clients),

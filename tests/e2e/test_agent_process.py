@@ -241,3 +241,56 @@ def test_bad_configuration_exits_2_naming_the_field(tmp_path: Path) -> None:
         assert bad.world.calls.calls == []
     assert result.returncode == 2, result
     assert any("projectName" in line for line in result.stderr.splitlines()), result.stderr
+
+
+def _update_agent_configuration(stage: Stage, merge: dict[str, Any]) -> None:
+    """Deploy the thing's latest components again with a configuration merge for the agent,
+    as an operator would from the console."""
+    assert stage.world is not None
+    gg = stage.world.client("greengrassv2")
+    target = stage.world.client("iot").describe_thing(thingName=stage.thing)["thingArn"]
+    latest = gg.list_deployments(targetArn=target, historyFilter="LATEST_ONLY")["deployments"][0]
+    current = gg.get_deployment(deploymentId=latest["deploymentId"])
+    components = {name: dict(spec) for name, spec in current["components"].items()}
+    components[AGENT_COMPONENT] = {
+        "componentVersion": components[AGENT_COMPONENT]["componentVersion"],
+        "configurationUpdate": {"merge": json.dumps(merge)},
+    }
+    gg.create_deployment(
+        targetArn=target,
+        deploymentName=current.get("deploymentName") or "operator-update",
+        components=components,
+        deploymentPolicies=current.get("deploymentPolicies") or {},
+    )
+
+
+def test_live_configuration_update_applies_or_is_rejected(tmp_path: Path) -> None:
+    """A deployment that changes the agent's configuration reaches the running process
+    over IPC: an invalid value is rejected (health names it, nothing changes) and a valid
+    one applies at once: a shorter check interval finds the waiting v2 without a restart."""
+    with Stage(tmp_path / "work", agent_config={"checkIntervalSeconds": "3600"}) as stage:
+        assert stage.world is not None
+        process = stage.start_agent()
+        _status(stage, 1, "COMPONENT_RUNNING")
+        stage.release()  # v2 waits: the next check is an hour away
+        mark = len(stage.world.iotcore.messages)
+        _update_agent_configuration(stage, {"checkIntervalSeconds": "soon"})
+        health_topic = stage.topics["health"]
+
+        def rejected(message: BusMessage) -> bool:
+            if message.topic != health_topic:
+                return False
+            error = _payload(message).get("lastError") or {}
+            return error.get("type") == "ConfigurationError" and "checkIntervalSeconds" in error.get(
+                "message", ""
+            )
+
+        try:
+            stage.world.iotcore.wait_for(rejected, ROLLOUT_TIMEOUT, since=mark)
+        except TimeoutError:
+            pytest.fail("no health report named the rejected setting:\n" + stage.log_tail())
+        assert process.poll() is None, "an invalid update must not stop the agent"
+        mark = len(stage.world.iotcore.messages)
+        _update_agent_configuration(stage, {"checkIntervalSeconds": "10"})
+        _status(stage, 2, "COMPONENT_RUNNING", since=mark)
+        assert stage.stop_agent() == 0
