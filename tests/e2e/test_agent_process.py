@@ -180,18 +180,23 @@ def test_agent_process_rolls_out_two_versions(stage: Stage) -> None:
 
 def test_kill_dash_nine_between_steps(stage: Stage) -> None:
     """Scenario: during v1's rollout the agent process is killed with SIGKILL right after
-    it reported PACKAGING_STARTED and again right after DEPLOYMENT_CREATED, and is
-    restarted each time; then v2 is released and the agent is killed right after v2's
-    PACKAGING_STARTED and restarted. Both rollouts still end RUNNING, with exactly one
-    packaging job and one successful CreateDeployment per version: a restart resumes
-    from the ledger, it never repeats a step."""
+    each step boundary it reports (CHECKING, PACKAGING_STARTED, PACKAGING_SUCCEEDED,
+    DEPLOYMENT_CREATED, DEPLOYMENT_IN_PROGRESS) and restarted each time; then v2 is
+    released and the agent is killed right after v2's PACKAGING_STARTED and restarted.
+    Both rollouts still end RUNNING, with exactly one packaging job and one successful
+    CreateDeployment per version: a restart resumes from the ledger, it never repeats a
+    step."""
     stage.start_agent()
-    _status(stage, 1, "PACKAGING_STARTED")
-    assert stage.kill_agent() == -9
-    stage.start_agent()
-    _status(stage, 1, "DEPLOYMENT_CREATED")
-    assert stage.kill_agent() == -9
-    stage.start_agent()
+    for boundary in (
+        "CHECKING",
+        "PACKAGING_STARTED",
+        "PACKAGING_SUCCEEDED",
+        "DEPLOYMENT_CREATED",
+        "DEPLOYMENT_IN_PROGRESS",
+    ):
+        _status(stage, 1, boundary)
+        assert stage.kill_agent() == -9
+        stage.start_agent()
     _status(stage, 1, "COMPONENT_RUNNING")
 
     since = len(_messages(stage))
