@@ -201,3 +201,21 @@ def test_component_version_already_registered_skips_packaging(
     assert len(world.lookoutvision.jobs(aw.PROJECT)) == jobs_before == 1
     assert "PACKAGING_SKIPPED" in phases(reconciler.ledger)
     assert components(device)["widgets.x86-64-cpu"][0] == "1.0.0"
+
+
+def test_model_version_that_vanishes_ends_the_rollout_then_the_next_best_is_used(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """v2 is chosen, then deleted before packaging starts: that rollout fails with the
+    service's ResourceNotFound, and the next check rolls out v1, the newest that remains."""
+    aw.seed(world, models=2)
+    device = aw.add_device(world, "dev-1")
+    reconciler = aw.reconciler(world, "dev-1", tmp_path, failureRetrySeconds=600)
+    reconciler.step()  # CHECKING: v2 chosen
+    active = reconciler.ledger.active_rollout()
+    assert active is not None and active.model_version == 2
+    world.lookoutvision.delete_model(aw.PROJECT, 2)
+    assert drive(reconciler, clock) == "FAILED"
+    assert reconciler.ledger.rollouts(limit=1)[0].error_type in ("NotFoundError", "InvalidRequestError")
+    assert drive(reconciler, clock) == "SUCCEEDED"
+    assert components(device)["widgets.x86-64-cpu"][0] == "1.0.0"

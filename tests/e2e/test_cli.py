@@ -1,0 +1,117 @@
+"""The CLI commands as a user runs them on a device (subprocesses under the stage)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localcloud.iotcore import BusMessage
+from localcloud.stage import Stage
+
+pytestmark = pytest.mark.slow
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "platforms"
+
+
+def agent(stage: Stage, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        cwd=stage.workdir,
+        env=stage.agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def stage(tmp_path: Path) -> Iterator[Stage]:
+    with Stage(tmp_path / "work") as started:
+        yield started
+
+
+def test_plan_shows_the_request_and_only_reads(stage: Stage) -> None:
+    """`plan` on a fresh device prints the packaging request and the merged deployment,
+    and makes no call that changes anything in the cloud."""
+    assert stage.world is not None
+    stage.world.calls.clear()
+    result = agent(stage, "plan")
+    assert result.returncode == 0, result.stderr + result.stdout
+    plan = json.loads(result.stdout[result.stdout.index("{") :])
+    assert plan["action"] == "package, then deploy"
+    assert plan["desiredVersion"] == 1
+    assert plan["packagingRequest"]["ModelVersion"] == "1"
+    assert "l4v.edge.Agent" in plan["deployment"]["components"]
+    writes = [c for c in stage.world.calls.calls if c.operation.startswith(("Start", "Create"))]
+    assert writes == []
+
+
+def test_once_rolls_out_and_status_shows_the_ledger(stage: Stage) -> None:
+    """`once` reconciles until the rollout ends and exits 0 with the component RUNNING;
+    `status --json` then shows the SUCCEEDED rollout and the deployed version."""
+    result = agent(stage, "once")
+    assert result.returncode == 0, result.stdout[-3000:]
+    status = agent(stage, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    ledger = json.loads(status.stdout)
+    assert ledger["facts"]["deployed_version"] == "1"
+    assert ledger["rollouts"][0]["phase"] == "SUCCEEDED"
+    table = agent(stage, "status")
+    assert "deployed: v1" in table.stdout
+
+
+def test_once_without_a_trained_model_exits_1(tmp_path: Path) -> None:
+    """`once` against a project whose only model is still TRAINING exits 1 and says why."""
+    with Stage(tmp_path / "work") as stage:
+        assert stage.world is not None
+        stage.world.lookoutvision.set_model_status("widgets", 1, "TRAINING")
+        result = agent(stage, "once")
+        assert result.returncode == 1
+        assert "NoTrainedModelError" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("fixture", "code", "expected"),
+    [
+        ("jetson-agx-xavier-jetpack46", 0, '"targetDevice": "jetson_xavier"'),
+        ("x86-64-t4", 0, '"gpu-code'),
+        ("armv7l-board", 3, "armv7l"),
+    ],
+)
+def test_detect_prints_the_platform(fixture: str, code: int, expected: str) -> None:
+    """`detect --root` prints what a device with that file system would request."""
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "detect", "--root", str(FIXTURES / fixture)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == code, result.stderr
+    assert expected in result.stdout
+
+
+def test_unsupported_platform_keeps_reporting_health_without_packaging(tmp_path: Path) -> None:
+    """On an armv7l board the daemon stays up: it publishes an unsupported-platform
+    report and UNHEALTHY health, never calls Lookout for Vision, and stops cleanly."""
+    config = {"platformRoot": str(FIXTURES / "armv7l-board")}
+    with Stage(tmp_path / "work", agent_config=config) as stage:
+        assert stage.world is not None
+        stage.start_agent()
+
+        def on(topic: str) -> Any:
+            def match(message: BusMessage) -> bool:
+                return message.topic == stage.topics[topic]
+
+            return json.loads(stage.world.iotcore.wait_for(match, 30.0).payload)  # type: ignore[union-attr]
+
+        report = on("platform")
+        assert report["supported"] is False
+        assert "armv7l" in report["error"]["message"]
+        assert on("health")["status"] == "UNHEALTHY"
+        assert stage.stop_agent() == 0
+        assert not [c for c in stage.world.calls.calls if c.service == "lookoutvision"]
