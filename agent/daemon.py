@@ -375,13 +375,16 @@ def build_agent(
             base_factory(), command_topic, commands.handle, reporting.publish_timeout_seconds
         )
 
+    retry_cap = min(60.0, reporting.mqtt.reconnect_max_seconds)
     publisher = Publisher(
         ledger,
         factory,
         clock=clock,
         max_messages=reporting.outbox_max_messages,
         publish_timeout=reporting.publish_timeout_seconds,
-        backoff=Backoff(1.0, 60.0),
+        # The publisher rebuilds a transport that stays down: its retries must not be
+        # spaced wider than the configured MQTT reconnect bound.
+        backoff=Backoff(min(1.0, retry_cap), retry_cap),
         rng=rng,
     )
     agent = Agent(

@@ -308,7 +308,12 @@ class Reconciler:
         name, version = request.greengrass.component_name, request.greengrass.component_version or ""
         if self.deployments.component_version_exists(self._arn_prefix(), name, version):
             return None, f"component {name} {version} already exists"
-        raise conflict
+        # Another job (under another name) is producing this component version: wait for
+        # it to appear rather than fail the rollout.
+        raise errors.TransientError(
+            f"component {name} {version} is being created elsewhere: {conflict.message}",
+            code=conflict.code,
+        ) from conflict
 
     def _poll_packaging(self, rollout: Rollout, now: float) -> float:
         name, version = rollout.component_name or "", rollout.component_version or ""

@@ -50,6 +50,9 @@ CONNECTED_CHANGED_FACT = "transport_changed_at"
 #: publisher gives up on that transport's own reconnection and builds a new one.
 RECONNECT_AFTER_FAILURES = 5
 
+#: How often a back-off looks whether a disconnected transport has reconnected by itself.
+RECONNECT_CHECK_SECONDS = 0.25
+
 _counter_lock = threading.Lock()
 
 
@@ -259,12 +262,29 @@ class Publisher:
                     delay = self.backoff.delay(self._failures, self._rng)
                     self._failures += 1
                     log.debug("publisher backing off", retry_in=round(delay, 3))
-                    wait(self.clock, delay, self._stopping)
+                    self._back_off(delay)
         finally:
             self._close_transport()
             with self._progress:
                 self._progress.notify_all()
             log.info("publisher stopped", pending=self.ledger.outbox_depth())
+
+    def _back_off(self, delay: float) -> None:
+        """Wait ``delay`` seconds or until stopped. While a transport that exists says it
+        is disconnected (it reconnects by itself), the wait also ends as soon as it is
+        connected again, so the backlog goes out at once instead of after the back-off."""
+        if self._transport is None or self.connected():
+            wait(self.clock, delay, self._stopping)
+            return
+        remaining = delay
+        while remaining > 0:
+            step = min(remaining, RECONNECT_CHECK_SECONDS)
+            if wait(self.clock, step, self._stopping):
+                return
+            remaining -= step
+            if self.connected():
+                log.info("transport reconnected", pending=self.ledger.outbox_depth())
+                return
 
     def _idle(self) -> None:
         """Nothing left (or a pass ended cleanly): wait for a notify, a stop or the poll."""

@@ -237,9 +237,14 @@ def agent_config(thing: str, state_dir: Path) -> AgentConfig:
     return load_config(overrides=values)
 
 
-def run_agent(scenario: Scenario, state_dir: Path) -> Outcome:
+def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
     """The real agents through one release; each device first checks somewhere within
-    one check interval after the release (a fleet that has been running a while)."""
+    one check interval after the release (a fleet that has been running a while).
+
+    Each device has its own ledger: an in-memory SQLite database by default (the same
+    code and schema; the bench measures simulated time, not 1,000 devices' fsyncs on one
+    disk), or a file under ``state_dir/<thing>/`` when given.
+    """
     started = time.perf_counter()
     stage = build_stage(scenario)
     world, clock = stage.world, stage.clock
@@ -248,9 +253,9 @@ def run_agent(scenario: Scenario, state_dir: Path) -> Outcome:
     tracks: dict[str, Track] = {}
     shared = None
     for thing, platform in scenario.platforms():
-        config = agent_config(thing, state_dir)
+        config = agent_config(thing, state_dir or Path("state"))
         shared = shared or agent_clients(world, config)
-        ledger = Ledger(Path(config.state_dir) / "agent.sqlite")
+        ledger = Ledger(":memory:" if state_dir is None else Path(config.state_dir) / "agent.sqlite")
         reconciler = make_reconciler(
             world, config, platform, ledger, clients=shared, rng=random.Random(rng.random())
         )
@@ -481,8 +486,8 @@ def figures(outcome: Outcome) -> dict[str, Any]:
     per_operation = Counter(f"{c.service}:{c.operation}" for c in calls)
     throttled = Counter(f"{c.service}:{c.operation}" for c in calls if c.status == 429)
     lfv_per_second = Counter(int(c.time - release) for c in calls if c.service == LFV)
-    lfv_accepted = Counter(
-        int(c.time - release) for c in calls if c.service == LFV and c.status != 429
+    lfv_served = Counter(
+        int(c.time - release) for c in calls if c.service == LFV and c.status < 400
     )
     jobs = world.lookoutvision.jobs()
     succeeded_at = {
@@ -512,7 +517,7 @@ def figures(outcome: Outcome) -> dict[str, Any]:
         "serverErrors": sum(1 for c in calls if c.status >= 500),
         "lookoutvisionCalls": sum(lfv_per_second.values()),
         "peakLookoutvisionRequestsPerSecond": max(lfv_per_second.values(), default=0),
-        "peakLookoutvisionAcceptedPerSecond": max(lfv_accepted.values(), default=0),
+        "peakLookoutvisionServedPerSecond": max(lfv_served.values(), default=0),
         "failedRollouts": sum(1 for t in outcome.tracks if t.failed),
         "devicesRunning": len(running),
         "notRunningAtEnd": devices - len(running),
@@ -730,10 +735,9 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
     """Run both contenders, write ``fleet.json`` and ``fleet.png`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-fleet-", dir=state_dir) as tmp:
-        with quiet_agent_logs(out / "fleet-agent.log") as log_counts:
-            agent = run_agent(scenario, Path(tmp))
-            agent_figures = figures(agent)
+    with quiet_agent_logs(out / "fleet-agent.log") as log_counts:
+        agent = run_agent(scenario, state_dir)
+        agent_figures = figures(agent)
     baseline = run_baseline(scenario)  # a new World: moto is reset, the agent's is done
     baseline_figures = figures(baseline)
     plot(agent, baseline, scenario, out / "fleet.png")

@@ -219,3 +219,26 @@ def test_model_version_that_vanishes_ends_the_rollout_then_the_next_best_is_used
     assert reconciler.ledger.rollouts(limit=1)[0].error_type in ("NotFoundError", "InvalidRequestError")
     assert drive(reconciler, clock) == "SUCCEEDED"
     assert components(device)["widgets.x86-64-cpu"][0] == "1.0.0"
+
+
+def test_component_version_taken_by_another_job_is_waited_for_and_used(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """Another device packages the same component version under a different job name;
+    our StartModelPackagingJob gets ConflictException. The agent waits for that
+    component version to appear, then deploys it without a job of its own."""
+    aw.seed(world)
+    aw.add_device(world, "dev-1")
+    aw.add_device(world, "dev-2")
+    other = aw.reconciler(
+        world, "dev-2", tmp_path, jobNameTemplate="{project}-{platform}-other-v{version}-{attempt}"
+    )
+    other.step()  # CHECKING
+    other.step()  # PACKAGING_STARTED under the other name
+    assert len(world.lookoutvision.jobs(aw.PROJECT)) == 1
+    reconciler = aw.reconciler(world, "dev-1", tmp_path)
+    assert drive(reconciler, clock) == "SUCCEEDED"
+    assert len(world.lookoutvision.jobs(aw.PROJECT)) == 1
+    conflicts = [c for c in world.calls.calls if c.operation == "StartModelPackagingJob" and c.status == 409]
+    assert conflicts, "the scenario must exercise the ConflictException path"
+    assert "PACKAGING_SKIPPED" in phases(reconciler.ledger)
