@@ -247,7 +247,7 @@ class Agent:
         thing = self.config.thing_name
         if self.platform is not None:
             report = platform_report(self.platform)
-            request = self.reconciler._request(1, 1) if self.reconciler else None
+            request = self.reconciler.request_for(1, 1) if self.reconciler else None
             request_fields = None
             if request is not None:
                 fields = request.api_kwargs()["Configuration"]["Greengrass"]
@@ -291,7 +291,7 @@ class Agent:
             if rollout.error_type
             else None
         )
-        return self.reconciler._status_message(rollout, phase, "requested status", error)
+        return self.reconciler.status_message(rollout, phase, "requested status", error)
 
 
 def build_agent(

@@ -36,13 +36,13 @@ def plan(agent: Agent) -> int:
         elif desired <= deployed and settings.pinned_version is None:
             out["action"] = "nothing: up to date"
         else:
-            request = reconciler._request(desired, 1)
+            request = reconciler.request_for(desired, 1)
             name = request.greengrass.component_name
             version = request.greengrass.component_version or ""
-            exists = reconciler.deployments.component_version_exists(reconciler._arn_prefix(), name, version)
+            exists = reconciler.deployments.component_version_exists(reconciler.arn_prefix(), name, version)
             target = settings.target_arn or reconciler.deployments.thing_arn(settings.thing_name)
             latest = reconciler.deployments.latest_deployment(target)
-            merged = reconciler._merged(latest, name, version)
+            merged = reconciler.merged_deployment(latest, name, version)
             out["action"] = "deploy existing component" if exists else "package, then deploy"
             out["packagingRequest"] = None if exists else request.api_kwargs()
             out["deployment"] = {

@@ -175,7 +175,7 @@ class Reconciler:
                 facts["next_check_at"] = repr(min(retry_at, float(facts["next_check_at"] or 0)))
                 self.ledger.put(facts)
                 return float(facts["next_check_at"] or 0) - now
-        request = self._request(desired, attempt)
+        request = self.request_for(desired, attempt)
         rollout = Rollout(
             model_version=desired,
             platform_key=self.platform.key,
@@ -236,7 +236,8 @@ class Reconciler:
             return self._fail(rollout, now, error, StatusPhase.ROLLOUT_FAILED)
         raise AssertionError(f"rollout {rollout.id} in ended phase {rollout.phase}")
 
-    def _request(self, version: int, attempt: int) -> PackagingRequest:
+    def request_for(self, version: int, attempt: int) -> PackagingRequest:
+        """The packaging request this device sends for ``version`` (deterministic)."""
         return derive_request(
             project=self.settings.project,
             model_version=version,
@@ -248,7 +249,8 @@ class Reconciler:
             tags=self.settings.component_tags,
         )
 
-    def _arn_prefix(self) -> str:
+    def arn_prefix(self) -> str:
+        """``arn:PARTITION:greengrass:REGION:ACCOUNT`` of this device's account."""
         thing_arn = self._thing_arn()
         partition, region, account = thing_arn.split(":")[1], thing_arn.split(":")[3], thing_arn.split(":")[4]
         return f"arn:{partition}:greengrass:{region}:{account}"
@@ -262,9 +264,9 @@ class Reconciler:
         return arn
 
     def _start_packaging(self, rollout: Rollout, now: float) -> float:
-        request = self._request(rollout.model_version, rollout.attempt)
+        request = self.request_for(rollout.model_version, rollout.attempt)
         name, version = request.greengrass.component_name, request.greengrass.component_version or ""
-        if self.deployments.component_version_exists(self._arn_prefix(), name, version):
+        if self.deployments.component_version_exists(self.arn_prefix(), name, version):
             self._save(
                 self._to(rollout, Phase.DEPLOY_REQUESTED, now),
                 StatusPhase.PACKAGING_SKIPPED,
@@ -306,7 +308,7 @@ class Reconciler:
                 code=conflict.code,
             ) from conflict
         name, version = request.greengrass.component_name, request.greengrass.component_version or ""
-        if self.deployments.component_version_exists(self._arn_prefix(), name, version):
+        if self.deployments.component_version_exists(self.arn_prefix(), name, version):
             return None, f"component {name} {version} already exists"
         # Another job (under another name) is producing this component version: wait for
         # it to appear rather than fail the rollout.
@@ -322,7 +324,7 @@ class Reconciler:
         # the component version to appear in Greengrass (created on SUCCEEDED) in between.
         job_due = float(self.ledger.get(f"job_poll_due:{rollout.id}", "0") or 0)
         if now < job_due:
-            if self.deployments.component_version_exists(self._arn_prefix(), name, version):
+            if self.deployments.component_version_exists(self.arn_prefix(), name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
             updated = self._to(rollout, Phase.PACKAGING, now, polls=polls)
             updated.next_action_at = now + self.settings.poll_backoff.delay(polls, self.rng)
@@ -380,7 +382,7 @@ class Reconciler:
             # Already deployed (e.g. killed after CreateDeployment): adopt, never duplicate.
             deployment_id, detail = latest.deployment_id, "adopted the target's latest deployment"
         else:
-            spec = self._merged(latest, name, version)
+            spec = self.merged_deployment(latest, name, version)
             token = deployment_token(target, name, version)
             deployment_id = self.deployments.create_deployment(target, spec, token)
             detail = f"target {target}"
@@ -396,7 +398,7 @@ class Reconciler:
         self._save(updated, StatusPhase.DEPLOYMENT_CREATED, detail=detail)
         return updated.next_action_at - now
 
-    def _merged(self, latest: DeploymentSpec | None, name: str, version: str) -> DeploymentSpec:
+    def merged_deployment(self, latest: DeploymentSpec | None, name: str, version: str) -> DeploymentSpec:
         """The target's latest deployment with our component at ``version``.
 
         A deployment replaces the previous one to the same target, so everything it held
@@ -533,16 +535,17 @@ class Reconciler:
         messages: list[OutgoingMessage] = []
         if event is not None:
             rollout.last_reported = event.value if reported_key is None else f"{event.value}:{reported_key}"
-            messages.append(self._status_message(rollout, event, detail, error))
+            messages.append(self.status_message(rollout, event, detail, error))
             log.info(
                 "status", phase=event.value, rollout=rollout.id, model_version=rollout.model_version,
                 job=rollout.job_name, deployment=rollout.deployment_id, detail=detail,
             )
         return self.ledger.save(rollout, messages, facts)
 
-    def _status_message(
+    def status_message(
         self, rollout: Rollout, event: StatusPhase, detail: str | None, error: ErrorInfo | None
     ) -> OutgoingMessage:
+        """The status event of ``rollout`` as an outbox message (retained)."""
         settings = self.settings
         timestamp = utc_iso(rollout.updated_at)
 

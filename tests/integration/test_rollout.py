@@ -180,7 +180,7 @@ def test_action_done_but_not_recorded_is_adopted_not_repeated(
     reconciler.step()  # CHECKING: rollout recorded as PACKAGING_REQUESTED
     rollout = reconciler.ledger.active_rollout()
     assert rollout is not None
-    request: PackagingRequest = reconciler._request(rollout.model_version, rollout.attempt)
+    request: PackagingRequest = reconciler.request_for(rollout.model_version, rollout.attempt)
     reconciler.packaging.start_job(request)  # the "lost" call
     assert drive(reconciler, clock) == "SUCCEEDED"
     assert len(world.lookoutvision.jobs(aw.PROJECT)) == 1
