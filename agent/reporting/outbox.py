@@ -270,10 +270,10 @@ class Publisher:
             log.info("publisher stopped", pending=self.ledger.outbox_depth())
 
     def _back_off(self, delay: float) -> None:
-        """Wait ``delay`` seconds or until stopped. While a transport that exists says it
-        is disconnected (it reconnects by itself), the wait also ends as soon as it is
-        connected again, so the backlog goes out at once instead of after the back-off."""
-        if self._transport is None or self.connected():
+        """Wait ``delay`` seconds or until stopped. After a publish failed because the
+        transport was disconnected (it reconnects by itself), the wait also ends as soon as
+        it says it is connected again: the backlog goes out at once, not after the back-off."""
+        if self._transport is None or not self._disconnected_failures:
             wait(self.clock, delay, self._stopping)
             return
         remaining = delay
@@ -343,8 +343,8 @@ class Publisher:
         )
         if connected:
             return
-        self._note_connected(False)
         self._disconnected_failures += 1
+        self._note_connected(False)
         if self._disconnected_failures >= RECONNECT_AFTER_FAILURES:
             log.warning("transport stays disconnected; building a new one")
             self._disconnected_failures = 0

@@ -423,3 +423,31 @@ def test_publisher_finds_messages_enqueued_without_notify(ledger: Ledger) -> Non
         assert transport.numbers() == [7]
     finally:
         assert publisher.stop(WAIT)
+
+
+def test_back_off_ends_when_the_transport_reconnects_by_itself(ledger: Ledger) -> None:
+    """The connection drops and publishes fail while the transport reconnects by itself:
+    the publisher's long back-off ends as soon as the transport says it is connected
+    again, and the backlog goes out at once."""
+    transport = RecordingTransport()
+    publisher = make_publisher(ledger, [transport], backoff=Backoff(30.0, 30.0, floor=30.0))
+    publisher.start()
+    try:
+        publisher.enqueue([message(1)])
+        assert transport.wait_until(lambda: len(transport.published) == 1)
+        with transport.cond:
+            transport.connected = False  # dropped, not closed: it reconnects by itself
+            transport.fail_publish = True
+        publisher.enqueue([message(2)])
+        # The publisher noted the failure as a disconnection (a ledger fact: no callback).
+        pause, deadline = threading.Event(), time.monotonic() + WAIT
+        while transport_connected(ledger) is not False:
+            assert time.monotonic() < deadline, "the publisher did not note the disconnection"
+            pause.wait(0.01)
+        with transport.cond:
+            transport.connected = True
+            transport.fail_publish = False
+        assert publisher.flush(WAIT)  # well before the 30 s back-off
+        assert transport.numbers() == [1, 2]
+    finally:
+        assert publisher.stop(WAIT)

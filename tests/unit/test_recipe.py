@@ -73,9 +73,7 @@ def _aliases(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
     return keys
 
 
-def _key_problems(
-    model: type[BaseModel], values: dict[str, Any], path: str = ""
-) -> Iterator[str]:
+def _key_problems(model: type[BaseModel], values: dict[str, Any], path: str = "") -> Iterator[str]:
     """Unknown keys, and model keys missing from the recipe (both recursively)."""
     known = _aliases(model)
     for key, value in values.items():
@@ -100,11 +98,6 @@ def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
             yield from _leaves(item, f"{path}[{index}]")
     else:
         yield path, value
-
-
-def _lifecycle_steps(manifest: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    for name, step in manifest["Lifecycle"].items():
-        yield name, step
 
 
 def test_recipe_identity_and_format(recipe: dict[str, Any]) -> None:
@@ -142,12 +135,12 @@ def test_linux_manifest_installs_the_wheel_into_a_venv_and_runs_it(
     assert len(matching) == 1, f"exactly one manifest for linux/{architecture}"
     manifest = matching[0]
     assert set(manifest["Lifecycle"]) >= {"Install", "Run"}
-    for name, step in _lifecycle_steps(manifest):
+    for name, step in manifest["Lifecycle"].items():
         if isinstance(step, dict):
             assert not step.get("RequiresPrivilege", False), f"{name} must not run as root"
     install = manifest["Lifecycle"]["Install"]["Script"]
     assert re.search(r"python3 -m venv \{work:path\}/venv\b", install)
-    assert f"{{work:path}}/venv/bin/python -m pip install" in install
+    assert "{work:path}/venv/bin/python -m pip install" in install
     assert f"{{artifacts:path}}/{WHEEL}" in install
     run = manifest["Lifecycle"]["Run"]["Script"]
     assert run.split() == ["exec", "{work:path}/venv/bin/python", "-m", "agent", "run"]
