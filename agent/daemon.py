@@ -453,12 +453,17 @@ def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, u
     steps = 0
     try:
         while not stop.is_set():
+            # Cleared before the step, not after it: a command or configuration update
+            # that arrives while the step runs must cut the following wait short.
+            agent.wake.clear()
             delay = 60.0
             if agent.reconciler is not None:
-                before = agent.ledger.outbox_depth()
+                before = _rollout_mark(agent.ledger)
                 delay = _guarded_step(agent.reconciler)
                 steps += 1
-                if agent.ledger.outbox_depth() != before:
+                # Not the outbox depth: command responses and acknowledgements change it
+                # from other threads, which made every check-now cost a health report.
+                if _rollout_mark(agent.ledger) != before:
                     agent.publisher.notify()
                     agent.health_requested = True  # health follows every state change at once
                 if until_settled and delay > 0 and agent.ledger.active_rollout() is None:
@@ -479,7 +484,6 @@ def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, u
                 agent.health_requested = False
                 agent.send([agent.health.message()])
                 next_health = now + interval.next(rng)
-            agent.wake.clear()
             if delay > 0:
                 wait(clock, min(delay, max(0.0, next_health - clock.now())), agent.wake)
             if stop.is_set():
@@ -493,6 +497,15 @@ def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, u
         agent.ledger.close()
         log.info("stopped", steps=steps)
     return exit_code
+
+
+def _rollout_mark(ledger: Ledger) -> tuple[Any, ...]:
+    """What changes when a step reports a state change: a status event sets the newest
+    rollout's ``last_reported`` (or creates a new rollout)."""
+    latest = ledger.rollouts(limit=1)
+    if not latest:
+        return ()
+    return latest[0].id, latest[0].phase, latest[0].last_reported
 
 
 def _guarded_step(reconciler: Reconciler) -> float:

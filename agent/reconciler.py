@@ -185,12 +185,15 @@ class Reconciler:
             client_token=request.client_token,
             component_name=request.greengrass.component_name,
             component_version=request.greengrass.component_version,
-            next_action_at=now,
+            # A short jittered pause before StartModelPackagingJob: back to back with the
+            # ListModels just made, a fleet's checks would reach the account's
+            # requests/s quota in pairs.
+            next_action_at=now + self.settings.poll_backoff.delay(0, self.rng),
             started_at=now,
             updated_at=now,
         )
         self._save(rollout, StatusPhase.CHECKING, facts=facts, detail=f"deployed={deployed or 'none'}")
-        return 0.0
+        return rollout.next_action_at - now
 
     def _latest_packageable(self) -> int:
         models = self.packaging.list_models(self.settings.project)
@@ -203,11 +206,14 @@ class Reconciler:
         return max(ready)
 
     def _check_failed(self, now: float, error: errors.AgentError, *, retry: bool) -> float:
-        delay = (
-            self.settings.poll_backoff.delay(3, self.rng)
-            if retry
-            else self.settings.check_interval.next(self.rng)
-        )
+        if not retry:
+            delay = self.settings.check_interval.next(self.rng)
+        elif isinstance(error, errors.ThrottledError):
+            # The account's quota is used up right now (by the fleet): back off harder,
+            # as for every other throttled call.
+            delay = self.settings.job_poll_backoff.delay(3, self.rng)
+        else:
+            delay = self.settings.poll_backoff.delay(3, self.rng)
         log.warning("check failed", error=error.kind, message=error.message, retry_in=round(delay, 1))
         self.ledger.put(
             {
@@ -288,7 +294,15 @@ class Reconciler:
                 return 0.0
         updated = self._to(rollout, Phase.PACKAGING, now, job_name=job_name)
         updated.next_action_at = now + self.settings.poll_backoff.delay(0, self.rng)
-        self._save(updated, StatusPhase.PACKAGING_STARTED, detail=detail)
+        # The job was just created or found, so its status is known: the first
+        # DescribeModelPackagingJob waits one job-poll interval. Until then the component
+        # appearing in Greengrass (no Lookout for Vision quota) says it SUCCEEDED.
+        self._save(
+            updated,
+            StatusPhase.PACKAGING_STARTED,
+            detail=detail,
+            facts={self._job_poll_key(rollout): repr(now + self._job_poll_delay())},
+        )
         return updated.next_action_at - now
 
     def _adopt(
@@ -320,9 +334,11 @@ class Reconciler:
     def _poll_packaging(self, rollout: Rollout, now: float) -> float:
         name, version = rollout.component_name or "", rollout.component_version or ""
         polls = rollout.polls + 1
-        # Lookout for Vision allows ~5 requests/s per account: ask it rarely, and watch for
-        # the component version to appear in Greengrass (created on SUCCEEDED) in between.
-        job_due = float(self.ledger.get(f"job_poll_due:{rollout.id}", "0") or 0)
+        # Lookout for Vision allows ~5 requests/s per account, shared by the whole fleet:
+        # ask it rarely (it is needed only to learn that a job FAILED), and watch for the
+        # component version to appear in Greengrass (created on SUCCEEDED) in between.
+        job_key = self._job_poll_key(rollout)
+        job_due = float(self.ledger.get(job_key, "0") or 0)
         if now < job_due:
             if self.deployments.component_version_exists(self.arn_prefix(), name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
@@ -330,10 +346,15 @@ class Reconciler:
             updated.next_action_at = now + self.settings.poll_backoff.delay(polls, self.rng)
             self._save(updated)
             return updated.next_action_at - now
-        job = self.packaging.describe_job(self.settings.project, rollout.job_name or "")
-        self.ledger.put(
-            {f"job_poll_due:{rollout.id}": repr(now + self.settings.job_poll_backoff.delay(polls, self.rng))}
-        )
+        try:
+            job = self.packaging.describe_job(self.settings.project, rollout.job_name or "")
+        except errors.TransientError as unavailable:
+            # Ask Lookout for Vision again a job-poll interval later, but keep watching
+            # Greengrass at the usual pace: a throttled or failed status call must not
+            # delay noticing that the component appeared.
+            self.ledger.put({job_key: repr(now + self._job_poll_delay())})
+            return self._retry_later(rollout, now, unavailable, backoff=self.settings.poll_backoff)
+        self.ledger.put({job_key: repr(now + self._job_poll_delay())})
         if job.status == "SUCCEEDED":
             return self._packaged(
                 rollout,
@@ -351,6 +372,19 @@ class Reconciler:
             event = None
         self._save(updated, event, detail=f"job status {job.status}")
         return updated.next_action_at - now
+
+    @staticmethod
+    def _job_poll_key(rollout: Rollout) -> str:
+        return f"job_poll_due:{rollout.id}"
+
+    def _job_poll_delay(self) -> float:
+        """Time to the next DescribeModelPackagingJob: 75-100 % of jobPollMaxSeconds.
+
+        All devices of a platform share one job, so each device's status call repeats
+        its siblings'; with a fleet they must not ramp up from a few seconds.
+        """
+        backoff = self.settings.job_poll_backoff
+        return max(backoff.floor, backoff.cap * self.rng.uniform(0.75, 1.0))
 
     def _packaged(
         self,
@@ -472,9 +506,12 @@ class Reconciler:
         return updated.next_action_at - now
 
     # -- outcomes ----------------------------------------------------------------------
-    def _retry_later(self, rollout: Rollout, now: float, error: errors.AgentError) -> float:
+    def _retry_later(
+        self, rollout: Rollout, now: float, error: errors.AgentError, *, backoff: Backoff | None = None
+    ) -> float:
         throttled = isinstance(error, errors.ThrottledError)
-        backoff = self.settings.job_poll_backoff if throttled else self.settings.poll_backoff
+        if backoff is None:
+            backoff = self.settings.job_poll_backoff if throttled else self.settings.poll_backoff
         throttles = rollout.throttles + 1 if throttled else rollout.throttles
         delay = backoff.delay(rollout.polls + throttles, self.rng)
         updated = rollout.model_copy(

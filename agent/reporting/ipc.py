@@ -200,6 +200,9 @@ class IpcTransport:
             ) from exc
         # One worker keeps subscription callbacks in arrival order and off the network thread.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipc-events")
+        # Start its one thread now rather than on the first received command, so the
+        # process has its full set of threads from the moment it is connected.
+        executor.submit(int)
         client = GreengrassCoreIPCClientV2(
             client=GreengrassCoreIPCClient(connection), executor=executor
         )

@@ -215,9 +215,14 @@ class _CallMeter:
         self._mark = len(self._calls)
 
     def take(self, track: Track) -> None:
+        """Count the new calls for ``track`` while its rollout is on (the agent's later
+        periodic checks are not part of the rollout)."""
         calls = self._calls
         end = len(calls)
-        track.lookoutvision_calls += sum(1 for i in range(self._mark, end) if calls[i].service == LFV)
+        if track.confirmed_at is None:
+            track.lookoutvision_calls += sum(
+                1 for i in range(self._mark, end) if calls[i].service == LFV
+            )
         self._mark = end
 
 
@@ -640,12 +645,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, label: str = "") -> str:
     if value is None:
         return "-"
+    if "share" in label:
+        return f"{value:.2%}"
     if isinstance(value, float):
-        if 0 < abs(value) < 1:
-            return f"{value:.2%}" if abs(value) >= 0.0001 else f"{value:.1e}"
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
@@ -653,7 +658,7 @@ def _show(value: Any) -> str:
 def table(result: dict[str, Any], scenario: Scenario) -> str:
     agent, baseline = result["agent"], result["baseline"]
     checks = {label: (target, check) for _, label, _, target, check in TARGETS}
-    lines = [f"{'figure':34} {'agent':>9} {'baseline':>9} {'ratio':>8}  target"]
+    lines = [f"{'figure':34} {'agent':>9} {'baseline':>9} {'a/b':>8}  target (agent)"]
     for label, get in ROWS:
         a, b = get(agent), get(baseline)
         r = ratio(a, b)
@@ -661,7 +666,10 @@ def table(result: dict[str, Any], scenario: Scenario) -> str:
         if label in checks:
             target, check = checks[label]
             mark = f"{target:9} {'ok' if check(a, scenario) else 'MISSED'}"
-        lines.append(f"{label:34} {_show(a):>9} {_show(b):>9} {_show(r) if r is not None else '-':>8}  {mark}")
+        shown = "-" if r is None else f"{r:.3g}"
+        lines.append(
+            f"{label:34} {_show(a, label):>9} {_show(b, label):>9} {shown:>8}  {mark}".rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -700,7 +708,7 @@ def plot(agent: Outcome, baseline: Outcome, scenario: Scenario, path: Path) -> N
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
     colours = {"agent": "tab:blue", "baseline": "tab:orange"}
     end = 0.0
-    for outcome in (agent, baseline):
+    for outcome in (baseline, agent):  # the agent drawn last, on top
         times = sorted(running_times(outcome))
         xs = [0.0] + [t / 60 for t in times]
         ys = list(range(len(times) + 1))
@@ -708,7 +716,7 @@ def plot(agent: Outcome, baseline: Outcome, scenario: Scenario, path: Path) -> N
         series = lfv_series(outcome)
         bottom.plot(
             [i / 60 for i in range(len(series))], series, color=colours[outcome.name],
-            linewidth=0.6, alpha=0.8, label=outcome.name,
+            linewidth=0.6, alpha=0.8, label=outcome.name, zorder=3 if outcome is agent else 2,
         )
         end = max(end, xs[-1], len(series) / 60)
     top.axhline(scenario.devices, color="grey", linewidth=0.5)
@@ -807,7 +815,7 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
         file=stdout,
     )
     if missed:
-        print("MISSED: " + "; ".join(f"{t['figure']} = {_show(t['value'])} (target {t['target']})"
+        print("MISSED: " + "; ".join(f"{t['figure']} = {_show(t['value'], t['figure'])} (target {t['target']})"
                                      for t in missed), file=stdout)
         return 1
     print("all agent targets met", file=stdout)

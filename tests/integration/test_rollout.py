@@ -233,7 +233,7 @@ def test_component_version_taken_by_another_job_is_waited_for_and_used(
     other = aw.reconciler(
         world, "dev-2", tmp_path, jobNameTemplate="{project}-{platform}-other-v{version}-{attempt}"
     )
-    other.step()  # CHECKING
+    clock.advance(other.step())  # CHECKING (then a short pause before starting)
     other.step()  # PACKAGING_STARTED under the other name
     assert len(world.lookoutvision.jobs(aw.PROJECT)) == 1
     reconciler = aw.reconciler(world, "dev-1", tmp_path)
