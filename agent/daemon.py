@@ -251,7 +251,10 @@ class Agent:
             request_fields = None
             if request is not None:
                 fields = request.api_kwargs()["Configuration"]["Greengrass"]
-                fields["ComponentVersion"] = "<modelVersion>.0.0" if fields.get("ComponentVersion") else None
+                # The version depends on the model version to come: show the template.
+                fields["ComponentVersion"] = self.config.component_version_template.replace(
+                    "{version}", "<modelVersion>"
+                )
                 request_fields = {k: v for k, v in fields.items() if v is not None}
 
             def render(sequence: int) -> bytes:

@@ -141,6 +141,7 @@ def simulate_release(
     mix: list[tuple[DetectedPlatform, int]],
     *,
     config_for: Callable[[str], AgentConfig],
+    project: str = "widgets",
     deadline_seconds: float = 3 * 3600,
     seed: int = 1,
 ) -> ReleaseFigures:
@@ -174,9 +175,7 @@ def simulate_release(
     clock.advance(300)
     world.tick()
     release_at = clock.now()
-    version = world.lookoutvision.add_model(
-        next(iter(world.lookoutvision._projects)), "TRAINED"
-    )
+    version = world.lookoutvision.add_model(project, "TRAINED")
     for thing, platform in zip(things, platforms, strict=True):
         cfg = config_for(thing)
         shared = shared or agent_clients(world, cfg)

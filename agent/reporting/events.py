@@ -54,7 +54,6 @@ class StatusPhase(str, Enum):
     DEPLOYMENT_FAILED = "DEPLOYMENT_FAILED"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLOUT_FAILED = "ROLLOUT_FAILED"  # any other terminal error of the rollout
-    RETRY_SCHEDULED = "RETRY_SCHEDULED"  # a failed rollout will be tried again
 
 
 class StatusEvent(_Message):
