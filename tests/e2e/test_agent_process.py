@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
 from localcloud.iotcore import BusMessage
@@ -158,6 +159,14 @@ def test_agent_process_rolls_out_two_versions(stage: Stage) -> None:
         assert all(a < b for a, b in itertools.pairwise(sequences)), (topic, sequences)
     combined = sorted(s for sequences in by_topic.values() for s in sequences)
     assert combined == list(range(combined[0], combined[0] + len(combined)))
+
+    # What the agent actually sent matches the published JSON Schema files.
+    schemas_dir = Path(__file__).resolve().parents[2] / "schemas"
+    for message in messages:
+        body = _payload(message)
+        kind = body["schema"].split("/")[1]
+        schema = json.loads((schemas_dir / f"{kind}.schema.json").read_text())
+        jsonschema.validate(body, schema)
 
     # Every request against the official model; nothing rejected.
     official = _official_lookoutvision_operations()
