@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from localcloud.componenthost import ComponentHost, ComponentInfo
+from localcloud.device import recipe_get
 from localcloud.iotcore import IoTCoreBus, SubscriptionHandle, validate_filter, validate_topic
 from localcloud.nucleus.eventstream import EventStreamError, FrameDecoder, Header, Message, encode
 
@@ -141,27 +142,14 @@ def mqtt_resource_matches(resource: str, requested: str) -> bool:
     return len(resource_levels) == len(requested_levels)
 
 
-def _get_ci(mapping: Any, key: str) -> Any:
-    """``mapping[key]`` with a case-insensitive key (recipe keys are not case-strict)."""
-    if not isinstance(mapping, dict):
-        return None
-    if key in mapping:
-        return mapping[key]
-    lowered = key.lower()
-    for name, value in mapping.items():
-        if isinstance(name, str) and name.lower() == lowered:
-            return value
-    return None
-
-
 def access_control(info: ComponentInfo) -> dict[str, Any]:
     """The component's accessControl: from its configuration, else its recipe defaults."""
     acl: Any = None
     if isinstance(info.configuration, dict) and "accessControl" in info.configuration:
         acl = info.configuration["accessControl"]
     else:
-        defaults = _get_ci(_get_ci(info.recipe, "ComponentConfiguration"), "DefaultConfiguration")
-        acl = _get_ci(defaults, "accessControl")
+        defaults = recipe_get(recipe_get(info.recipe, "ComponentConfiguration"), "DefaultConfiguration")
+        acl = recipe_get(defaults, "accessControl")
     if isinstance(acl, str):
         try:
             acl = json.loads(acl)

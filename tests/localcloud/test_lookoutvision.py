@@ -763,11 +763,8 @@ def test_component_registered_directly_in_greengrass_is_conflict(
     client: Any, lv: LookoutVisionEmulator, world: World
 ) -> None:
     """A component version created in Greengrass by someone else blocks packaging to
-    that name+version (checked through the Greengrass emulator once it provides
-    ``register_component_version``)."""
+    that name+version."""
     greengrass = world.greengrass
-    if not hasattr(greengrass, "register_component_version"):
-        pytest.skip("Greengrass emulator does not provide register_component_version yet")
     greengrass.register_component_version(
         {
             "RecipeFormatVersion": "2020-01-25",
@@ -1404,8 +1401,6 @@ def test_component_created_in_greengrass_during_packaging_fails_job(
     """If the same component version appears in Greengrass while the job runs, the job
     ends FAILED instead of overwriting it."""
     greengrass = world.greengrass
-    if not hasattr(greengrass, "register_component_version"):
-        pytest.skip("Greengrass emulator does not provide register_component_version yet")
     client.start_model_packaging_job(**start_kwargs())
     greengrass.register_component_version(
         {
