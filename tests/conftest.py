@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from localcloud.clock import VirtualClock
 from localcloud.world import World
+from tests.support.mosquitto import Pki, find_mosquitto
 
 
 @pytest.fixture
@@ -29,3 +31,24 @@ def oracle_data_path() -> Path:
     from tests.support.oracle import official_data_path
 
     return official_data_path()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_binary() -> str:
+    """Path of the mosquitto binary; skips (or fails under CI) when it is missing."""
+    binary = find_mosquitto()
+    if binary is None:
+        message = (
+            "the mosquitto broker is not installed: run `apt-get install mosquitto` "
+            "(scripts/test installs it)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """CA, broker and client certificates, made once per test session."""
+    return Pki(tmp_path_factory.mktemp("pki"))

@@ -43,7 +43,6 @@ from tests.support.mosquitto import (
     MosquittoBroker,
     Pki,
     TcpProxy,
-    find_mosquitto,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.mosquitto]
@@ -129,21 +128,10 @@ def assert_complete_rollout(messages: list[Message]) -> list[int]:
 # -- the parts -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
-def broker(pki: Pki, tmp_path: Path) -> Iterator[MosquittoBroker]:
+def broker(mosquitto_binary: str, pki: Pki, tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A mutual-TLS Mosquitto the test may stop and restart on the same port."""
-    binary = find_mosquitto()
-    if binary is None:
-        message = "the mosquitto broker is not installed: run `apt-get install mosquitto`"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    with MosquittoBroker(binary, pki, tmp_path / "broker") as started:
+    with MosquittoBroker(mosquitto_binary, pki, tmp_path / "broker") as started:
         yield started
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,31 +14,9 @@ from tests.support.mosquitto import (
     MessageCollector,
     MosquittoBroker,
     Pki,
-    find_mosquitto,
 )
 
 _ids = itertools.count(1)
-
-
-@pytest.fixture(scope="session")
-def mosquitto_binary() -> str:
-    """Path of the mosquitto binary; skips (or fails under CI) when it is missing."""
-    binary = find_mosquitto()
-    if binary is None:
-        message = (
-            "the mosquitto broker is not installed: run `apt-get install mosquitto` "
-            "(scripts/test installs it)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return binary
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """CA, broker and client certificates, made once per test session."""
-    return Pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
