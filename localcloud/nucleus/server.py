@@ -654,13 +654,7 @@ class Nucleus:
         self, connection: _Connection, stream: _Stream, request: dict[str, Any]
     ) -> None:
         caller = connection.component or ""
-        topic = request.get("topicName")
-        if not isinstance(topic, str):
-            raise _invalid("topicName is required")
-        try:
-            validate_topic(topic)
-        except ValueError as exc:
-            raise _invalid(str(exc)) from exc
+        topic = _topic_name(request, validate_topic)
         qos = _parse_qos(request.get("qos"))
         try:
             payload = base64.b64decode(request.get("payload") or "", validate=True)
@@ -676,13 +670,7 @@ class Nucleus:
         self, connection: _Connection, stream: _Stream, request: dict[str, Any]
     ) -> None:
         caller = connection.component or ""
-        topic_filter = request.get("topicName")
-        if not isinstance(topic_filter, str):
-            raise _invalid("topicName is required")
-        try:
-            validate_filter(topic_filter)
-        except ValueError as exc:
-            raise _invalid(str(exc)) from exc
+        topic_filter = _topic_name(request, validate_filter)
         _parse_qos(request.get("qos"))
         self._authorize(caller, MQTT_PROXY_SERVICE, "SubscribeToIoTCore", topic_filter)
 
@@ -792,6 +780,18 @@ def _not_found(kind: str, name: str) -> IpcError:
     return IpcError(
         "ResourceNotFoundError", f"{kind} {name} not found", resourceType=kind, resourceName=name
     )
+
+
+def _topic_name(request: dict[str, Any], validate: Callable[[str], object]) -> str:
+    """The request's ``topicName``, checked by ``validate`` (topic or filter rules)."""
+    topic = request.get("topicName")
+    if not isinstance(topic, str):
+        raise _invalid("topicName is required")
+    try:
+        validate(topic)
+    except ValueError as exc:
+        raise _invalid(str(exc)) from exc
+    return topic
 
 
 def _parse_qos(value: Any) -> int:
