@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from agent.text import clip
@@ -26,6 +26,8 @@ PROJECT, PLATFORM, VERSION, ATTEMPT = "project", "platform", "version", "attempt
 PLACEHOLDERS = (PROJECT, PLATFORM, VERSION, ATTEMPT)
 #: Largest model version a component version part can hold (``[0-9]{1,6}``).
 MAX_MODEL_VERSION = 999_999
+#: A piece of a parsed template: literal text, or the name of a placeholder.
+Piece = tuple[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,42 @@ class TemplateRule:
     #: ``limit`` 0 means the name is built exactly (no fitting).
     name_chars: str
     limit: int
+    #: Why the required placeholders are required (shown in the error).
     why: str = ""
+    #: Further rules on the parsed template (raise ValueError).
+    shape: Callable[[str, list[Piece]], None] | None = None
+
+
+_VERSION_PART = re.compile(r"0|[1-9][0-9]{0,5}")
+
+
+def _version_shape(_template: str, pieces: list[Piece]) -> None:
+    """MAJOR.MINOR.PATCH where each part is ``{version}`` or a number of 1-6 digits."""
+    parts: list[list[Piece]] = [[]]
+    for literal, name in pieces:
+        if name is not None:
+            parts[-1].append(("", name))
+            continue
+        for index, chunk in enumerate(literal.split(".")):
+            if index:
+                parts.append([])
+            if chunk:
+                parts[-1].append((chunk, None))
+    rule = "must be MAJOR.MINOR.PATCH, each {version} or a number 0-999999 without leading zeros"
+    if len(parts) != 3:
+        raise ValueError(rule)
+    for part in parts:
+        only_version = part == [("", VERSION)]
+        only_number = len(part) == 1 and part[0][1] is None and _VERSION_PART.fullmatch(part[0][0])
+        if not (only_version or only_number):
+            raise ValueError(rule)
+    if sum(part == [("", VERSION)] for part in parts) != 1:
+        raise ValueError("must contain {version} exactly once")
+
+
+def _prefix_shape(template: str, _pieces: list[Piece]) -> None:
+    if template.startswith("/"):
+        raise ValueError("must not start with '/'")
 
 
 COMPONENT_NAME = TemplateRule(
@@ -61,6 +98,7 @@ COMPONENT_VERSION = TemplateRule(
     literal_chars=r"0-9.",
     name_chars=r"0-9.",
     limit=0,
+    shape=_version_shape,
 )
 JOB_NAME = TemplateRule(
     setting="jobNameTemplate",
@@ -78,12 +116,8 @@ S3_PREFIX = TemplateRule(
     literal_chars=r"a-zA-Z0-9!_.*'()/\-",
     name_chars=r"a-zA-Z0-9!_.*'()/\-",
     limit=1024,
+    shape=_prefix_shape,
 )
-RULES = (COMPONENT_NAME, COMPONENT_VERSION, JOB_NAME, S3_PREFIX)
-
-_VERSION_PART = re.compile(r"0|[1-9][0-9]{0,5}")
-#: A piece of a parsed template: literal text, or the name of a placeholder.
-Piece = tuple[str, str | None]
 
 
 def parse(rule: TemplateRule, template: str) -> list[Piece]:
@@ -118,36 +152,9 @@ def parse(rule: TemplateRule, template: str) -> list[Piece]:
     if missing:
         need = " and ".join(f"{{{name}}}" for name in missing)
         raise ValueError(f"must contain {need}" + (f" ({rule.why})" if rule.why else ""))
-    if rule is COMPONENT_VERSION:
-        _check_version_shape(pieces)
-    if rule is S3_PREFIX and template.startswith("/"):
-        raise ValueError("must not start with '/'")
+    if rule.shape is not None:
+        rule.shape(template, pieces)
     return pieces
-
-
-def _check_version_shape(pieces: list[Piece]) -> None:
-    """MAJOR.MINOR.PATCH where each part is ``{version}`` or a number of 1-6 digits."""
-    parts: list[list[Piece]] = [[]]
-    for literal, name in pieces:
-        if name is not None:
-            parts[-1].append(("", name))
-            continue
-        for index, chunk in enumerate(literal.split(".")):
-            if index:
-                parts.append([])
-            if chunk:
-                parts[-1].append((chunk, None))
-    rule = "must be MAJOR.MINOR.PATCH, each {version} or a number 0-999999 without leading zeros"
-    if len(parts) != 3:
-        raise ValueError(rule)
-    for part in parts:
-        only_version = part == [("", VERSION)]
-        only_number = len(part) == 1 and part[0][1] is None and _VERSION_PART.fullmatch(part[0][0])
-        if not (only_version or only_number):
-            raise ValueError(rule)
-    if sum(part == [("", VERSION)] for part in parts) != 1:
-        raise ValueError("must contain {version} exactly once")
-
 
 def render(rule: TemplateRule, template: str, values: Mapping[str, str]) -> str:
     """The name ``template`` gives for ``values``, fitted to ``rule``'s characters and length."""
