@@ -4,8 +4,11 @@ Sources, later wins: defaults < JSON file (``--config``) < Greengrass component
 configuration (IPC GetConfiguration) < environment (``AWS_IOT_THING_NAME``,
 ``AWS_REGION`` fill the identity when not configured). Keys are camelCase as in the
 recipe's DefaultConfiguration. Numbers may arrive as strings or floats (Greengrass turns
-some numbers into floats); both are accepted. Any bad value stops the agent with one
-line per field naming the field and the rule.
+some numbers into floats); both are accepted, and a pinned ``modelVersion`` may be a
+number. Any bad value stops the agent with one line per field naming the field and the
+rule, quoting at most ~200 characters of the value. :func:`check_before_start` then
+checks what the values point at (transport files, directories); ``run`` and
+``config check`` both call it.
 """
 
 from __future__ import annotations
