@@ -1,8 +1,8 @@
-"""``python -m agent``: run | once | plan | status | detect | schemas.
+"""``python -m agent``: run | once | plan | status | detect | schemas | config check.
 
 Exit codes: 0 success; 1 the rollout did not end RUNNING (``once``) or a read failed;
-2 invalid configuration (the agent refuses to start); 3 unsupported platform (``once``,
-``plan``).
+2 invalid configuration (the agent refuses to start; ``config check`` found a problem);
+3 unsupported platform (``once``, ``plan``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="detect the platform and print it as JSON")
     detect.add_argument("--root", type=Path, default=Path("/"))
     detect.add_argument("--config", type=Path, default=None, help="apply platform overrides from it")
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    with_config(config_sub.add_parser(
+        "check", help="validate what `run` would validate (no AWS calls); print the "
+        "effective configuration as JSON; 0 if valid, 2 if not",
+    ))
     schemas = sub.add_parser("schemas", help="write the message JSON Schemas")
     schemas.add_argument("directory", type=Path, nargs="?", default=Path("schemas"))
     return parser
@@ -58,6 +64,7 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = _parser().parse_args(argv)
     env = os.environ if env is None else env
+    from agent.config import check_before_start, effective_configuration
     from agent.logs import configure_logging
 
     if args.command == "detect":
@@ -70,9 +77,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return EXIT_OK
     try:
         config = load(args, env)
+        if args.command != "status":
+            # Files, directories and the transport: refused here rather than retried forever.
+            check_before_start(config, env)
     except errors.ConfigurationError as exc:
         print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "config":
+        print(json.dumps(effective_configuration(config), indent=2, ensure_ascii=False))
+        return EXIT_OK
     configure_logging(config.log_level, config.log_format)
     if args.command == "status":
         return _status(config, as_json=args.json)

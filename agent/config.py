@@ -4,13 +4,17 @@ Sources, later wins: defaults < JSON file (``--config``) < Greengrass component
 configuration (IPC GetConfiguration) < environment (``AWS_IOT_THING_NAME``,
 ``AWS_REGION`` fill the identity when not configured). Keys are camelCase as in the
 recipe's DefaultConfiguration. Numbers may arrive as strings or floats (Greengrass turns
-some numbers into floats); both are accepted. Any bad value stops the agent with one
-line per field naming the field and the rule.
+some numbers into floats); both are accepted, and a pinned ``modelVersion`` may be a
+number. Any bad value stops the agent with one line per field naming the field and the
+rule, quoting at most ~200 characters of the value. :func:`check_before_start` then
+checks what the values point at (transport files, directories); ``run`` and
+``config check`` both call it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,17 +26,27 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from agent import naming
 from agent.clock import Backoff, JitteredInterval
 from agent.errors import ConfigurationError
-from agent.model import NamingTemplates
+from agent.model import MAX_TAGS, NamingTemplates, TagKey, TagValue
 from agent.platform import PlatformOverrides
+from agent.text import clip, excerpt
 
 _PROJECT = r"^[a-zA-Z0-9][a-zA-Z0-9_\-]{0,254}$"
+#: Which naming rule each template setting follows.
+_TEMPLATE_RULES = {
+    "component_name_template": naming.COMPONENT_NAME,
+    "component_version_template": naming.COMPONENT_VERSION,
+    "job_name_template": naming.JOB_NAME,
+    "s3_prefix": naming.S3_PREFIX,
+}
 _ARN_TARGET = r"^arn:[^:]+:iot:[^:]+:[0-9]{12}:(thing|thinggroup)/[a-zA-Z0-9:_-]+$"
 
 
@@ -94,6 +108,16 @@ class ReportingSettings(_Settings):
     publish_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
 
+    def resolved_transport(self, under_greengrass: bool) -> Literal["ipc", "mqtt", "none"]:
+        """The transport ``run`` uses (``auto``: IPC under Greengrass, else MQTT when an
+        endpoint is configured, else the log)."""
+        if self.transport != "auto":
+            return self.transport
+        if under_greengrass:
+            return "ipc"
+        return "mqtt" if self.mqtt.endpoint else "none"
+
+
 class CommandSettings(_Settings):
     enabled: bool = True
     allow_deploy_version: bool = False
@@ -112,7 +136,7 @@ class AgentConfig(_Settings):
     component_name_template: str = "{project}.{platform}"
     component_version_template: str = "{version}.0.0"
     job_name_template: str = "{project}-{platform}-v{version}-{attempt}"
-    component_tags: dict[str, str] = Field(default_factory=dict)
+    component_tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
     deployment_target_arn: str | None = Field(default=None, pattern=_ARN_TARGET)
     failure_handling_policy: Literal["ROLLBACK", "DO_NOTHING"] = "ROLLBACK"
     check_interval_seconds: float = Field(default=900.0, ge=10, le=7 * 86_400)
@@ -135,6 +159,22 @@ class AgentConfig(_Settings):
     reporting: ReportingSettings = ReportingSettings()
     commands: CommandSettings = CommandSettings()
 
+    @field_validator("model_version", mode="before")
+    @classmethod
+    def _version_as_number(cls, value: Any) -> Any:
+        # A pinned version may be written as a number; Greengrass may turn it into a float.
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return str(int(value))
+        return value
+
+    @field_validator(*_TEMPLATE_RULES)
+    @classmethod
+    def _template_rules(cls, value: str, info: ValidationInfo) -> str:
+        naming.parse(_TEMPLATE_RULES[str(info.field_name)], value)
+        return value
+
     @field_validator("endpoints")
     @classmethod
     def _endpoint_urls(cls, value: dict[str, str]) -> dict[str, str]:
@@ -144,21 +184,7 @@ class AgentConfig(_Settings):
         return value
 
     @model_validator(mode="after")
-    def _templates(self) -> AgentConfig:
-        sample = {"project": "p", "version": "1", "platform": "x86-64-cpu", "attempt": "1"}
-        for name in ("component_name_template", "component_version_template", "job_name_template", "s3_prefix"):
-            template = getattr(self, name)
-            try:
-                template.format(**sample)
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(
-                    f"{to_camel(name)}: unknown placeholder {exc}; use {{project}} {{version}} "
-                    "{platform} {attempt}"
-                ) from exc
-        if "{version}" not in self.component_version_template:
-            raise ValueError("componentVersionTemplate must contain {version}")
-        if "{version}" not in self.job_name_template or "{attempt}" not in self.job_name_template:
-            raise ValueError("jobNameTemplate must contain {version} and {attempt}")
+    def _poll_bounds(self) -> AgentConfig:
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("pollInitialSeconds must not exceed pollMaxSeconds")
         return self
@@ -196,11 +222,88 @@ def format_problems(error: ValidationError) -> list[str]:
     """One readable line per invalid field: ``field.path: rule (got value)``."""
     lines = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(config)"
+        path = ".".join(_loc_part(part) for part in item["loc"]) or "(config)"
         got = item.get("input")
-        shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-        lines.append(f"{path}: {item['msg']}{shown}")
+        shown = "" if isinstance(got, (dict, list)) else f" (got {excerpt(got)})"
+        lines.append(f"{path}: {clip(item['msg'])}{shown}")
     return lines
+
+
+def check_before_start(config: AgentConfig, env: Mapping[str, str]) -> None:
+    """What ``run`` needs beyond valid values: the transport's settings and files, a usable
+    ``stateDir`` and ``platformRoot``. Creates nothing and contacts nothing.
+
+    Raises ConfigurationError with one line per problem, naming the key.
+    """
+    from agent.reporting.ipc import nucleus_available
+
+    problems = _transport_problems(config.reporting, nucleus_available(env))
+    problems += _directory_problems(config)
+    if problems:
+        raise ConfigurationError(
+            "invalid configuration:\n  " + "\n  ".join(problems), problems=problems
+        )
+
+
+def _transport_problems(reporting: ReportingSettings, under_greengrass: bool) -> list[str]:
+    choice = reporting.resolved_transport(under_greengrass)
+    if choice == "ipc" and not under_greengrass:
+        return [
+            "reporting.transport: ipc needs the Greengrass nucleus (no IPC socket and "
+            "SVCUID in this environment); use mqtt or none outside Greengrass"
+        ]
+    if choice != "mqtt":
+        return []
+    why = "reporting.transport is mqtt" if reporting.transport == "mqtt" else (
+        "reporting.transport auto uses mqtt outside Greengrass when an endpoint is set"
+    )
+    mqtt = reporting.mqtt
+    problems = []
+    if not mqtt.endpoint:
+        problems.append(f"reporting.mqtt.endpoint: required ({why})")
+    for key, path in (("certPath", mqtt.cert_path), ("keyPath", mqtt.key_path), ("caPath", mqtt.ca_path)):
+        if path is None:
+            problems.append(f"reporting.mqtt.{key}: required ({why})")
+        elif not (path.is_file() and os.access(path, os.R_OK)):
+            problems.append(f"reporting.mqtt.{key}: no readable file at {excerpt(str(path))}")
+    return problems
+
+
+def _directory_problems(config: AgentConfig) -> list[str]:
+    problems = []
+    state_dir = Path(config.state_dir)
+    existing = next((p for p in (state_dir, *state_dir.absolute().parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        problems.append(
+            f"stateDir: {excerpt(str(state_dir))} is not a directory and cannot be created "
+            f"({excerpt(str(existing))} is not a directory)"
+        )
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"stateDir: {excerpt(str(existing))} is not writable")
+    if not Path(config.platform_root).is_dir():
+        problems.append(f"platformRoot: {excerpt(str(config.platform_root))} is not a directory")
+    return problems
+
+
+def effective_configuration(config: AgentConfig) -> dict[str, Any]:
+    """The configuration as JSON-ready camelCase data, without secrets.
+
+    The configuration holds no credentials of its own; an endpoint URL may carry them
+    (``https://user:password@host``), so user information in URLs is masked.
+    """
+    data = config.model_dump(mode="json", by_alias=True)
+    data["endpoints"] = {name: _mask_userinfo(url) for name, url in data["endpoints"].items()}
+    return data
+
+
+def _mask_userinfo(url: str) -> str:
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@", r"\1***@", url)
+
+
+def _loc_part(part: str | int) -> str:
+    # Keys come from the operator's data (tag keys, unknown keys): quote odd ones, briefly.
+    text = str(part)
+    return clip(text, 60) if re.fullmatch(r"[\w\[\]-]+", text, re.ASCII) else excerpt(text, 60)
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -112,16 +112,9 @@ class SubscribingTransport:
 def make_transport(config: AgentConfig, env: Mapping[str, str]) -> Transport:
     """The transport the configuration asks for (``auto``: IPC under Greengrass, else MQTT
     when an endpoint is configured, else the log)."""
-    choice = config.reporting.transport
-    if choice == "auto":
-        from agent.reporting.ipc import nucleus_available
+    from agent.reporting.ipc import nucleus_available
 
-        if nucleus_available(env):
-            choice = "ipc"
-        elif config.reporting.mqtt.endpoint:
-            choice = "mqtt"
-        else:
-            choice = "none"
+    choice = config.reporting.resolved_transport(nucleus_available(env))
     if choice == "ipc":
         from agent.reporting.ipc import IpcTransport
 

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import unicodedata
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from agent import naming
 from agent.platform import DetectedPlatform
 
 # Constraints of the Lookout for Vision API (2020-11-20); tests compare them with the
@@ -50,10 +60,44 @@ BucketName = Annotated[
 KeyPrefix = Annotated[
     str, StringConstraints(max_length=1024, pattern=r"^([a-zA-Z0-9!_.*'()-][/a-zA-Z0-9!_.*'()-]*)?$")
 ]
-# \p{L}\p{Z}\p{N} in the API: letters, separators and digits of any script.
-TagText = r"^[\w\s.:/=+\-@]*$"
-TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=TagText)]
-TagValue = Annotated[str, StringConstraints(min_length=0, max_length=256, pattern=TagText)]
+#: Besides letters, separators and numbers, the tag patterns allow these characters.
+TAG_PUNCTUATION = frozenset("_.:/=+-@")
+
+
+def tag_text_problem(text: str) -> str | None:
+    """Why ``text`` does not match the API's tag pattern ``^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$``,
+    or None if it does.
+
+    ``\\p{L}``, ``\\p{Z}`` and ``\\p{N}`` are the Unicode general categories L*, Z* and N*,
+    which ``unicodedata.category`` gives for every code point: tabs and newlines (Cc),
+    combining marks (M*) and symbols (S*) are refused, '½' (No) and 'ß' (Ll) are letters
+    or numbers. ``re`` has no ``\\p{..}`` classes; this avoids a regex dependency.
+    """
+    for position, char in enumerate(text):
+        if char in TAG_PUNCTUATION or unicodedata.category(char)[0] in "LZN":
+            continue
+        return (
+            f"character U+{ord(char):04X} ({unicodedata.category(char)}) at position {position} "
+            "is not allowed: only letters, numbers, spaces and _.:/=+-@"
+        )
+    return None
+
+
+def _tag_text(text: str) -> str:
+    problem = tag_text_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+TagKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), AfterValidator(_tag_text)
+]
+TagValue = Annotated[
+    str, StringConstraints(min_length=0, max_length=256), AfterValidator(_tag_text)
+]
+#: The API's TagList maximum.
+MAX_TAGS = 200
 
 
 class _Wire(BaseModel):
@@ -84,7 +128,7 @@ class GreengrassConfiguration(_Wire):
     target_device: Literal["jetson_xavier"] | None = Field(default=None, alias="TargetDevice")
     target_platform: TargetPlatform | None = Field(default=None, alias="TargetPlatform")
     compiler_options: CompilerOptions | None = Field(default=None, alias="CompilerOptions")
-    tags: list[Tag] | None = Field(default=None, alias="Tags", max_length=200)
+    tags: list[Tag] | None = Field(default=None, alias="Tags", max_length=MAX_TAGS)
 
     @model_validator(mode="after")
     def _target_rules(self) -> GreengrassConfiguration:
@@ -151,7 +195,7 @@ class PackagingRequest(_Wire):
 
 
 class NamingTemplates(BaseModel):
-    """How names are derived. Placeholders: {project} {version} {platform} {attempt}."""
+    """How names are derived; each template follows its rule in :mod:`agent.naming`."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -159,21 +203,27 @@ class NamingTemplates(BaseModel):
     component_version: str = "{version}.0.0"
     job_name: str = "{project}-{platform}-v{version}-{attempt}"
 
+    @field_validator("component_name", "component_version", "job_name")
+    @classmethod
+    def _follows_its_rule(cls, value: str, info: ValidationInfo) -> str:
+        naming.parse(_TEMPLATE_RULES[str(info.field_name)], value)
+        return value
 
-def _render(template: str, **values: str) -> str:
-    try:
-        return template.format(**values)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"template {template!r}: {exc}") from exc
+
+_TEMPLATE_RULES = {
+    "component_name": naming.COMPONENT_NAME,
+    "component_version": naming.COMPONENT_VERSION,
+    "job_name": naming.JOB_NAME,
+}
 
 
-def _fit(name: str, allowed: str, limit: int) -> str:
-    """Make ``name`` match ``[allowed]`` and ``limit``, deterministically (hash suffix)."""
-    cleaned = re.sub(f"[^{allowed}]", "-", name)
-    if len(cleaned) <= limit:
-        return cleaned
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{cleaned[: limit - 9]}-{digest}"
+def component_description(project: str, model_version: int, platform_key: str) -> str:
+    """The ComponentDescription, within its 256 characters for any project name."""
+    suffix = f" v{model_version} for {platform_key}"
+    head = "Lookout for Vision model "
+    room = 256 - len(head) - len(suffix)
+    shown = project if len(project) <= room else naming.fit(project, r"a-zA-Z0-9_\-", room)
+    return f"{head}{shown}{suffix}"
 
 
 def derive_request(
@@ -198,14 +248,15 @@ def derive_request(
         "platform": platform.key,
         "attempt": str(attempt),
     }
-    component_name = _fit(_render(templates.component_name, **values), r"a-zA-Z0-9\-_.", 128)
-    component_version = _render(templates.component_version, **values)
-    job_name = _fit(_render(templates.job_name, **values), r"a-zA-Z0-9\-", 64)
+    component_name = naming.render(naming.COMPONENT_NAME, templates.component_name, values)
+    component_version = naming.render(naming.COMPONENT_VERSION, templates.component_version, values)
+    job_name = naming.render(naming.JOB_NAME, templates.job_name, values)
+    s3_prefix = naming.render(naming.S3_PREFIX, prefix, values)
     greengrass: dict[str, Any] = {
         "ComponentName": component_name,
         "ComponentVersion": component_version,
-        "ComponentDescription": f"Lookout for Vision model {project} v{model_version} for {platform.key}",
-        "S3OutputLocation": {"Bucket": bucket, "Prefix": _render(prefix, **values) or None},
+        "ComponentDescription": component_description(project, model_version, platform.key),
+        "S3OutputLocation": {"Bucket": bucket, "Prefix": s3_prefix or None},
         "Tags": [{"Key": k, "Value": v} for k, v in sorted((tags or {}).items())] or None,
     }
     if platform.target_device is not None:

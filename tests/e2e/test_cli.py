@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -115,3 +116,87 @@ def test_unsupported_platform_keeps_reporting_health_without_packaging(tmp_path:
         assert on("health")["status"] == "UNHEALTHY"
         assert stage.stop_agent() == 0
         assert not [c for c in stage.world.calls.calls if c.service == "lookoutvision"]
+
+
+IDENTITY = {"thingName": "dev-1", "region": "us-east-1", "projectName": "widgets",
+            "s3Bucket": "l4v-models"}
+
+
+def agent_outside_greengrass(
+    tmp_path: Path, config: dict[str, Any], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m agent <args> --config F`` as a user runs it on a device without the
+    nucleus; it gets 60 s, far more than a start that fails fast needs."""
+    path = tmp_path / "agent.json"
+    path.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SVCUID", "L4V_AGENT_CONFIG") and not k.startswith("AWS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args, "--config", str(path)],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+
+
+@pytest.mark.parametrize("command", [("run",), ("config", "check")])
+def test_mqtt_transport_with_a_missing_file_exits_2_naming_the_key(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """`run` (and `config check`) with `reporting.transport: mqtt` whose caPath does not
+    exist exits 2 at once with one line naming reporting.mqtt.caPath, instead of
+    retrying the connection forever."""
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / name).write_text("x")
+    config = {**IDENTITY, "stateDir": "state", "reporting": {"transport": "mqtt", "mqtt": {
+        "endpoint": "127.0.0.1", "certPath": "cert.pem", "keyPath": "key.pem",
+        "caPath": "missing-ca.pem"}}}
+    result = agent_outside_greengrass(tmp_path, config, *command)
+    assert result.returncode == 2, result
+    named = [line for line in result.stderr.splitlines() if "reporting.mqtt.caPath" in line]
+    assert len(named) == 1 and "missing-ca.pem" in named[0], result.stderr
+    assert result.stdout == ""
+
+
+def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None:
+    """`config check` on a valid file exits 0 and prints the merged configuration as
+    JSON (defaults filled in, a number modelVersion accepted, URL credentials masked);
+    it creates no state directory."""
+    config = {**IDENTITY, "modelVersion": 3, "stateDir": "state",
+              "endpoints": {"lookoutvision": "http://key:secret@127.0.0.1:9"},
+              "componentTags": {"½": "東京"}}
+    result = agent_outside_greengrass(tmp_path, config, "config", "check")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["modelVersion"] == "3"
+    assert printed["checkIntervalSeconds"] == 900
+    assert printed["componentTags"] == {"½": "東京"}
+    assert "secret" not in result.stdout
+    assert not (tmp_path / "state").exists()
+
+
+def test_config_check_refuses_escaping_templates_and_quotes_huge_values_briefly(
+    tmp_path: Path,
+) -> None:
+    """A format-string escape in a template and a 10 MB value both exit 2 with one short
+    line each naming the key."""
+    config = {**IDENTITY, "componentNameTemplate": "{project.__class__}",
+              "s3Bucket": "b" * 10_000_000}
+    result = agent_outside_greengrass(tmp_path, config, "config", "check")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert any(line.strip().startswith("componentNameTemplate:") for line in lines), lines
+    assert any(line.strip().startswith("s3Bucket:") for line in lines), lines
+    assert len(result.stderr) < 2000
+
+
+def test_config_check_under_greengrass_reads_the_component_configuration(stage: Stage) -> None:
+    """Under the nucleus `config check` validates the component configuration read over
+    IPC, exactly as `run` would, and calls no AWS service."""
+    assert stage.world is not None
+    stage.world.calls.clear()
+    result = agent(stage, "config", "check")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert printed["projectName"] == "widgets"
+    assert printed["reporting"]["transport"] == "auto"
+    assert stage.world.calls.calls == []

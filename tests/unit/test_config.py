@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, load_config
+from agent.config import AgentConfig, check_before_start, effective_configuration, load_config
 from agent.errors import ConfigurationError
 
 BASE = {
@@ -141,3 +141,122 @@ def test_component_configuration_overrides_the_file_and_drops_access_control(
     )
     assert config.model_version == "4"
     assert isinstance(config, AgentConfig)
+
+
+def test_pinned_model_version_may_be_a_number() -> None:
+    """`modelVersion: 3` (a JSON number, or 3.0 as Greengrass may hand it back) pins
+    version 3 like "3"; a boolean or a fraction is still refused."""
+    assert load_config(overrides={**BASE, "modelVersion": 3}).pinned_version == 3
+    assert load_config(overrides={**BASE, "modelVersion": 3.0}).model_version == "3"
+    for bad in (True, 2.5, 0, 1_000_000):
+        with pytest.raises(ConfigurationError, match="modelVersion"):
+            load_config(overrides={**BASE, "modelVersion": bad})
+
+
+@pytest.mark.parametrize(
+    ("tags", "where"),
+    [
+        ({"team\t": "a"}, "componentTags"),
+        ({"owner": "line\nbreak"}, "componentTags.owner"),
+        ({"caf\u0065\u0301": "x"}, "componentTags"),
+        ({"k" * 129: "x"}, "componentTags"),
+        ({"": "x"}, "componentTags"),
+        ({"owner": "v" * 257}, "componentTags.owner"),
+        ({f"k{i}": "v" for i in range(201)}, "componentTags"),
+    ],
+)
+def test_bad_component_tags_are_refused_at_start(tags: dict[str, str], where: str) -> None:
+    """A tag StartModelPackagingJob would refuse (characters outside letters, numbers,
+    separators and _.:/=+-@, key 1-128 or value 0-256 characters, more than 200 tags)
+    stops the agent at start, naming componentTags."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(overrides={**BASE, "componentTags": tags})
+    assert any(problem.startswith(where) for problem in caught.value.problems), caught.value
+
+
+def test_valid_unicode_tags_are_accepted() -> None:
+    """Letters and numbers of any script, such as '½', are valid tag text; an empty
+    value is allowed."""
+    tags = {"½": "ß", "部署": "東京 1", "cost-center": "", "a:b/c=d+e@f_g.h": "x"}
+    assert load_config(overrides={**BASE, "componentTags": tags}).component_tags == tags
+
+
+def test_a_huge_value_is_quoted_briefly() -> None:
+    """A 10 MB value (or key) in the configuration is quoted with at most ~200 of its
+    characters; the error still names the field."""
+    huge = "x" * 10_000_000
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(overrides={**BASE, "projectName": huge, huge: 1, "componentTags": {huge: "v"}})
+    problems = caught.value.problems
+    assert len(problems) == 3
+    assert all(len(line) < 500 for line in problems), [len(line) for line in problems]
+    assert any(p.startswith("projectName:") for p in problems)
+    assert len(caught.value.message) < 2000
+
+
+MQTT_BASE = {**BASE, "reporting": {"transport": "mqtt"}}
+
+
+def _start_problems(config: AgentConfig, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigurationError) as caught:
+        check_before_start(config, env or {})
+    return caught.value.problems
+
+
+def test_mqtt_transport_without_endpoint_or_files_is_refused_at_start(tmp_path: Path) -> None:
+    """`reporting.transport: mqtt` without an endpoint, or with a certPath/keyPath/caPath
+    that is not a readable file, is a configuration error naming each key."""
+    config = load_config(overrides={**MQTT_BASE, "stateDir": str(tmp_path / "state")})
+    problems = _start_problems(config)
+    for key in ("endpoint", "certPath", "keyPath", "caPath"):
+        assert any(p.startswith(f"reporting.mqtt.{key}: required") for p in problems), problems
+    cert = tmp_path / "device.pem.crt"
+    cert.write_text("cert")
+    config = load_config(
+        overrides={
+            **BASE,
+            "stateDir": str(tmp_path / "state"),
+            "reporting": {"transport": "mqtt", "mqtt": {
+                "endpoint": "127.0.0.1", "certPath": str(cert),
+                "keyPath": str(tmp_path / "missing.key"), "caPath": str(tmp_path),
+            }},
+        }
+    )
+    problems = _start_problems(config)
+    assert [p.split(":")[0] for p in problems] == ["reporting.mqtt.keyPath", "reporting.mqtt.caPath"]
+
+
+def test_auto_transport_with_an_endpoint_needs_the_files_outside_greengrass(tmp_path: Path) -> None:
+    """`auto` picks mqtt outside Greengrass when an endpoint is set, so the files are
+    required then too; `ipc` outside Greengrass is refused."""
+    config = load_config(
+        overrides={**BASE, "stateDir": str(tmp_path), "reporting": {"mqtt": {"endpoint": "h"}}}
+    )
+    assert any("reporting.mqtt.certPath" in p for p in _start_problems(config))
+    config = load_config(overrides={**BASE, "stateDir": str(tmp_path), "reporting": {"transport": "ipc"}})
+    assert any(p.startswith("reporting.transport: ipc") for p in _start_problems(config))
+
+
+def test_state_dir_and_platform_root_must_be_usable(tmp_path: Path) -> None:
+    """A stateDir that is (or lies under) a file, or a platformRoot that is not a
+    directory, is named at start; nothing is created by the check."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for state_dir in (blocker, blocker / "state"):
+        config = load_config(overrides={**BASE, "stateDir": str(state_dir),
+                                        "platformRoot": str(tmp_path / "nowhere")})
+        problems = _start_problems(config)
+        assert [p.split(":")[0] for p in problems] == ["stateDir", "platformRoot"], problems
+    config = load_config(overrides={**BASE, "stateDir": str(tmp_path / "new" / "state")})
+    check_before_start(config, {})
+    assert not (tmp_path / "new").exists()
+
+
+def test_effective_configuration_masks_credentials_in_urls() -> None:
+    """The printed configuration is camelCase JSON data with user information in
+    endpoint URLs masked."""
+    config = load_config(overrides={**BASE, "endpoints": {"iot": "https://user:pw@iot.example:8443/x"}})
+    data = effective_configuration(config)
+    assert data["endpoints"] == {"iot": "https://***@iot.example:8443/x"}
+    assert data["projectName"] == "widgets" and data["reporting"]["mqtt"]["port"] == 8883
+    assert "pw" not in json.dumps(data)
