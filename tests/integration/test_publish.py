@@ -129,7 +129,7 @@ def check_wheelhouse(path: Path, arch: str, pythons: tuple[str, ...]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2 * BUILD_TIMEOUT)
-def test_publish_uploads_the_wheel_and_registers_the_component_once(
+def test_publish_uploads_the_wheelhouse_and_registers_the_component_once(
     world: World, server: WorldServer, tmp_path: Path
 ) -> None:
     """A first publish for aarch64 and Python 3.12 (built on this machine whatever its
