@@ -143,8 +143,9 @@ def build_venv(target: Path, manifest: dict) -> None:
 def switch(link: Path, target: Path) -> None:
     """Point ``link`` at ``target`` with one rename (a reader sees the old or the new)."""
     if link.exists() and not link.is_symlink():
-        # A venv from before this installer: keep it aside, it is replaced by a link.
-        legacy = target.parent / "legacy"
+        # The venv of a version from before wheelhouses (a real directory): moved into
+        # venvs/ to make room for the link, and pruned there like any old venv.
+        legacy = target.parent / "before-wheelhouses"
         shutil.rmtree(legacy, ignore_errors=True)
         link.rename(legacy)
     staged = link.with_name(f"{link.name}.switch-{os.getpid()}")

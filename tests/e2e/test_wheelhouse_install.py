@@ -150,15 +150,19 @@ def test_offline_install_runs_the_agent_and_reinstalling_is_a_no_op(
     wheelhouse: Path, stage: Stage, tmp_path: Path
 ) -> None:
     """With no package index reachable, install.py builds the venv from the wheelhouse
-    alone and links WORK/venv to it; the agent started from that venv, as the Run step
+    alone and links WORK/venv to it (replacing the plain venv directory an older version
+    of the recipe left there); the agent started from that venv, as the Run step
     starts it, sends its platform message first (valid against its schema); a second
     Install with the same wheelhouse changes nothing and says so."""
     work = tmp_path / "work"
+    (work / "venv" / "bin").mkdir(parents=True)
+    (work / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
     first = run_install(wheelhouse, work)
     assert first.returncode == 0, first.stderr
     assert f"installed {agent.__version__} for Python {PYTHON}" in first.stderr
     target = venv_target(work)
     assert target.parent == work / "venvs"
+    assert sorted(p.name for p in (work / "venvs").iterdir()) == [target.name]
     assert imports_agent(work).startswith(str(work / "venv"))
 
     env = {**stage.agent_env()}
