@@ -119,8 +119,8 @@ def test_device_lock_pins_exactly_the_agents_dependencies(project: dict[str, Any
 
 
 def test_test_lock_holds_the_test_tools_at_the_device_versions(project: dict[str, Any]) -> None:
-    """test.lock pins the test extras and the build backend within their bounds, every
-    entry with hashes, and the agent's dependencies at exactly the agent.lock versions:
+    """test.lock pins the test extras and the build backend within their bounds (and no
+    direct requirement pyproject.toml no longer has), every entry with hashes, and the agent's dependencies at exactly the agent.lock versions:
     what the suite tests is what devices get."""
     pins = parse_lock(TEST_LOCK)
     for pin in pins:
@@ -132,6 +132,8 @@ def test_test_lock_holds_the_test_tools_at_the_device_versions(project: dict[str
         *_requirements(BUILD_SYSTEM_IN.read_text().splitlines()),
     ]
     _assert_allowed(wanted, here, "test.lock")
+    direct = {p.name for p in pins if any(v.endswith(("(pyproject.toml)", ".in")) for v in p.via)}
+    assert direct == {canonicalize_name(r.name) for r in wanted}, "run scripts/lock"
     device = {pin.name: pin.version for pin in parse_lock(AGENT_LOCK)}
     for pin in pins:
         if pin.name in device:
