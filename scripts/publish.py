@@ -1,21 +1,31 @@
-"""Build the agent's wheel and publish it as the Greengrass component ``l4v.edge.Agent``.
+"""Build the agent's wheelhouses and publish them as the Greengrass component ``l4v.edge.Agent``.
 
-    scripts/publish --bucket BUCKET [--region R] [--endpoint-url URL]
+    scripts/publish --bucket BUCKET [--region R] [--endpoint-url URL] [--arch A] [--python X.Y]
     scripts/publish --build-only [--gdk] [--bucket BUCKET] [--build-dir DIR]
     scripts/publish --dry-run --bucket BUCKET
 
-Publishing builds the wheel (``pip wheel --no-deps`` of a clean copy of the sources),
-uploads it to ``s3://BUCKET/l4v-edge-agent/<version>/<wheel>``, fills the bucket and
-version into ``recipes/l4v.edge.Agent.json`` and calls CreateComponentVersion with the
-inline recipe; the component version ARN is printed on stdout. Component versions are
-immutable: an existing version is reported before anything is uploaded, so an artifact
-that a published version points at is never overwritten.
+The artifact of each platform (linux ``aarch64`` and ``x86_64``) is a **wheelhouse**, a
+zip ``l4v-edge-agent-<version>-linux-<arch>.zip`` holding the agent's wheel (``pip wheel
+--no-deps`` of a clean copy of the sources), the wheel of every dependency at exactly the
+versions of ``requirements/agent.lock`` for every supported Python (``pip download
+--only-binary=:all: --require-hashes`` for that platform), ``requirements.txt`` (the lock
+plus the agent's wheel, each with its sha256), ``wheelhouse.json`` and ``install.py``
+(scripts/device_install.py), which the recipe's Install step runs: the device installs
+offline. ``--arch``/``--python`` (repeatable) limit what is built; a recipe then only
+has the manifests of the architectures built.
+
+Publishing uploads the wheelhouses to ``s3://BUCKET/l4v-edge-agent/<version>/``, fills
+the bucket and version into ``recipes/l4v.edge.Agent.json`` and calls
+CreateComponentVersion with the inline recipe; the component version ARN is printed on
+stdout. Component versions are immutable: an existing version is reported before
+anything is uploaded, so an artifact that a published version points at is never
+overwritten.
 
 ``--build-only`` writes what the Greengrass Development Kit expects from a custom
-build: ``greengrass-build/artifacts/l4v.edge.Agent/<version>/<wheel>`` and
-``greengrass-build/recipes/l4v.edge.Agent.json``. With ``--gdk`` the artifact URI is
-``s3://BUCKET_NAME/l4v.edge.Agent/<version>/<wheel>``, where ``gdk component publish``
-uploads the artifact and whose ``BUCKET_NAME`` it fills in.
+build: ``greengrass-build/artifacts/l4v.edge.Agent/<version>/<wheelhouse>.zip`` and
+``greengrass-build/recipes/l4v.edge.Agent.json``. With ``--gdk`` the artifact URIs are
+``s3://BUCKET_NAME/l4v.edge.Agent/<version>/<wheelhouse>.zip``, where ``gdk component
+publish`` uploads the artifacts and whose ``BUCKET_NAME`` it fills in.
 
 ``--endpoint-url`` applies to S3, Greengrass V2 and STS; without it botocore's own
 resolution applies (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ...). Exit codes:
@@ -25,6 +35,7 @@ resolution applies (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ...). Exit co
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -32,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +51,25 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE_PATH = ROOT / "recipes" / "l4v.edge.Agent.json"
+LOCK_PATH = ROOT / "requirements" / "agent.lock"
+INSTALLER_PATH = ROOT / "scripts" / "device_install.py"
 COMPONENT = "l4v.edge.Agent"
 DISTRIBUTION = "l4v_edge_agent"
+PROJECT_NAME = "l4v-edge-agent"
 KEY_PREFIX = "l4v-edge-agent"
 PLACEHOLDER_BUCKET = "ARTIFACT_BUCKET"
 GDK_BUCKET = "BUCKET_NAME"
 #: Top-level entries of the repository that never go into the build copy.
 _NOT_SOURCES = {"build", "dist", "greengrass-build", "bench-results", "state"}
-_WHEEL_IN_SCRIPT = re.compile(rf"{DISTRIBUTION}-[^/\s]+\.whl")
+#: Python versions every wheelhouse has wheels for (the recipe refuses any other).
+SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
+#: Wheelhouse architecture -> Greengrass' name in a manifest's Platform.
+ARCHITECTURES = {"aarch64": "aarch64", "x86_64": "amd64"}
+#: The glibc a device needs: manylinux wheels up to manylinux_2_17 (glibc 2.17, 2012).
+_PIP_PLATFORMS = ("manylinux2014_{arch}", "manylinux_2_17_{arch}")
+_WHEELHOUSE_IN_SCRIPT = re.compile(
+    rf"{KEY_PREFIX}-[0-9][^/\s]*-linux-(?P<arch>{'|'.join(ARCHITECTURES)})"
+)
 
 
 class PublishError(Exception):
@@ -56,13 +79,21 @@ class PublishError(Exception):
 @dataclass(frozen=True)
 class Plan:
     version: str
-    wheel_name: str
     bucket: str
-    key: str
+    #: S3 key prefix (no trailing slash) of the version's artifacts.
+    prefix: str
+    architectures: tuple[str, ...] = tuple(ARCHITECTURES)
+    pythons: tuple[str, ...] = SUPPORTED_PYTHONS
 
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+    def artifact(self, arch: str) -> str:
+        """The wheelhouse's file name for ``arch``."""
+        return f"{wheelhouse_stem(self.version, arch)}.zip"
+
+    def key(self, arch: str) -> str:
+        return f"{self.prefix}/{self.artifact(arch)}"
+
+    def uri(self, arch: str) -> str:
+        return f"s3://{self.bucket}/{self.key(arch)}"
 
 
 # -- version and recipe -------------------------------------------------------------------
@@ -88,20 +119,48 @@ def wheel_name(version: str) -> str:
     return f"{DISTRIBUTION}-{version}-py3-none-any.whl"
 
 
+def wheelhouse_stem(version: str, arch: str) -> str:
+    """The wheelhouse's name without ``.zip``: the folder Greengrass unpacks it into."""
+    return f"{KEY_PREFIX}-{version}-linux-{arch}"
+
+
+def _manifest_arch(manifest: dict[str, Any]) -> str:
+    platform = manifest.get("Platform") or {}
+    for arch, greengrass_arch in ARCHITECTURES.items():
+        if platform == {"os": "linux", "architecture": greengrass_arch}:
+            return arch
+    raise PublishError(f"{RECIPE_PATH.name}: no wheelhouse for the manifest platform {platform}")
+
+
 def render_recipe(recipe: dict[str, Any], plan: Plan) -> dict[str, Any]:
-    """A copy of ``recipe`` for this version whose artifacts point at ``plan.uri``."""
+    """A copy of ``recipe`` for this version with the manifests of ``plan.architectures``,
+    each pointing at its wheelhouse."""
     rendered: dict[str, Any] = json.loads(json.dumps(recipe))
     if rendered.get("ComponentName") != COMPONENT:
         raise PublishError(f"{RECIPE_PATH.name}: ComponentName must be {COMPONENT}")
     rendered["ComponentVersion"] = plan.version
+    manifests = []
     for manifest in rendered.get("Manifests", []):
+        arch = _manifest_arch(manifest)
+        if arch not in plan.architectures:
+            continue
         artifacts = manifest.get("Artifacts") or []
         if len(artifacts) != 1:
-            raise PublishError("every manifest must have exactly one artifact (the wheel)")
-        artifacts[0]["URI"] = plan.uri
+            raise PublishError("every manifest must have exactly one artifact (its wheelhouse)")
+        artifacts[0]["URI"] = plan.uri(arch)
+        artifacts[0]["Unarchive"] = "ZIP"
+        stem = wheelhouse_stem(plan.version, arch)
         for step in (manifest.get("Lifecycle") or {}).values():
             if isinstance(step, dict) and isinstance(step.get("Script"), str):
-                step["Script"] = _WHEEL_IN_SCRIPT.sub(plan.wheel_name, step["Script"])
+                if any(m["arch"] != arch for m in _WHEELHOUSE_IN_SCRIPT.finditer(step["Script"])):
+                    raise PublishError(f"the {arch} manifest names another platform's wheelhouse")
+                step["Script"] = _WHEELHOUSE_IN_SCRIPT.sub(stem, step["Script"])
+        manifests.append(manifest)
+    if not manifests:
+        raise PublishError(
+            f"{RECIPE_PATH.name} has no manifest for {', '.join(plan.architectures)}"
+        )
+    rendered["Manifests"] = manifests
     return rendered
 
 
@@ -146,6 +205,95 @@ def _checked_wheel(path: Path, expected_name: str) -> Path:
     return path
 
 
+def locked_requirements(lock: Path = LOCK_PATH) -> str:
+    """The device lock's text; it must pin one version of everything, with hashes."""
+    text = lock.read_text()
+    entries = [line for line in text.splitlines() if line and not line[0].isspace()]
+    entries = [line for line in entries if not line.startswith("#")]
+    if not entries:
+        raise PublishError(f"{lock.name}: no requirements; run scripts/lock")
+    for line in entries:
+        requirement = line.rstrip(" \\")
+        if ";" in line or "==" not in line:
+            raise PublishError(
+                f"{lock.name}: {requirement!r}: a device lock pins one version for every "
+                "platform and Python (no environment markers); see scripts/lock"
+            )
+    if "--hash=sha256:" not in text:
+        raise PublishError(f"{lock.name}: no hashes; run scripts/lock")
+    return text
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _pip_download(arch: str, python: str, lock: Path, wheels: Path) -> None:
+    platforms = [arg for tag in _PIP_PLATFORMS for arg in ("--platform", tag.format(arch=arch))]
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--no-deps", "--only-binary=:all:", "--require-hashes", *platforms,
+        "--implementation", "cp", "--python-version", python,
+        "-d", str(wheels), "-r", str(lock),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        errors = "\n".join(
+            line for line in done.stderr.splitlines() if not line.startswith("WARNING:")
+        )
+        raise PublishError(
+            f"downloading the linux/{arch} wheels for Python {python} failed:\n{errors.strip()}"
+        )
+
+
+def build_wheelhouse(plan: Plan, arch: str, agent_wheel: Path, out_dir: Path) -> Path:
+    """The zip of the agent's wheel, every locked dependency's wheels for ``arch`` and
+    ``plan.pythons``, ``requirements.txt``, ``wheelhouse.json`` and ``install.py``."""
+    lock_text = locked_requirements()
+    with tempfile.TemporaryDirectory(prefix="l4v-wheelhouse-") as scratch:
+        staging = Path(scratch)
+        wheels = staging / "wheels"
+        wheels.mkdir()
+        lock = staging / "agent.lock"
+        lock.write_text(lock_text)
+        for python in plan.pythons:
+            _pip_download(arch, python, lock, wheels)
+        shutil.copy2(agent_wheel, wheels / agent_wheel.name)
+        agent_line = (
+            f"{PROJECT_NAME}=={plan.version} \\\n    --hash=sha256:{_sha256(agent_wheel)}\n"
+        )
+        (staging / "requirements.txt").write_text(
+            f"{lock_text.rstrip()}\n# The agent itself, built by scripts/publish.\n{agent_line}"
+        )
+        manifest = {
+            "component": COMPONENT,
+            "version": plan.version,
+            "architecture": arch,
+            "pythons": list(plan.pythons),
+            "lockSha256": _sha256(LOCK_PATH),
+        }
+        (staging / "wheelhouse.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        shutil.copy2(INSTALLER_PATH, staging / "install.py")
+        lock.unlink()
+        target = out_dir / plan.artifact(arch)
+        with zipfile.ZipFile(target, "w") as archive:
+            for path in sorted(staging.rglob("*")):
+                if path.is_file():
+                    # Wheels are zips already: store them, deflate the text files.
+                    kind = zipfile.ZIP_STORED if path.suffix == ".whl" else zipfile.ZIP_DEFLATED
+                    archive.write(path, path.relative_to(staging).as_posix(), compress_type=kind)
+    return target
+
+
+def build_wheelhouses(plan: Plan, wheel: Path | None, out_dir: Path) -> list[Path]:
+    """One wheelhouse per architecture of ``plan`` in ``out_dir``."""
+    with tempfile.TemporaryDirectory(prefix="l4v-wheel-") as scratch:
+        agent_wheel = wheel or build_wheel(Path(scratch))
+        if agent_wheel.name != wheel_name(plan.version):
+            raise PublishError(f"built {agent_wheel.name}, expected {wheel_name(plan.version)}")
+        return [build_wheelhouse(plan, arch, agent_wheel, out_dir) for arch in plan.architectures]
+
+
 # -- AWS ----------------------------------------------------------------------------------
 class Cloud:
     """The three clients publishing needs, sharing one session and endpoint choice."""
@@ -183,7 +331,8 @@ def _error_code(exc: Exception) -> str:
 
 def _already_exists(version_arn: str, plan: Plan, *, uploaded: bool) -> PublishError:
     upload = (
-        f"{plan.uri} was uploaded by this run (someone published concurrently)"
+        f"s3://{plan.bucket}/{plan.prefix}/ was uploaded by this run (someone published "
+        "concurrently)"
         if uploaded
         else "Nothing was uploaded"
     )
@@ -214,11 +363,11 @@ def publish(cloud: Cloud, plan: Plan, recipe: dict[str, Any], wheel: Path | None
         else:
             raise _already_exists(version_arn, plan, uploaded=False)
 
-        with tempfile.TemporaryDirectory(prefix="l4v-wheel-") as out:
-            built = wheel or build_wheel(Path(out))
-            if built.name != plan.wheel_name:
-                raise PublishError(f"built {built.name}, expected {plan.wheel_name}")
-            cloud.s3.upload_file(str(built), plan.bucket, plan.key)
+        with tempfile.TemporaryDirectory(prefix="l4v-wheelhouses-") as out:
+            for arch, built in zip(
+                plan.architectures, build_wheelhouses(plan, wheel, Path(out)), strict=True
+            ):
+                cloud.s3.upload_file(str(built), plan.bucket, plan.key(arch))
 
         try:
             answer = cloud.greengrass.create_component_version(
@@ -239,12 +388,9 @@ def build_only(plan: Plan, recipe: dict[str, Any], wheel: Path | None, build_dir
     recipes = build_dir / "recipes"
     artifacts.mkdir(parents=True, exist_ok=True)
     recipes.mkdir(parents=True, exist_ok=True)
-    for stale in artifacts.glob(f"{DISTRIBUTION}-*.whl"):
+    for stale in [*artifacts.glob(f"{KEY_PREFIX}-*.zip"), *artifacts.glob(f"{DISTRIBUTION}-*.whl")]:
         stale.unlink()
-    if wheel is not None:
-        shutil.copy2(wheel, artifacts / wheel.name)
-    else:
-        build_wheel(artifacts)
+    build_wheelhouses(plan, wheel, artifacts)
     target = recipes / f"{COMPONENT}.json"
     target.write_text(json.dumps(recipe, indent=2) + "\n")
     return target
@@ -272,7 +418,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--build-dir", type=Path, default=ROOT / "greengrass-build", help="for --build-only"
     )
-    parser.add_argument("--wheel", type=Path, help="use this wheel instead of building one")
+    parser.add_argument("--wheel", type=Path, help="use this agent wheel instead of building one")
+    parser.add_argument(
+        "--arch",
+        action="append",
+        choices=sorted(ARCHITECTURES),
+        help="build only this architecture's wheelhouse (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--python",
+        action="append",
+        choices=SUPPORTED_PYTHONS,
+        help="wheels only for this Python version (repeatable; default: all supported)",
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="print what would be done; build and call nothing"
     )
@@ -295,18 +453,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--region is required (or set AWS_REGION)")
     try:
         version = package_version()
-        name = wheel_name(version)
-        wheel = _checked_wheel(args.wheel, name) if args.wheel else None
+        wheel = _checked_wheel(args.wheel, wheel_name(version)) if args.wheel else None
+        chosen = {
+            "architectures": tuple(a for a in ARCHITECTURES if a in (args.arch or ARCHITECTURES)),
+            "pythons": tuple(
+                p for p in SUPPORTED_PYTHONS if p in (args.python or SUPPORTED_PYTHONS)
+            ),
+        }
         if args.gdk:
-            plan = Plan(version, name, GDK_BUCKET, f"{COMPONENT}/{version}/{name}")
+            plan = Plan(version, GDK_BUCKET, f"{COMPONENT}/{version}", **chosen)
         else:
-            bucket = args.bucket or PLACEHOLDER_BUCKET
-            plan = Plan(version, name, bucket, f"{KEY_PREFIX}/{version}/{name}")
+            plan = Plan(
+                version, args.bucket or PLACEHOLDER_BUCKET, f"{KEY_PREFIX}/{version}", **chosen
+            )
         recipe = render_recipe(json.loads(RECIPE_PATH.read_text()), plan)
 
         if args.dry_run:
             action = f"write {args.build_dir}" if args.build_only else "upload and register"
-            print(f"dry run: would {action}: {COMPONENT} {version}, artifact {plan.uri}")
+            uris = ", ".join(plan.uri(arch) for arch in plan.architectures)
+            print(f"dry run: would {action}: {COMPONENT} {version}, artifacts {uris}")
+            print(f"wheels for Python {', '.join(plan.pythons)}")
             print(json.dumps(recipe, indent=2))
             return 0
         if args.build_only:

@@ -8,7 +8,6 @@ setting or topic cannot be added to the agent without the recipe (and so the
 from __future__ import annotations
 
 import json
-import re
 import types
 import typing
 from collections.abc import Iterator
@@ -35,7 +34,6 @@ FREE_FORM = {"componentTags", "endpoints", "platform"}
 MQTT_PROXY = "aws.greengrass.ipc.mqttproxy"
 PUBLISH = "aws.greengrass#PublishToIoTCore"
 SUBSCRIBE = "aws.greengrass#SubscribeToIoTCore"
-WHEEL = f"l4v_edge_agent-{agent.__version__}-py3-none-any.whl"
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +118,17 @@ def test_credentials_come_from_a_hard_token_exchange_dependency(recipe: dict[str
     assert "<3" in dependency["VersionRequirement"]
 
 
-@pytest.mark.parametrize("architecture", ["aarch64", "amd64"])
-def test_linux_manifest_installs_the_wheel_into_a_venv_and_runs_it(
-    recipe: dict[str, Any], architecture: str
+@pytest.mark.parametrize(
+    ("architecture", "wheelhouse_arch"), [("aarch64", "aarch64"), ("amd64", "x86_64")]
+)
+def test_linux_manifest_installs_its_wheelhouse_offline_and_runs_the_venv(
+    recipe: dict[str, Any], architecture: str, wheelhouse_arch: str
 ) -> None:
-    """For each supported Linux architecture: Install makes a venv in the component's
-    work directory from the wheel artifact (ARTIFACT_BUCKET placeholder), Run starts the
-    daemon from that venv, and no step asks for root."""
+    """For each supported Linux architecture: the one artifact is that platform's
+    wheelhouse zip (ARTIFACT_BUCKET placeholder), unpacked by Greengrass; Install runs the
+    wheelhouse's own install.py with the component's work path (it installs with
+    --no-index into a venv there); Run starts the daemon from that venv; no step asks for
+    root and none names a package index or another platform's wheelhouse."""
     matching = [
         m
         for m in recipe["Manifests"]
@@ -138,17 +140,27 @@ def test_linux_manifest_installs_the_wheel_into_a_venv_and_runs_it(
     for name, step in manifest["Lifecycle"].items():
         if isinstance(step, dict):
             assert not step.get("RequiresPrivilege", False), f"{name} must not run as root"
+    stem = f"l4v-edge-agent-{agent.__version__}-linux-{wheelhouse_arch}"
+    artifacts = manifest["Artifacts"]
+    assert artifacts == [
+        {
+            "URI": f"s3://ARTIFACT_BUCKET/l4v-edge-agent/{agent.__version__}/{stem}.zip",
+            "Unarchive": "ZIP",
+        }
+    ]
     install = manifest["Lifecycle"]["Install"]["Script"]
-    assert re.search(r"python3 -m venv \{work:path\}/venv\b", install)
-    assert "{work:path}/venv/bin/python -m pip install" in install
-    assert f"{{artifacts:path}}/{WHEEL}" in install
+    assert install.split() == [
+        "python3",
+        f"{{artifacts:decompressedPath}}/{stem}/install.py",
+        "{work:path}",
+    ]
+    assert manifest["Lifecycle"]["Install"]["Timeout"] >= 300
     run = manifest["Lifecycle"]["Run"]["Script"]
     assert run.split() == ["exec", "{work:path}/venv/bin/python", "-m", "agent", "run"]
-    artifacts = manifest["Artifacts"]
-    assert [a["URI"] for a in artifacts] == [
-        f"s3://ARTIFACT_BUCKET/l4v-edge-agent/{agent.__version__}/{WHEEL}"
-    ]
-    assert artifacts[0].get("Unarchive", "NONE") == "NONE"
+    text = json.dumps(manifest)
+    assert "pip install" not in text
+    other = {"aarch64": "x86_64", "x86_64": "aarch64"}[wheelhouse_arch]
+    assert f"linux-{other}" not in text
 
 
 def test_every_default_key_is_a_setting_and_every_setting_has_a_default(
