@@ -193,6 +193,15 @@ class Ledger:
         with self._lock:
             return [_rollout(r) for r in self._db.execute(sql, args).fetchall()]
 
+    def failed_deployment_ids(self) -> set[str]:
+        """Deployments that a rollout of this device saw fail (never to be adopted)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT deployment_id FROM rollouts WHERE phase=? AND deployment_id IS NOT NULL",
+                (Phase.FAILED.value,),
+            ).fetchall()
+        return {str(r["deployment_id"]) for r in rows}
+
     # -- outbox -------------------------------------------------------------------------
     def enqueue(self, messages: Sequence[OutgoingMessage], now: float) -> list[int]:
         with self.transaction() as db:

@@ -412,12 +412,13 @@ class Reconciler:
         target = self._target()
         name, version = rollout.component_name or "", rollout.component_version or ""
         latest = self.deployments.latest_deployment(target)
-        if latest is not None and (latest.components.get(name) or {}).get("componentVersion") == version:
+        token = deployment_token(target, name, version, rollout.attempt)
+        if self._adoptable(latest, name, version):
+            assert latest is not None
             # Already deployed (e.g. killed after CreateDeployment): adopt, never duplicate.
             deployment_id, detail = latest.deployment_id, "adopted the target's latest deployment"
         else:
             spec = self.merged_deployment(latest, name, version)
-            token = deployment_token(target, name, version)
             deployment_id = self.deployments.create_deployment(target, spec, token)
             detail = f"target {target}"
         updated = self._to(
@@ -426,11 +427,19 @@ class Reconciler:
             now,
             target_arn=target,
             deployment_id=deployment_id,
-            deployment_token=deployment_token(target, name, version),
+            deployment_token=token,
         )
         updated.next_action_at = now + self.settings.poll_backoff.delay(0, self.rng)
         self._save(updated, StatusPhase.DEPLOYMENT_CREATED, detail=detail)
         return updated.next_action_at - now
+
+    def _adoptable(self, latest: DeploymentSpec | None, name: str, version: str) -> bool:
+        """Whether the target's latest deployment is ours to adopt: it holds our component
+        version and is not one that already failed on this device (adopting that one
+        would fail the retry again without trying)."""
+        if latest is None or (latest.components.get(name) or {}).get("componentVersion") != version:
+            return False
+        return latest.deployment_id not in self.ledger.failed_deployment_ids()
 
     def merged_deployment(self, latest: DeploymentSpec | None, name: str, version: str) -> DeploymentSpec:
         """The target's latest deployment with our component at ``version``.
