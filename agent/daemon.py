@@ -222,6 +222,7 @@ class Agent:
 
     # -- CommandTarget --------------------------------------------------------------------
     def request_check(self, model_version: int | None = None) -> None:
+        """Main loop only (the command handler's ``process``)."""
         if self.reconciler is None:
             raise errors.UnsupportedPlatformError(
                 found=str(self.platform_error), supported="see the platform report"
@@ -362,6 +363,7 @@ def build_agent(
     def deliver(messages: list[OutgoingMessage]) -> None:
         agent_ref[0].send(messages)
 
+    wake = threading.Event()
     commands = CommandHandler(
         thing_name=config.thing_name,
         response_topic=topics["command_responses"],
@@ -369,6 +371,7 @@ def build_agent(
         target=_LazyTarget(agent_ref),
         enqueue=deliver,
         clock=clock,
+        notify=wake.set,
     )
     base_factory = transport_factory or (lambda: make_transport(config, env))
     command_topic = topics["commands"] if config.commands.enabled else None
@@ -393,7 +396,7 @@ def build_agent(
     agent = Agent(
         config=config, clock=clock, ledger=ledger, platform=platform, platform_error=platform_error,
         reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
-        clients=clients, started_at=clock.now(),
+        clients=clients, started_at=clock.now(), wake=wake,
     )
     agent_ref.append(agent)
     return agent
@@ -435,71 +438,110 @@ def capture_signals(stop: threading.Event, wake: threading.Event) -> Iterator[No
             signal.signal(signum, old)
 
 
-def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, until_settled: bool = False) -> int:
-    """The daemon loop. Returns the process exit code.
+class MainLoop:
+    """The daemon's main loop, one turn at a time (tests drive turns on a virtual clock).
 
-    ``until_settled`` (``python -m agent once``): force a check and return once no rollout
-    is active: 0 if the device runs the desired version, 1 otherwise.
+    Every change to the reconciler happens here, on one thread: queued commands, due
+    deferred checks, configuration updates, the step itself. All waiting is measured on
+    the clock's monotonic time, so a wall clock that jumps never stretches a wait.
     """
-    clock, config = agent.clock, agent.config
-    interval = JitteredInterval(config.reporting.health_interval_seconds, config.reporting.health_jitter)
-    rng = random.Random()
-    agent.state = AgentState.RUNNING if agent.reconciler is not None else AgentState.DEGRADED
-    if agent.platform_error is not None:
-        log.error("platform not supported: health reporting only", error=agent.platform_error.message)
-    agent.publisher.start()
-    agent.send([agent.platform_message(), agent.health.message()])
-    next_health = clock.now() + interval.next(rng)
-    if until_settled and agent.reconciler is not None:
-        agent.reconciler.request_check()
-    exit_code = 0
-    steps = 0
-    try:
-        while not stop.is_set():
-            # Cleared before the step, not after it: a command or configuration update
-            # that arrives while the step runs must cut the following wait short.
-            agent.wake.clear()
-            delay = 60.0
-            if agent.reconciler is not None:
-                before = _rollout_mark(agent.ledger)
-                delay = _guarded_step(agent.reconciler)
-                steps += 1
-                # Not the outbox depth: command responses and acknowledgements change it
-                # from other threads, which made every check-now cost a health report.
-                if _rollout_mark(agent.ledger) != before:
-                    agent.publisher.notify()
-                    agent.health_requested = True  # health follows every state change at once
-                if until_settled and delay > 0 and agent.ledger.active_rollout() is None:
-                    exit_code = _settled_exit_code(agent)
-                    break
-            elif until_settled:
-                exit_code = 1
-                break
-            if agent.pending_config is not None:
-                agent.apply_pending_configuration()
-            now = clock.now()
-            if agent.status_requested:
-                agent.status_requested = False
-                message = agent.status_message()
-                if message is not None:
-                    agent.send([message])
-            if agent.health_requested or now >= next_health:
-                agent.health_requested = False
-                agent.send([agent.health.message()])
-                next_health = now + interval.next(rng)
-            if delay > 0:
-                wait(clock, min(delay, max(0.0, next_health - clock.now())), agent.wake)
-            if stop.is_set():
-                break
-    finally:
+
+    def __init__(self, agent: Agent, *, until_settled: bool = False, rng: random.Random | None = None) -> None:
+        self.agent = agent
+        self.until_settled = until_settled
+        self.rng = rng or random.Random()
+        config = agent.config
+        self.health_interval = JitteredInterval(
+            config.reporting.health_interval_seconds, config.reporting.health_jitter
+        )
+        self.next_health = 0.0
+        self.steps = 0
+        #: set when ``until_settled`` and the rollout has ended: the process exit code
+        self.exit_code: int | None = None
+
+    def start(self) -> None:
+        """Start publishing and send the platform and first health reports."""
+        agent = self.agent
+        agent.state = AgentState.RUNNING if agent.reconciler is not None else AgentState.DEGRADED
+        if agent.platform_error is not None:
+            log.error("platform not supported: health reporting only", error=agent.platform_error.message)
+        agent.publisher.start()
+        agent.send([agent.platform_message(), agent.health.message()])
+        self.next_health = agent.clock.monotonic() + self.health_interval.next(self.rng)
+        if self.until_settled and agent.reconciler is not None:
+            agent.reconciler.request_check()
+
+    def turn(self) -> float:
+        """One pass: commands, one reconcile step, configuration, reports. Returns the
+        seconds to wait (monotonic) before the next turn; sets ``exit_code`` when done."""
+        agent, clock = self.agent, self.agent.clock
+        # Cleared before the step, not after it: a command or configuration update
+        # that arrives while the step runs must cut the following wait short.
+        agent.wake.clear()
+        command_wait = agent.commands.process()
+        delay = 60.0
+        if agent.reconciler is not None:
+            before = _rollout_mark(agent.ledger)
+            delay = _guarded_step(agent.reconciler)
+            self.steps += 1
+            # Not the outbox depth: command responses and acknowledgements change it
+            # from other threads, which made every check-now cost a health report.
+            if _rollout_mark(agent.ledger) != before:
+                agent.publisher.notify()
+                agent.health_requested = True  # health follows every state change at once
+            if self.until_settled and delay > 0 and agent.ledger.active_rollout() is None:
+                self.exit_code = _settled_exit_code(agent)
+                return 0.0
+        elif self.until_settled:
+            self.exit_code = 1
+            return 0.0
+        if agent.pending_config is not None:
+            agent.apply_pending_configuration()
+        if agent.status_requested:
+            agent.status_requested = False
+            message = agent.status_message()
+            if message is not None:
+                agent.send([message])
+        now = clock.monotonic()
+        if agent.health_requested or now >= self.next_health:
+            agent.health_requested = False
+            agent.send([agent.health.message()])
+            self.next_health = now + self.health_interval.next(self.rng)
+        waits = [delay, self.next_health - now]
+        if command_wait is not None:
+            waits.append(command_wait)
+        return max(0.0, min(waits)) if delay > 0 else 0.0
+
+    def stop(self, shutdown_timeout: float) -> None:
+        """Flush what can be flushed within ``shutdown_timeout`` and close the ledger."""
+        agent = self.agent
         agent.state = AgentState.STOPPING
         deadline = time.monotonic() + shutdown_timeout
         agent.publisher.flush(timeout=max(0.0, (deadline - time.monotonic()) * 0.6))
         agent.publisher.stop(timeout=max(0.1, deadline - time.monotonic()))
         agent.state = AgentState.STOPPED
         agent.ledger.close()
-        log.info("stopped", steps=steps)
-    return exit_code
+        log.info("stopped", steps=self.steps)
+
+
+def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, until_settled: bool = False) -> int:
+    """The daemon loop. Returns the process exit code.
+
+    ``until_settled`` (``python -m agent once``): force a check and return once no rollout
+    is active: 0 if the device runs the desired version, 1 otherwise.
+    """
+    loop = MainLoop(agent, until_settled=until_settled)
+    loop.start()
+    try:
+        while not stop.is_set():
+            delay = loop.turn()
+            if loop.exit_code is not None:
+                return loop.exit_code
+            if delay > 0:
+                wait(agent.clock, delay, agent.wake)
+    finally:
+        loop.stop(shutdown_timeout)
+    return 0
 
 
 def _rollout_mark(ledger: Ledger) -> tuple[Any, ...]:
@@ -533,4 +575,4 @@ def _settled_exit_code(agent: Agent) -> int:
     return 0
 
 
-__all__ = ["Agent", "AgentState", "__version__", "build_agent", "capture_signals", "run"]
+__all__ = ["Agent", "AgentState", "MainLoop", "__version__", "build_agent", "capture_signals", "run"]

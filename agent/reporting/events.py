@@ -149,8 +149,19 @@ class CommandResponse(_Message):
         default="l4v-edge-agent/command-response/1", alias="schema"
     )
     id: str | None = Field(description="The command's id; null if it could not be read")
-    outcome: Literal["ACCEPTED", "REJECTED", "FAILED"]
+    outcome: Literal["ACCEPTED", "DEFERRED", "REJECTED", "FAILED"] = Field(
+        description="DEFERRED: rate-limited, runs at runAt (joined with other requests)"
+    )
     detail: str
+    run_at: str | None = Field(
+        default=None,
+        alias="runAt",
+        description="ISO-8601 UTC time the command runs (ACCEPTED: now); null when it does not run",
+    )
+    replay: bool = Field(
+        default=False,
+        description="True when this id was answered before: the first answer again, not run twice",
+    )
 
 
 ALL_SCHEMAS: dict[str, type[BaseModel]] = {
