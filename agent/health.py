@@ -69,6 +69,8 @@ class HealthReporter:
         self.topic = topic
         self.clock = clock
         self.started_at = started_at
+        # Uptime is measured on the monotonic clock: a wall-clock jump does not change it.
+        self._started_monotonic = clock.monotonic() - max(0.0, clock.now() - started_at)
         self.state_provider = state_provider
         self.lifecycle_provider = lifecycle_provider
         self.state_dir = Path(state_dir)
@@ -114,7 +116,7 @@ class HealthReporter:
             timestamp=utc_iso(now),
             agent_state=state,
             status=status,
-            uptime_seconds=round(max(0.0, now - self.started_at), 3),
+            uptime_seconds=round(max(0.0, self.clock.monotonic() - self._started_monotonic), 3),
             deployed=self._deployed(),
             active_rollout=None
             if rollout is None

@@ -193,6 +193,25 @@ class Ledger:
         with self._lock:
             return [_rollout(r) for r in self._db.execute(sql, args).fetchall()]
 
+    def shift_due_times(self, seconds: float) -> None:
+        """Move every stored due-time by ``seconds`` (the wall clock jumped by that much):
+        the next check, job-status polls, the active rollout's next action and the end
+        of failed rollouts (their retry is due a fixed time after it)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE meta SET value = CAST(value AS REAL) + ? "
+                "WHERE key = 'next_check_at' OR key LIKE 'job_poll_due:%'",
+                (seconds,),
+            )
+            db.execute(
+                "UPDATE rollouts SET next_action_at = next_action_at + ? WHERE phase NOT IN (?, ?)",
+                (seconds, Phase.SUCCEEDED.value, Phase.FAILED.value),
+            )
+            db.execute(
+                "UPDATE rollouts SET ended_at = ended_at + ? WHERE phase = ? AND ended_at IS NOT NULL",
+                (seconds, Phase.FAILED.value),
+            )
+
     def failed_deployment_ids(self) -> set[str]:
         """Deployments that a rollout of this device saw fail (never to be adopted)."""
         with self._lock:

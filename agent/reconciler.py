@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from agent import errors
-from agent.clock import Backoff, Clock, JitteredInterval
+from agent.clock import Backoff, Clock, JitteredInterval, WallClockWatch, capped_wait
 from agent.config import AgentConfig
 from agent.ledger import Ledger, OutgoingMessage
 from agent.model import (
@@ -115,6 +115,7 @@ class Reconciler:
         self.clock = clock
         self.rng = rng or random.Random()
         self._check_requested = False
+        self._wall_watch = WallClockWatch()
 
     # -- public ------------------------------------------------------------------------
     def request_check(self, model_version: int | None = None) -> None:
@@ -126,17 +127,56 @@ class Reconciler:
     def step(self) -> float:
         """Take at most one action; return seconds until the next step is due."""
         now = self.clock.now()
+        self._follow_wall_clock(now)
         rollout = self.ledger.active_rollout()
         if rollout is not None:
-            if rollout.next_action_at > now and not self._check_requested:
-                return rollout.next_action_at - now
+            wait = self._action_wait(rollout, now)
+            if wait > 0 and not self._check_requested:
+                return wait
             self._check_requested = False
             return self._advance(rollout, now)
-        next_check = float(self.ledger.get("next_check_at", "0") or 0)
-        if now < next_check and not self._check_requested:
-            return next_check - now
+        wait = self._check_wait(now)
+        if wait > 0 and not self._check_requested:
+            return wait
         self._check_requested = False
         return self._check(now)
+
+    # -- wall-clock jumps ------------------------------------------------------------------
+    # Due-times are stored as wall-clock epoch seconds (they survive a restart). A jump of
+    # the wall clock seen while running moves them by the same amount (the remaining wait
+    # is kept); one that happened while the agent was stopped is caught by capping every
+    # wait at the longest one that could have set it.
+    def _follow_wall_clock(self, now: float) -> None:
+        jump = self._wall_watch.jump(now, self.clock.monotonic())
+        if jump:
+            log.warning("wall clock jumped: due-times moved with it", seconds=round(jump, 1))
+            self.ledger.shift_due_times(jump)
+
+    def _longest_action_wait(self) -> float:
+        return max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap)
+
+    def _longest_check_wait(self) -> float:
+        interval = self.settings.check_interval
+        return max(
+            interval.seconds * (1 + interval.jitter),
+            self.settings.failure_retry_seconds,
+            self._longest_action_wait(),
+        )
+
+    def _action_wait(self, rollout: Rollout, now: float) -> float:
+        longest = self._longest_action_wait()
+        wait = capped_wait(rollout.next_action_at, now, longest)
+        if rollout.next_action_at - now > longest:
+            self.ledger.save(rollout.model_copy(update={"next_action_at": now + wait}))
+        return wait
+
+    def _check_wait(self, now: float) -> float:
+        due = float(self.ledger.get("next_check_at", "0") or 0)
+        longest = self._longest_check_wait()
+        wait = capped_wait(due, now, longest)
+        if due - now > longest:
+            self.ledger.put({"next_check_at": repr(now + wait)})
+        return wait
 
     # -- checking ------------------------------------------------------------------------
     def _check(self, now: float) -> float:
@@ -170,6 +210,9 @@ class Reconciler:
         if previous:
             last = previous[0]
             attempt = last.attempt + 1
+            if last.ended_at is not None and last.ended_at > now:
+                # It ended "in the future": the wall clock went back while we were stopped.
+                last = self.ledger.save(last.model_copy(update={"ended_at": now}))
             retry_at = (last.ended_at or now) + self.settings.failure_retry_seconds
             if last.phase is Phase.FAILED and retry_at > now and not requested:
                 facts["next_check_at"] = repr(min(retry_at, float(facts["next_check_at"] or 0)))
@@ -339,7 +382,7 @@ class Reconciler:
         # component version to appear in Greengrass (created on SUCCEEDED) in between.
         job_key = self._job_poll_key(rollout)
         job_due = float(self.ledger.get(job_key, "0") or 0)
-        if now < job_due:
+        if capped_wait(job_due, now, self.settings.job_poll_backoff.cap) > 0:
             if self.deployments.component_version_exists(self.arn_prefix(), name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
             updated = self._to(rollout, Phase.PACKAGING, now, polls=polls)

@@ -159,3 +159,22 @@ def daemon_agent(
 def messages(ledger: Ledger, kind: str) -> list[dict[str, Any]]:
     """The payloads of ``kind`` waiting in the outbox, oldest first."""
     return [json.loads(m.payload) for m in ledger.pending(limit=100_000) if m.kind == kind]
+
+
+class JumpingClock:
+    """A device clock on top of the world's virtual clock whose wall time can be set
+    wrong (an NTP correction, a dead RTC battery); its monotonic time follows the world's."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return float(self.base.now()) + self.offset
+
+    def monotonic(self) -> float:
+        return float(self.base.monotonic())
+
+    def jump(self, seconds: float) -> None:
+        """Move the wall clock by ``seconds`` (either way) at once."""
+        self.offset += seconds
