@@ -43,6 +43,9 @@ from agent.reporting.transport import MessageHandler, Transport
 
 log = structlog.get_logger("agent.daemon")
 
+#: Retries of a ledger that cannot be written (full disk): 1 s doubling up to 5 minutes.
+STORAGE_BACKOFF = Backoff(1.0, 300.0, floor=1.0)
+
 
 #: Settings that only take effect when the agent starts again.
 RESTART_REQUIRED = frozenset(
@@ -258,17 +261,17 @@ class Agent:
                 )
                 request_fields = {k: v for k, v in fields.items() if v is not None}
 
-            def render(sequence: int) -> bytes:
+            def render(sequence: int, epoch: str) -> bytes:
                 return PlatformReport(
-                    thing_name=thing, sequence=sequence, timestamp=utc_iso(now), supported=True,
+                    thing_name=thing, sequence=sequence, epoch=epoch, timestamp=utc_iso(now), supported=True,
                     platform=report, request=request_fields,
                 ).to_json()
         else:
             error = self.platform_error or errors.AgentError("platform unknown")
 
-            def render(sequence: int) -> bytes:
+            def render(sequence: int, epoch: str) -> bytes:
                 return PlatformReport(
-                    thing_name=thing, sequence=sequence, timestamp=utc_iso(now), supported=False,
+                    thing_name=thing, sequence=sequence, epoch=epoch, timestamp=utc_iso(now), supported=False,
                     error=ErrorInfo(type=error.kind, message=error.message),
                 ).to_json()
 
@@ -307,13 +310,17 @@ def build_agent(
     transport_factory: Callable[[], Transport] | None = None,
     lifecycle_provider: Callable[[str], str | None] | None = None,
     rng: random.Random | None = None,
+    read_only: bool = False,
 ) -> Agent:
-    """Build every part from a validated configuration. Does no network I/O."""
+    """Build every part from a validated configuration. Does no network I/O.
+
+    ``read_only`` (``plan``): the ledger is opened so that nothing is written to it.
+    """
     clock = clock or SystemClock()
     env = os.environ if env is None else env
     rng = rng or random.Random()
     state_dir = Path(config.state_dir)
-    ledger = Ledger(state_dir / "agent.sqlite")
+    ledger = Ledger(state_dir / "agent.sqlite", read_only=read_only)
     topics = config.reporting.topics.render(config.thing_name)
     clients = AwsClients(
         region=config.region,
@@ -458,6 +465,10 @@ class MainLoop:
         self.steps = 0
         #: set when ``until_settled`` and the rollout has ended: the process exit code
         self.exit_code: int | None = None
+        #: consecutive turns that could not write the ledger, and since when (wall clock)
+        self.storage_failures = 0
+        self.storage_since = 0.0
+        self._report_recovery = False
 
     def start(self) -> None:
         """Start publishing and send the platform and first health reports."""
@@ -466,14 +477,64 @@ class MainLoop:
         if agent.platform_error is not None:
             log.error("platform not supported: health reporting only", error=agent.platform_error.message)
         agent.publisher.start()
-        agent.send([agent.platform_message(), agent.health.message()])
+        try:
+            agent.send([agent.platform_message(), agent.health.message()])
+        except errors.StateStorageError as exc:
+            self._storage_failed(exc)
         self.next_health = agent.clock.monotonic() + self.health_interval.next(self.rng)
         if self.until_settled and agent.reconciler is not None:
             agent.reconciler.request_check()
 
     def turn(self) -> float:
         """One pass: commands, one reconcile step, configuration, reports. Returns the
-        seconds to wait (monotonic) before the next turn; sets ``exit_code`` when done."""
+        seconds to wait (monotonic) before the next turn; sets ``exit_code`` when done.
+
+        A ledger that cannot be written (full disk) degrades the agent: reported in
+        health, retried with back-off, never fatal. A ledger found corrupt is replaced.
+        """
+        try:
+            delay = self._turn()
+        except errors.StateStorageError as exc:
+            return self._storage_failed(exc)
+        except errors.LedgerCorruptError as exc:
+            self.agent.ledger.replace_corrupt(exc)
+            self.agent.health_requested = True
+            return 0.0
+        if self.storage_failures:
+            self._storage_recovered()
+            return 0.0
+        return delay
+
+    def _storage_failed(self, exc: errors.StateStorageError) -> float:
+        now = self.agent.clock.now()
+        if not self.storage_failures:
+            self.storage_since = now
+            log.error("the ledger cannot be written: degraded, retrying with back-off", error=exc.message)
+        self.storage_failures += 1
+        delay = STORAGE_BACKOFF.delay(self.storage_failures, self.rng)
+        log.warning("ledger still not writable", retry_in=round(delay, 1), failures=self.storage_failures)
+        self.agent.health.storage_error = ErrorInfo(
+            type=exc.kind, message=f"{exc.message} (since {utc_iso(self.storage_since)})"
+        )
+        self.agent.health_requested = True
+        return delay
+
+    def _storage_recovered(self) -> None:
+        """The ledger takes writes again: say so in a health report at once."""
+        since = utc_iso(self.storage_since)
+        log.info("the ledger is writable again", failures=self.storage_failures, since=since)
+        self.storage_failures = 0
+        error = self.agent.health.storage_error
+        if error is not None:
+            self.agent.health.storage_error = ErrorInfo(
+                type=error.type,
+                message=f"{error.message.rsplit(' (since', 1)[0]} (from {since} until "
+                f"{utc_iso(self.agent.clock.now())}; recovered)",
+            )
+        self.agent.health_requested = True
+        self._report_recovery = True
+
+    def _turn(self) -> float:
         agent, clock = self.agent, self.agent.clock
         # Cleared before the step, not after it: a command or configuration update
         # that arrives while the step runs must cut the following wait short.
@@ -504,9 +565,13 @@ class MainLoop:
                 agent.send([message])
         now = clock.monotonic()
         if agent.health_requested or now >= self.next_health:
-            agent.health_requested = False
             agent.send([agent.health.message()])
+            agent.health_requested = False
             self.next_health = now + self.health_interval.next(self.rng)
+            if self._report_recovery:
+                # The recovery has been reported: the storage error is history now.
+                self._report_recovery = False
+                agent.health.storage_error = None
         waits = [delay, self.next_health - now]
         if command_wait is not None:
             waits.append(command_wait)
@@ -557,6 +622,8 @@ def _guarded_step(reconciler: Reconciler) -> float:
     """One reconcile step; a bug in a step is logged and retried later, never fatal."""
     try:
         return reconciler.step()
+    except (errors.StateStorageError, errors.LedgerCorruptError):
+        raise  # the main loop degrades or replaces the ledger
     except errors.AgentError as exc:
         log.error("step failed", error=exc.kind, message=exc.message)
     except Exception as exc:

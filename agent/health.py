@@ -78,6 +78,8 @@ class HealthReporter:
         self.unhealthy_states = frozenset(unhealthy_states)
         self.proc_dir = proc_dir
         self._lock = threading.Lock()
+        #: set by the main loop while the ledger cannot be written (reported, not stored)
+        self.storage_error: ErrorInfo | None = None
         self._cpu_sample = (time.monotonic(), self._cpu_seconds())
         self._dropped_seen = dropped_total(ledger)
 
@@ -86,7 +88,8 @@ class HealthReporter:
         """A report of the agent's health as of now (sequence 0; the outbox assigns it)."""
         now = self.clock.now()
         state = self._state()
-        error = self._current_error()
+        error = self.storage_error or self._current_error()
+        reset = self.ledger.take_reset_reason()
         rollout = self.ledger.active_rollout()
         depth = self.ledger.outbox_depth()
         dropped = dropped_total(self.ledger)
@@ -106,6 +109,10 @@ class HealthReporter:
                 reasons.append(f"{depth} message(s) waiting for the transport")
             if dropped_since > 0:
                 reasons.append(f"{dropped_since} message(s) dropped by the outbox bound")
+            if self.storage_error is not None:
+                reasons.append("the ledger cannot be written")
+            if reset is not None and "corrupt" in reset:
+                reasons.append("the ledger was corrupt and replaced")
             if reasons:
                 status = "DEGRADED"
         if reasons:
@@ -131,14 +138,15 @@ class HealthReporter:
             last_error=error,
             resources=self._resources(),
             outbox_depth=depth,
+            ledger_reset=reset,
         )
 
     def message(self) -> OutgoingMessage:
         """The current report as an outbox message (kind ``health``, not retained)."""
         report = self.build()
 
-        def render(sequence: int) -> bytes:
-            return report.model_copy(update={"sequence": sequence}).to_json()
+        def render(sequence: int, epoch: str) -> bytes:
+            return report.model_copy(update={"sequence": sequence, "epoch": epoch}).to_json()
 
         return OutgoingMessage("health", self.topic, render, retain=False)
 

@@ -298,18 +298,21 @@ class Reconciler:
             tags=self.settings.component_tags,
         )
 
-    def arn_prefix(self) -> str:
-        """``arn:PARTITION:greengrass:REGION:ACCOUNT`` of this device's account."""
-        thing_arn = self._thing_arn()
+    def arn_prefix(self, *, remember: bool = True) -> str:
+        """``arn:PARTITION:greengrass:REGION:ACCOUNT`` of this device's account
+        (``remember=False``: do not cache the thing's ARN in the ledger, for ``plan``)."""
+        thing_arn = self.thing_arn(remember=remember)
         partition, region, account = thing_arn.split(":")[1], thing_arn.split(":")[3], thing_arn.split(":")[4]
         return f"arn:{partition}:greengrass:{region}:{account}"
 
-    def _thing_arn(self) -> str:
+    def thing_arn(self, *, remember: bool = True) -> str:
+        """This device's thing ARN (cached in the ledger unless ``remember`` is False)."""
         cached = self.ledger.get("thing_arn")
         if cached:
             return cached
         arn = self.deployments.thing_arn(self.settings.thing_name)
-        self.ledger.put({"thing_arn": arn})
+        if remember:
+            self.ledger.put({"thing_arn": arn})
         return arn
 
     def _start_packaging(self, rollout: Rollout, now: float) -> float:
@@ -449,7 +452,7 @@ class Reconciler:
         return 0.0
 
     def _target(self) -> str:
-        return self.settings.target_arn or self._thing_arn()
+        return self.settings.target_arn or self.thing_arn()
 
     def _deploy(self, rollout: Rollout, now: float) -> float:
         target = self._target()
@@ -638,10 +641,11 @@ class Reconciler:
         settings = self.settings
         timestamp = utc_iso(rollout.updated_at)
 
-        def render(sequence: int) -> bytes:
+        def render(sequence: int, epoch: str) -> bytes:
             return StatusEvent(
                 thing_name=settings.thing_name,
                 sequence=sequence,
+                epoch=epoch,
                 timestamp=timestamp,
                 rollout_id=rollout.id or 0,
                 model_version=rollout.model_version,

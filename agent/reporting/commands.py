@@ -326,10 +326,11 @@ class CommandHandler:
         timestamp = utc_iso(self.clock.now())
         thing, text = self.thing_name, _truncate(detail, MAX_DETAIL)
 
-        def render(sequence: int) -> bytes:
+        def render(sequence: int, epoch: str) -> bytes:
             return CommandResponse(
                 thing_name=thing,
                 sequence=sequence,
+                epoch=epoch,
                 timestamp=timestamp,
                 id=command_id,
                 outcome=outcome,

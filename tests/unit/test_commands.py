@@ -73,7 +73,7 @@ class Harness:
         message = self.sent[-1]
         assert (message.kind, message.retain) == ("command-response", False)
         assert message.topic == "l4v-edge/dev-1/commands/responses"
-        return CommandResponse.model_validate_json(message.render(17))
+        return CommandResponse.model_validate_json(message.render(17, "0123456789abcdef"))
 
 
 @pytest.fixture
@@ -351,7 +351,7 @@ def test_a_full_inbox_rejects_commands_until_the_main_loop_catches_up() -> None:
     harness = Harness()
     for n in range(INBOX_SIZE + 5):
         harness.handler.handle(TOPIC, json.dumps({"id": f"q-{n}", "command": "report-health"}).encode())
-    rejected = [CommandResponse.model_validate_json(m.render(1)) for m in harness.sent]
+    rejected = [CommandResponse.model_validate_json(m.render(1, "e")) for m in harness.sent]
     assert [r.id for r in rejected] == [f"q-{n}" for n in range(INBOX_SIZE, INBOX_SIZE + 5)]
     assert all(r.outcome == "REJECTED" and "waiting" in r.detail for r in rejected)
     harness.handler.process()
