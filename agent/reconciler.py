@@ -25,6 +25,7 @@ Phases of a rollout (``agent.model.Phase``)::
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -458,6 +459,7 @@ class Reconciler:
         target = self._target()
         name, version = rollout.component_name or "", rollout.component_version or ""
         latest = self.deployments.latest_deployment(target)
+        self._refuse_mixed_platform_group(target, latest, name)
         token = deployment_token(target, name, version, rollout.attempt)
         if self._adoptable(latest, name, version):
             assert latest is not None
@@ -478,6 +480,36 @@ class Reconciler:
         updated.next_action_at = now + self.settings.poll_backoff.delay(0, self.rng)
         self._save(updated, StatusPhase.DEPLOYMENT_CREATED, detail=detail)
         return updated.next_action_at - now
+
+    def _refuse_mixed_platform_group(self, target: str, latest: DeploymentSpec | None, name: str) -> None:
+        """A thing group's deployment reaches every device in the group: if it already
+        holds this project's model component for another platform, the group mixes
+        platforms and each platform's component would be installed (and fail) on the
+        others. Refuse rather than fight over the group's deployment."""
+        if ":thinggroup/" not in target or latest is None:
+            return
+        others = sorted(
+            other for other in latest.components
+            if other != name and self._is_model_component(other)
+        )
+        if others:
+            raise errors.ConflictError(
+                f"deploymentTargetArn: thing group {target} already deploys {', '.join(others)} "
+                f"(this project's model for another platform) and this device needs {name}; "
+                "a thing-group target must hold devices of one platform only: use one group "
+                "per platform, or leave deploymentTargetArn unset to deploy to each device's thing"
+            )
+
+    def _is_model_component(self, component_name: str) -> bool:
+        """Whether ``component_name`` is this project's model component for some platform
+        (by ``componentNameTemplate``; without ``{platform}`` it cannot be told)."""
+        template = self.settings.naming.component_name
+        if "{platform}" not in template:
+            return False
+        pattern = re.escape(template)
+        pattern = pattern.replace(re.escape("{project}"), re.escape(self.settings.project))
+        pattern = pattern.replace(re.escape("{platform}"), "[A-Za-z0-9._-]+")
+        return re.fullmatch(pattern, component_name) is not None
 
     def _adoptable(self, latest: DeploymentSpec | None, name: str, version: str) -> bool:
         """Whether the target's latest deployment is ours to adopt: it holds our component
