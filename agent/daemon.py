@@ -497,7 +497,10 @@ class MainLoop:
         except errors.StateStorageError as exc:
             return self._storage_failed(exc)
         except errors.LedgerCorruptError as exc:
-            self.agent.ledger.replace_corrupt(exc)
+            try:
+                self.agent.ledger.replace_corrupt(exc)
+            except errors.StateStorageError as no_room:
+                return self._storage_failed(no_room)
             self.agent.health_requested = True
             return 0.0
         if self.storage_failures:

@@ -123,3 +123,40 @@ def test_a_ledger_that_cannot_grow_raises_a_transient_storage_error_and_recovers
     ledger.enqueue([note("y" * 1000) for _ in range(50)], 0.0)
     assert ledger.outbox_depth() == 51
     ledger.close()
+
+
+def test_a_ledger_found_corrupt_while_running_is_replaced_in_place(tmp_path: Path) -> None:
+    """When SQLite reports corruption during use, replace_corrupt keeps the file aside
+    and swaps in a new database under the same Ledger object (every part of the agent
+    keeps its reference): new epoch, empty outbox, the reason recorded."""
+    path = tmp_path / "agent.sqlite"
+    ledger = Ledger(path)
+    ledger.take_reset_reason()
+    ledger.enqueue([note("before")], 0.0)
+    old_epoch = ledger.epoch
+    kept = ledger.replace_corrupt(errors.LedgerCorruptError("database disk image is malformed"))
+    assert Path(kept).exists() and Path(kept).name.startswith("agent.sqlite.corrupt-")
+    assert ledger.epoch != old_epoch and ledger.outbox_depth() == 0
+    assert "became corrupt" in (ledger.take_reset_reason() or "")
+    ledger.enqueue([note("after")], 0.0)
+    (message,) = [json.loads(m.payload) for m in ledger.pending()]
+    assert (message["sequence"], message["epoch"]) == (1, ledger.epoch)
+    ledger.close()
+
+
+def test_plan_opens_the_ledger_read_only(tmp_path: Path) -> None:
+    """A read-only ledger reads what is there and refuses writes (StateStorageError);
+    with no file it is an empty ledger in memory and creates nothing."""
+    path = tmp_path / "state" / "agent.sqlite"
+    missing = Ledger(path, read_only=True)
+    assert missing.get("deployed_version") is None and not path.parent.exists()
+    missing.close()
+    Ledger(path).close()
+    writer = Ledger(path)
+    writer.put({"deployed_version": "3"})
+    writer.close()
+    reader = Ledger(path, read_only=True)
+    assert reader.get("deployed_version") == "3" and reader.epoch
+    with pytest.raises(errors.StateStorageError):
+        reader.put({"thing_arn": "x"})
+    reader.close()
