@@ -48,11 +48,15 @@ def test_a_new_ledger_has_an_epoch_that_every_message_carries(tmp_path: Path) ->
 
 
 def test_state_dir_is_created_owner_only_and_the_database_too(tmp_path: Path) -> None:
-    """stateDir is created 0700 and the database file 0600."""
+    """stateDir is created 0700 and the database file 0600 (SQLite gives its WAL and
+    shared-memory files the database's mode)."""
     path = tmp_path / "deep" / "state" / "agent.sqlite"
-    Ledger(path).close()
+    ledger = Ledger(path)
+    ledger.put({"k": "v"})
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for name in ("agent.sqlite", "agent.sqlite-wal", "agent.sqlite-shm"):
+        assert stat.S_IMODE((path.parent / name).stat().st_mode) == 0o600, name
+    ledger.close()
 
 
 @pytest.mark.parametrize(
