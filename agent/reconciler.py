@@ -172,11 +172,15 @@ class Reconciler:
         return wait
 
     def _check_wait(self, now: float) -> float:
-        due = float(self.ledger.get("next_check_at", "0") or 0)
-        longest = self._longest_check_wait()
+        return self._due_fact_wait("next_check_at", now, self._longest_check_wait())
+
+    def _due_fact_wait(self, key: str, now: float, longest: float) -> float:
+        """Seconds until the due-time stored in fact ``key``, at most ``longest``; one
+        further away (stored before the wall clock went back) is re-based to that."""
+        due = float(self.ledger.get(key, "0") or 0)
         wait = capped_wait(due, now, longest)
         if due - now > longest:
-            self.ledger.put({"next_check_at": repr(now + wait)})
+            self.ledger.put({key: repr(now + wait)})
         return wait
 
     # -- checking ------------------------------------------------------------------------
@@ -385,8 +389,7 @@ class Reconciler:
         # ask it rarely (it is needed only to learn that a job FAILED), and watch for the
         # component version to appear in Greengrass (created on SUCCEEDED) in between.
         job_key = self._job_poll_key(rollout)
-        job_due = float(self.ledger.get(job_key, "0") or 0)
-        if capped_wait(job_due, now, self.settings.job_poll_backoff.cap) > 0:
+        if self._due_fact_wait(job_key, now, self.settings.job_poll_backoff.cap) > 0:
             if self.deployments.component_version_exists(self.arn_prefix(), name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
             updated = self._to(rollout, Phase.PACKAGING, now, polls=polls)

@@ -100,3 +100,28 @@ def test_due_times_stored_before_a_jump_while_stopped_are_capped(
     longest = max(CHECK_MAX, 3600.0)  # failureRetrySeconds may set the next check too
     assert again.step() <= longest
     assert float(again.ledger.get("next_check_at") or 0) - clock.now() <= longest
+
+
+def test_a_job_poll_stored_before_a_jump_while_stopped_still_comes(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """The agent started a packaging job with its clock three days ahead and stopped;
+    the job then FAILED (only DescribeModelPackagingJob can tell). Restarted with the
+    right time, it still asks within jobPollMaxSeconds and ends the rollout, instead of
+    waiting three days for the stored due-time."""
+    aw.seed(world)
+    aw.add_device(world, "dev-1")
+    world.lookoutvision.fail_jobs(aw.PROJECT, times=1, message="Compilation failed")
+    device_clock = aw.JumpingClock(clock)
+    device_clock.jump(DAYS_3)
+    first = aw.reconciler(world, "dev-1", tmp_path)
+    first.clock = device_clock
+    while (active := first.ledger.active_rollout()) is None or active.phase.value != "PACKAGING":
+        clock.advance(min(first.step(), 60))
+    first.ledger.close()
+    again = aw.reconciler(world, "dev-1", tmp_path)
+    start = clock.now()
+    while again.ledger.active_rollout() is not None:
+        assert clock.now() - start < 2 * 600 + 120, "the stored job poll was not capped"
+        clock.advance(max(again.step(), 0.1))
+    assert again.ledger.rollouts(limit=1)[0].error_type == "PackagingFailedError"
