@@ -96,10 +96,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     # Under Greengrass the health report carries the deployed model's lifecycle state.
     lifecycle = NucleusLifecycle(env) if nucleus_available(env) else None
     try:
-        agent = build_agent(config, env=env, lifecycle_provider=lifecycle)
+        agent = build_agent(
+            config, env=env, lifecycle_provider=lifecycle, read_only=args.command == "plan"
+        )
     except errors.ConfigurationError as exc:
         print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
+    except errors.AgentError as exc:  # e.g. no space left to create the ledger
+        print(f"l4v-edge-agent: {exc.kind}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
     if args.command == "plan":
         from agent.plan import plan
 
@@ -166,7 +171,7 @@ def _status(config: Any, *, as_json: bool) -> int:
     if not path.exists():
         print(f"no ledger at {path}: the agent has not run here yet", file=sys.stderr)
         return EXIT_FAILED
-    ledger = Ledger(path)
+    ledger = Ledger(path, read_only=True)
     rollouts = ledger.rollouts(limit=20)
     facts = {k: ledger.get(k) for k in (
         "deployed_version", "deployed_component_name", "deployed_component_version",

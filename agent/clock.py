@@ -15,9 +15,16 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """Wall-clock time in epoch seconds."""
+    """Wall-clock time in epoch seconds, and a monotonic time for waiting.
+
+    ``now()`` may jump either way (NTP corrections, a dead RTC battery); it dates events
+    and the due-times stored in the ledger. ``monotonic()`` never goes back; every wait
+    is measured on it.
+    """
 
     def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
 
 
 class SystemClock:
@@ -25,6 +32,36 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+#: A wall-clock step smaller than this (seconds) is not treated as a jump.
+CLOCK_JUMP_TOLERANCE = 30.0
+
+
+class WallClockWatch:
+    """Notices when the wall clock jumped: its change since the last look differs from
+    the monotonic clock's by more than ``tolerance`` seconds."""
+
+    def __init__(self, tolerance: float = CLOCK_JUMP_TOLERANCE) -> None:
+        self.tolerance = tolerance
+        self._last: tuple[float, float] | None = None
+
+    def jump(self, wall: float, monotonic: float) -> float:
+        """Seconds the wall clock jumped since the previous call (0 when it did not)."""
+        last, self._last = self._last, (wall, monotonic)
+        if last is None:
+            return 0.0
+        jumped = (wall - last[0]) - (monotonic - last[1])
+        return jumped if abs(jumped) > self.tolerance else 0.0
+
+
+def capped_wait(due: float, now: float, longest: float) -> float:
+    """Seconds until ``due`` (epoch), never more than ``longest``: a due-time further away
+    than any wait that could have set it was stored before the wall clock went back."""
+    return max(0.0, min(due - now, longest))
 
 
 def wait(clock: Clock, seconds: float, wake: threading.Event) -> bool:

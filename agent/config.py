@@ -122,6 +122,9 @@ class CommandSettings(_Settings):
     enabled: bool = True
     allow_deploy_version: bool = False
     max_payload_bytes: int = Field(default=4096, ge=256, le=131_072)
+    #: at most one command-requested check (check-now, deploy-version) per this many
+    #: seconds; 0 turns the limit off (benchmarks)
+    min_check_interval_seconds: float = Field(default=60.0, ge=0, le=86_400)
 
 
 class AgentConfig(_Settings):

@@ -43,6 +43,9 @@ from agent.reporting.transport import MessageHandler, Transport
 
 log = structlog.get_logger("agent.daemon")
 
+#: Retries of a ledger that cannot be written (full disk): 1 s doubling up to 5 minutes.
+STORAGE_BACKOFF = Backoff(1.0, 300.0, floor=1.0)
+
 
 #: Settings that only take effect when the agent starts again.
 RESTART_REQUIRED = frozenset(
@@ -215,6 +218,7 @@ class Agent:
 
     # -- CommandTarget --------------------------------------------------------------------
     def request_check(self, model_version: int | None = None) -> None:
+        """Main loop only (the command handler's ``process``)."""
         if self.reconciler is None:
             raise errors.UnsupportedPlatformError(
                 found=str(self.platform_error), supported="see the platform report"
@@ -250,17 +254,17 @@ class Agent:
                 )
                 request_fields = {k: v for k, v in fields.items() if v is not None}
 
-            def render(sequence: int) -> bytes:
+            def render(sequence: int, epoch: str) -> bytes:
                 return PlatformReport(
-                    thing_name=thing, sequence=sequence, timestamp=utc_iso(now), supported=True,
+                    thing_name=thing, sequence=sequence, epoch=epoch, timestamp=utc_iso(now), supported=True,
                     platform=report, request=request_fields,
                 ).to_json()
         else:
             error = self.platform_error or errors.AgentError("platform unknown")
 
-            def render(sequence: int) -> bytes:
+            def render(sequence: int, epoch: str) -> bytes:
                 return PlatformReport(
-                    thing_name=thing, sequence=sequence, timestamp=utc_iso(now), supported=False,
+                    thing_name=thing, sequence=sequence, epoch=epoch, timestamp=utc_iso(now), supported=False,
                     error=ErrorInfo(type=error.kind, message=error.message),
                 ).to_json()
 
@@ -299,13 +303,17 @@ def build_agent(
     transport_factory: Callable[[], Transport] | None = None,
     lifecycle_provider: Callable[[str], str | None] | None = None,
     rng: random.Random | None = None,
+    read_only: bool = False,
 ) -> Agent:
-    """Build every part from a validated configuration. Does no network I/O."""
+    """Build every part from a validated configuration. Does no network I/O.
+
+    ``read_only`` (``plan``): the ledger is opened so that nothing is written to it.
+    """
     clock = clock or SystemClock()
     env = os.environ if env is None else env
     rng = rng or random.Random()
     state_dir = Path(config.state_dir)
-    ledger = Ledger(state_dir / "agent.sqlite")
+    ledger = Ledger(state_dir / "agent.sqlite", read_only=read_only)
     topics = config.reporting.topics.render(config.thing_name)
     clients = AwsClients(
         region=config.region,
@@ -355,6 +363,7 @@ def build_agent(
     def deliver(messages: list[OutgoingMessage]) -> None:
         agent_ref[0].send(messages)
 
+    wake = threading.Event()
     commands = CommandHandler(
         thing_name=config.thing_name,
         response_topic=topics["command_responses"],
@@ -362,6 +371,7 @@ def build_agent(
         target=_LazyTarget(agent_ref),
         enqueue=deliver,
         clock=clock,
+        notify=wake.set,
     )
     base_factory = transport_factory or (lambda: make_transport(config, env))
     command_topic = topics["commands"] if config.commands.enabled else None
@@ -386,7 +396,7 @@ def build_agent(
     agent = Agent(
         config=config, clock=clock, ledger=ledger, platform=platform, platform_error=platform_error,
         reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
-        clients=clients, started_at=clock.now(),
+        clients=clients, started_at=clock.now(), wake=wake,
     )
     agent_ref.append(agent)
     return agent
@@ -428,71 +438,171 @@ def capture_signals(stop: threading.Event, wake: threading.Event) -> Iterator[No
             signal.signal(signum, old)
 
 
-def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, until_settled: bool = False) -> int:
-    """The daemon loop. Returns the process exit code.
+class MainLoop:
+    """The daemon's main loop, one turn at a time (tests drive turns on a virtual clock).
 
-    ``until_settled`` (``python -m agent once``): force a check and return once no rollout
-    is active: 0 if the device runs the desired version, 1 otherwise.
+    Every change to the reconciler happens here, on one thread: queued commands, due
+    deferred checks, configuration updates, the step itself. All waiting is measured on
+    the clock's monotonic time, so a wall clock that jumps never stretches a wait.
     """
-    clock, config = agent.clock, agent.config
-    interval = JitteredInterval(config.reporting.health_interval_seconds, config.reporting.health_jitter)
-    rng = random.Random()
-    agent.state = AgentState.RUNNING if agent.reconciler is not None else AgentState.DEGRADED
-    if agent.platform_error is not None:
-        log.error("platform not supported: health reporting only", error=agent.platform_error.message)
-    agent.publisher.start()
-    agent.send([agent.platform_message(), agent.health.message()])
-    next_health = clock.now() + interval.next(rng)
-    if until_settled and agent.reconciler is not None:
-        agent.reconciler.request_check()
-    exit_code = 0
-    steps = 0
-    try:
-        while not stop.is_set():
-            # Cleared before the step, not after it: a command or configuration update
-            # that arrives while the step runs must cut the following wait short.
-            agent.wake.clear()
-            delay = 60.0
-            if agent.reconciler is not None:
-                before = _rollout_mark(agent.ledger)
-                delay = _guarded_step(agent.reconciler)
-                steps += 1
-                # Not the outbox depth: command responses and acknowledgements change it
-                # from other threads, which made every check-now cost a health report.
-                if _rollout_mark(agent.ledger) != before:
-                    agent.publisher.notify()
-                    agent.health_requested = True  # health follows every state change at once
-                if until_settled and delay > 0 and agent.ledger.active_rollout() is None:
-                    exit_code = _settled_exit_code(agent)
-                    break
-            elif until_settled:
-                exit_code = 1
-                break
-            if agent.pending_config is not None:
-                agent.apply_pending_configuration()
-            now = clock.now()
-            if agent.status_requested:
-                agent.status_requested = False
-                message = agent.status_message()
-                if message is not None:
-                    agent.send([message])
-            if agent.health_requested or now >= next_health:
-                agent.health_requested = False
-                agent.send([agent.health.message()])
-                next_health = now + interval.next(rng)
-            if delay > 0:
-                wait(clock, min(delay, max(0.0, next_health - clock.now())), agent.wake)
-            if stop.is_set():
-                break
-    finally:
+
+    def __init__(self, agent: Agent, *, until_settled: bool = False, rng: random.Random | None = None) -> None:
+        self.agent = agent
+        self.until_settled = until_settled
+        self.rng = rng or random.Random()
+        config = agent.config
+        self.health_interval = JitteredInterval(
+            config.reporting.health_interval_seconds, config.reporting.health_jitter
+        )
+        self.next_health = 0.0
+        self.steps = 0
+        #: set when ``until_settled`` and the rollout has ended: the process exit code
+        self.exit_code: int | None = None
+        #: consecutive turns that could not write the ledger, and since when (wall clock)
+        self.storage_failures = 0
+        self.storage_since = 0.0
+        self._report_recovery = False
+
+    def start(self) -> None:
+        """Start publishing and send the platform and first health reports."""
+        agent = self.agent
+        agent.state = AgentState.RUNNING if agent.reconciler is not None else AgentState.DEGRADED
+        if agent.platform_error is not None:
+            log.error("platform not supported: health reporting only", error=agent.platform_error.message)
+        agent.publisher.start()
+        try:
+            agent.send([agent.platform_message(), agent.health.message()])
+        except errors.StateStorageError as exc:
+            self._storage_failed(exc)
+        self.next_health = agent.clock.monotonic() + self.health_interval.next(self.rng)
+        if self.until_settled and agent.reconciler is not None:
+            agent.reconciler.request_check()
+
+    def turn(self) -> float:
+        """One pass: commands, one reconcile step, configuration, reports. Returns the
+        seconds to wait (monotonic) before the next turn; sets ``exit_code`` when done.
+
+        A ledger that cannot be written (full disk) degrades the agent: reported in
+        health, retried with back-off, never fatal. A ledger found corrupt is replaced.
+        """
+        try:
+            delay = self._turn()
+        except errors.StateStorageError as exc:
+            return self._storage_failed(exc)
+        except errors.LedgerCorruptError as exc:
+            try:
+                self.agent.ledger.replace_corrupt(exc)
+            except errors.StateStorageError as no_room:
+                return self._storage_failed(no_room)
+            self.agent.health_requested = True
+            return 0.0
+        if self.storage_failures:
+            self._storage_recovered()
+            return 0.0
+        return delay
+
+    def _storage_failed(self, exc: errors.StateStorageError) -> float:
+        now = self.agent.clock.now()
+        if not self.storage_failures:
+            self.storage_since = now
+            log.error("the ledger cannot be written: degraded, retrying with back-off", error=exc.message)
+        self.storage_failures += 1
+        delay = STORAGE_BACKOFF.delay(self.storage_failures, self.rng)
+        log.warning("ledger still not writable", retry_in=round(delay, 1), failures=self.storage_failures)
+        self.agent.health.storage_error = ErrorInfo(
+            type=exc.kind, message=f"{exc.message} (since {utc_iso(self.storage_since)})"
+        )
+        self.agent.health_requested = True
+        return delay
+
+    def _storage_recovered(self) -> None:
+        """The ledger takes writes again: say so in a health report at once."""
+        since = utc_iso(self.storage_since)
+        log.info("the ledger is writable again", failures=self.storage_failures, since=since)
+        self.storage_failures = 0
+        error = self.agent.health.storage_error
+        if error is not None:
+            self.agent.health.storage_error = ErrorInfo(
+                type=error.type,
+                message=f"{error.message.rsplit(' (since', 1)[0]} (from {since} until "
+                f"{utc_iso(self.agent.clock.now())}; recovered)",
+            )
+        self.agent.health_requested = True
+        self._report_recovery = True
+
+    def _turn(self) -> float:
+        agent, clock = self.agent, self.agent.clock
+        # Cleared before the step, not after it: a command or configuration update
+        # that arrives while the step runs must cut the following wait short.
+        agent.wake.clear()
+        command_wait = agent.commands.process()
+        delay = 60.0
+        if agent.reconciler is not None:
+            before = _rollout_mark(agent.ledger)
+            delay = _guarded_step(agent.reconciler)
+            self.steps += 1
+            # Not the outbox depth: command responses and acknowledgements change it
+            # from other threads, which made every check-now cost a health report.
+            if _rollout_mark(agent.ledger) != before:
+                agent.publisher.notify()
+                agent.health_requested = True  # health follows every state change at once
+            if self.until_settled and delay > 0 and agent.ledger.active_rollout() is None:
+                self.exit_code = _settled_exit_code(agent)
+                return 0.0
+        elif self.until_settled:
+            self.exit_code = 1
+            return 0.0
+        if agent.pending_config is not None:
+            agent.apply_pending_configuration()
+        if agent.status_requested:
+            agent.status_requested = False
+            message = agent.status_message()
+            if message is not None:
+                agent.send([message])
+        now = clock.monotonic()
+        if agent.health_requested or now >= self.next_health:
+            agent.send([agent.health.message()])
+            agent.health_requested = False
+            self.next_health = now + self.health_interval.next(self.rng)
+            if self._report_recovery:
+                # The recovery has been reported: the storage error is history now.
+                self._report_recovery = False
+                agent.health.storage_error = None
+        waits = [delay, self.next_health - now]
+        if command_wait is not None:
+            waits.append(command_wait)
+        return max(0.0, min(waits)) if delay > 0 else 0.0
+
+    def stop(self, shutdown_timeout: float) -> None:
+        """Flush what can be flushed within ``shutdown_timeout`` and close the ledger."""
+        agent = self.agent
         agent.state = AgentState.STOPPING
         deadline = time.monotonic() + shutdown_timeout
         agent.publisher.flush(timeout=max(0.0, (deadline - time.monotonic()) * 0.6))
         agent.publisher.stop(timeout=max(0.1, deadline - time.monotonic()))
         agent.state = AgentState.STOPPED
         agent.ledger.close()
-        log.info("stopped", steps=steps)
-    return exit_code
+        log.info("stopped", steps=self.steps)
+
+
+def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, until_settled: bool = False) -> int:
+    """The daemon loop. Returns the process exit code.
+
+    ``until_settled`` (``python -m agent once``): force a check and return once no rollout
+    is active: 0 if the device runs the desired version, 1 otherwise.
+    """
+    loop = MainLoop(agent, until_settled=until_settled)
+    loop.start()
+    try:
+        while not stop.is_set():
+            delay = loop.turn()
+            if loop.exit_code is not None:
+                return loop.exit_code
+            if delay > 0:
+                wait(agent.clock, delay, agent.wake)
+    finally:
+        loop.stop(shutdown_timeout)
+    return 0
 
 
 def _rollout_mark(ledger: Ledger) -> tuple[Any, ...]:
@@ -508,6 +618,8 @@ def _guarded_step(reconciler: Reconciler) -> float:
     """One reconcile step; a bug in a step is logged and retried later, never fatal."""
     try:
         return reconciler.step()
+    except (errors.StateStorageError, errors.LedgerCorruptError):
+        raise  # the main loop degrades or replaces the ledger
     except errors.AgentError as exc:
         log.error("step failed", error=exc.kind, message=exc.message)
     except Exception as exc:
@@ -526,4 +638,4 @@ def _settled_exit_code(agent: Agent) -> int:
     return 0
 
 
-__all__ = ["Agent", "AgentState", "__version__", "build_agent", "capture_signals", "run"]
+__all__ = ["Agent", "AgentState", "MainLoop", "__version__", "build_agent", "capture_signals", "run"]

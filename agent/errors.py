@@ -7,7 +7,9 @@
     ├── TransientError            retry later with back-off; the rollout goes on
     │   ├── ThrottledError        the service said slow down: back off harder
     │   ├── ServiceUnavailableError  5xx, timeouts, dropped connections
-    │   └── TransportError        MQTT/IPC not connected or no acknowledgement
+    │   ├── TransportError        MQTT/IPC not connected or no acknowledgement
+    │   ├── StateStorageError     the ledger cannot be written (disk full, I/O error)
+    │   └── LedgerCorruptError    the ledger file is damaged (moved aside, replaced)
     └── TerminalError             report and stop this rollout (a later one may work)
         ├── UnsupportedPlatformError  hardware the packaging service cannot target
         ├── NoTrainedModelError       nothing to package
@@ -105,3 +107,12 @@ class PackagingFailedError(TerminalError):
 
 class DeploymentFailedError(TerminalError):
     """The deployment failed, was canceled or rolled back."""
+
+
+class StateStorageError(TransientError):
+    """The ledger cannot be written (disk full, I/O error): degrade and retry."""
+
+
+class LedgerCorruptError(TransientError):
+    """The ledger's database file is damaged; it is moved aside, a new one started and
+    the step retried (the cloud side is adopted again)."""

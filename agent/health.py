@@ -69,6 +69,8 @@ class HealthReporter:
         self.topic = topic
         self.clock = clock
         self.started_at = started_at
+        # Uptime is measured on the monotonic clock: a wall-clock jump does not change it.
+        self._started_monotonic = clock.monotonic() - max(0.0, clock.now() - started_at)
         self.state_provider = state_provider
         self.lifecycle_provider = lifecycle_provider
         self.state_dir = Path(state_dir)
@@ -76,6 +78,8 @@ class HealthReporter:
         self.unhealthy_states = frozenset(unhealthy_states)
         self.proc_dir = proc_dir
         self._lock = threading.Lock()
+        #: set by the main loop while the ledger cannot be written (reported, not stored)
+        self.storage_error: ErrorInfo | None = None
         self._cpu_sample = (time.monotonic(), self._cpu_seconds())
         self._dropped_seen = dropped_total(ledger)
 
@@ -84,7 +88,8 @@ class HealthReporter:
         """A report of the agent's health as of now (sequence 0; the outbox assigns it)."""
         now = self.clock.now()
         state = self._state()
-        error = self._current_error()
+        error = self.storage_error or self._current_error()
+        reset = self.ledger.take_reset_reason()
         rollout = self.ledger.active_rollout()
         depth = self.ledger.outbox_depth()
         dropped = dropped_total(self.ledger)
@@ -104,6 +109,10 @@ class HealthReporter:
                 reasons.append(f"{depth} message(s) waiting for the transport")
             if dropped_since > 0:
                 reasons.append(f"{dropped_since} message(s) dropped by the outbox bound")
+            if self.storage_error is not None:
+                reasons.append("the ledger cannot be written")
+            if reset is not None and "corrupt" in reset:
+                reasons.append("the ledger was corrupt and replaced")
             if reasons:
                 status = "DEGRADED"
         if reasons:
@@ -114,7 +123,7 @@ class HealthReporter:
             timestamp=utc_iso(now),
             agent_state=state,
             status=status,
-            uptime_seconds=round(max(0.0, now - self.started_at), 3),
+            uptime_seconds=round(max(0.0, self.clock.monotonic() - self._started_monotonic), 3),
             deployed=self._deployed(),
             active_rollout=None
             if rollout is None
@@ -129,14 +138,15 @@ class HealthReporter:
             last_error=error,
             resources=self._resources(),
             outbox_depth=depth,
+            ledger_reset=reset,
         )
 
     def message(self) -> OutgoingMessage:
         """The current report as an outbox message (kind ``health``, not retained)."""
         report = self.build()
 
-        def render(sequence: int) -> bytes:
-            return report.model_copy(update={"sequence": sequence}).to_json()
+        def render(sequence: int, epoch: str) -> bytes:
+            return report.model_copy(update={"sequence": sequence, "epoch": epoch}).to_json()
 
         return OutgoingMessage("health", self.topic, render, retain=False)
 

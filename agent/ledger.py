@@ -3,19 +3,35 @@
 A rollout row and the status events it produced are written in ONE transaction, so a
 kill -9 or power cut never leaves a state change without its report or a report without
 its state change. The database runs in WAL mode with ``synchronous=FULL``.
+
+Each ledger has an ``epoch``, a random id made when it is created: message sequences
+start again at 1 in a new ledger, so subscribers de-duplicate on (epoch, sequence).
+This module is the SQLite adapter: it translates ``sqlite3`` errors into the agent's
+error tree (an unusable state directory is a configuration error, a full disk a
+transient :class:`~agent.errors.StateStorageError`, a damaged file a
+:class:`~agent.errors.LedgerCorruptError`). A ledger found corrupt is moved aside (kept
+for diagnosis) and a new one started: the cloud side is adopted again from there.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from agent import errors
 from agent.model import Phase, Rollout
+
+log = structlog.get_logger("agent.ledger")
 
 SCHEMA_VERSION = 1
 
@@ -64,11 +80,12 @@ _ROLLOUT_COLUMNS = [name for name in Rollout.model_fields if name != "id"]
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """A message to enqueue; ``render`` gets the sequence number and returns the payload."""
+    """A message to enqueue; ``render`` gets the sequence number and the ledger's epoch
+    and returns the payload."""
 
     kind: str
     topic: str
-    render: Callable[[int], bytes]
+    render: Callable[[int, str], bytes]
     retain: bool = False
 
 
@@ -82,51 +99,203 @@ class QueuedMessage:
     created_at: float
 
 
-class Ledger:
-    """SQLite-backed state. Thread-safe: one connection guarded by a lock."""
+#: SQLite result codes (``sqlite3.Error.sqlite_errorcode``, primary code in the low byte).
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
 
-    def __init__(self, path: Path | str) -> None:
+
+def _translate(exc: sqlite3.Error, path: str) -> errors.AgentError:
+    """The agent's error for a SQLite error on the ledger at ``path``."""
+    code = int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    text = str(exc)
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+        return errors.LedgerCorruptError(f"ledger {path} is corrupt: {text}")
+    if code == _SQLITE_FULL or "is full" in text:
+        return errors.StateStorageError(f"ledger {path} cannot grow: {text}")
+    return errors.StateStorageError(f"ledger {path}: {text}")
+
+
+class Ledger:
+    """SQLite-backed state. Thread-safe: one connection guarded by a lock.
+
+    Opening it creates the state directory (0700) and the database (0600) if needed; an
+    unusable directory raises :class:`~agent.errors.ConfigurationError` naming
+    ``stateDir``. A corrupt database is moved aside and replaced (``reset_reason`` says
+    so until the health report takes it).
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if read_only and not Path(self.path).is_file():
+            self.path = ":memory:"  # nothing to read: an empty ledger that touches no file
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        with self.transaction() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if found is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(found["value"]) > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"ledger {self.path} has schema {found['value']}, newer than this agent's"
-                )
+        #: why this ledger is new (None: it existed); taken once by the health report
+        self.reset_reason: str | None = None
+        self.epoch = ""
+        self._db = self._open()
+
+    # -- opening -----------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            return self._connect(new=True)
+        if self.read_only:
+            return self._connect_read_only()
+        file = Path(self.path)
+        _prepare_state_dir(file.parent)
+        existed = file.exists() and file.stat().st_size > 0
+        try:
+            return self._connect(new=not existed)
+        except errors.LedgerCorruptError as corrupt:
+            kept = self._move_aside()
+            self.reset_reason = f"the previous ledger was corrupt ({corrupt.message}); it was moved to {kept}"
+            log.error("ledger corrupt: moved aside, starting a new one", kept=kept, error=corrupt.message)
+            return self._connect(new=True)
+
+    def _connect(self, *, new: bool) -> sqlite3.Connection:
+        if new and self.path != ":memory:":
+            # Owner-only from the first byte: the ledger holds the device's rollout history.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            if self.reset_reason is None:
+                self.reset_reason = f"no ledger at {self.path}"
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _state_dir_error(Path(self.path).parent, str(exc)) from exc
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            if not new:
+                problem = db.execute("PRAGMA quick_check").fetchone()[0]
+                if problem != "ok":
+                    raise errors.LedgerCorruptError(f"ledger {self.path} is corrupt: {problem}")
+            self._create_schema(db)
+        except sqlite3.Error as exc:
+            db.close()
+            raise _translate(exc, self.path) from exc
+        except errors.LedgerCorruptError:
+            db.close()
+            raise
+        return db
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """The existing database, opened so that nothing can write to it.
+
+        Without a WAL file no agent has the ledger open (a running one keeps it), so it
+        is read as immutable: SQLite then creates no -wal/-shm files either.
+        """
+        idle = not os.path.exists(self.path + "-wal")
+        uri = Path(self.path).resolve().as_uri() + ("?immutable=1" if idle else "?mode=ro")
+        try:
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout=5000")
+            found = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        self.epoch = "" if found is None else str(found["value"])
+        return db
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(found["value"]) > SCHEMA_VERSION:
+            db.execute("ROLLBACK")
+            raise errors.ConfigurationError(
+                f"stateDir: ledger {self.path} has schema {found['value']}, newer than this agent's"
+            )
+        epoch = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        if epoch is None:
+            self.epoch = secrets.token_hex(8)
+            db.execute("INSERT INTO meta VALUES ('epoch', ?)", (self.epoch,))
+            if self.reset_reason is None and self.path != ":memory:":
+                self.reset_reason = "the ledger had no epoch (written by an older agent)"
+        else:
+            self.epoch = str(epoch["value"])
+        db.execute("COMMIT")
+        if self.reset_reason is not None:
+            log.warning(
+                "new ledger: message sequences start again at 1 under a new epoch",
+                epoch=self.epoch, reason=self.reset_reason,
+            )
+
+    def _move_aside(self) -> str:
+        """Rename the database (and its WAL and shared-memory files) for diagnosis."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        kept = f"{self.path}.corrupt-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, kept + suffix)
+        return kept
+
+    def replace_corrupt(self, error: errors.LedgerCorruptError) -> str:
+        """The database went bad while running: move it aside and start a new one in its
+        place (same object, so every part of the agent keeps its reference)."""
+        with self._lock:
+            with suppress(sqlite3.Error):
+                self._db.close()
+            kept = self._move_aside()
+            self.reset_reason = f"the ledger became corrupt ({error.message}); it was moved to {kept}"
+            log.error("ledger corrupt: moved aside, starting a new one", kept=kept, error=error.message)
+            self._db = self._connect(new=True)
+            return kept
+
+    def take_reset_reason(self) -> str | None:
+        """Why this ledger is new, once (for the first health report); None otherwise."""
+        with self._lock:
+            reason, self.reset_reason = self.reset_reason, None
+            return reason
+
+    def cap_size(self, pages: int) -> None:
+        """Let the database grow to at most ``pages`` pages: beyond it SQLite answers
+        SQLITE_FULL exactly as on a full disk (tests; also a hard size limit)."""
+        with self._reading() as db:
+            db.execute(f"PRAGMA max_page_count={int(pages)}")
+
+    def page_count(self) -> int:
+        with self._reading() as db:
+            return int(db.execute("PRAGMA page_count").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock, with SQLite errors translated."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic unit of work (BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLite may already have rolled back by itself (e.g. SQLITE_FULL).
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
 
     # -- facts ------------------------------------------------------------------------
     def get(self, key: str, default: str | None = None) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None or row["value"] is None else str(row["value"])
 
     def put(self, facts: dict[str, str | None]) -> None:
@@ -168,15 +337,15 @@ class Ledger:
                     f"UPDATE rollouts SET {', '.join(f'{c}=?' for c in _ROLLOUT_COLUMNS)} WHERE id=?",
                     [*values, rollout.id],
                 )
-            self._enqueue(db, messages, rollout.updated_at)
+            self._enqueue(db, messages, rollout.updated_at, self.epoch)
             if facts:
                 self._put(db, facts)
         return rollout
 
     def active_rollout(self) -> Rollout | None:
         """The newest rollout that has not ended, if any."""
-        with self._lock:
-            row = self._db.execute(
+        with self._reading() as db:
+            row = db.execute(
                 "SELECT * FROM rollouts WHERE phase NOT IN (?, ?) ORDER BY id DESC LIMIT 1",
                 (Phase.SUCCEEDED.value, Phase.FAILED.value),
             ).fetchone()
@@ -190,16 +359,46 @@ class Ledger:
             args.append(model_version)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            return [_rollout(r) for r in self._db.execute(sql, args).fetchall()]
+        with self._reading() as db:
+            return [_rollout(r) for r in db.execute(sql, args).fetchall()]
+
+    def shift_due_times(self, seconds: float) -> None:
+        """Move every stored due-time by ``seconds`` (the wall clock jumped by that much):
+        the next check, job-status polls, the active rollout's next action and the end
+        of failed rollouts (their retry is due a fixed time after it)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE meta SET value = CAST(value AS REAL) + ? "
+                "WHERE key = 'next_check_at' OR key LIKE 'job_poll_due:%'",
+                (seconds,),
+            )
+            db.execute(
+                "UPDATE rollouts SET next_action_at = next_action_at + ? WHERE phase NOT IN (?, ?)",
+                (seconds, Phase.SUCCEEDED.value, Phase.FAILED.value),
+            )
+            db.execute(
+                "UPDATE rollouts SET ended_at = ended_at + ? WHERE phase = ? AND ended_at IS NOT NULL",
+                (seconds, Phase.FAILED.value),
+            )
+
+    def failed_deployment_ids(self) -> set[str]:
+        """Deployments that a rollout of this device saw fail (never to be adopted)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT DISTINCT deployment_id FROM rollouts WHERE phase=? AND deployment_id IS NOT NULL",
+                (Phase.FAILED.value,),
+            ).fetchall()
+        return {str(r["deployment_id"]) for r in rows}
 
     # -- outbox -------------------------------------------------------------------------
     def enqueue(self, messages: Sequence[OutgoingMessage], now: float) -> list[int]:
         with self.transaction() as db:
-            return self._enqueue(db, messages, now)
+            return self._enqueue(db, messages, now, self.epoch)
 
     @staticmethod
-    def _enqueue(db: sqlite3.Connection, messages: Sequence[OutgoingMessage], now: float) -> list[int]:
+    def _enqueue(
+        db: sqlite3.Connection, messages: Sequence[OutgoingMessage], now: float, epoch: str
+    ) -> list[int]:
         sequences = []
         for message in messages:
             cursor = db.execute(
@@ -208,15 +407,15 @@ class Ledger:
             )
             sequence = int(cursor.lastrowid or 0)
             db.execute(
-                "UPDATE outbox SET payload=? WHERE sequence=?", (message.render(sequence), sequence)
+                "UPDATE outbox SET payload=? WHERE sequence=?", (message.render(sequence, epoch), sequence)
             )
             sequences.append(sequence)
         return sequences
 
     def pending(self, limit: int = 100) -> list[QueuedMessage]:
         """Unacknowledged messages, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT * FROM outbox ORDER BY sequence LIMIT ?", (limit,)
             ).fetchall()
         return [
@@ -232,11 +431,11 @@ class Ledger:
             db.execute("DELETE FROM outbox WHERE sequence=?", (sequence,))
 
     def outbox_depth(self, kind: str | None = None) -> int:
-        with self._lock:
+        with self._reading() as db:
             if kind is None:
-                row = self._db.execute("SELECT COUNT(*) AS n FROM outbox").fetchone()
+                row = db.execute("SELECT COUNT(*) AS n FROM outbox").fetchone()
             else:
-                row = self._db.execute(
+                row = db.execute(
                     "SELECT COUNT(*) AS n FROM outbox WHERE kind=?", (kind,)
                 ).fetchone()
         return int(row["n"])
@@ -250,6 +449,23 @@ class Ledger:
                 (kind, count),
             )
             return int(cursor.rowcount)
+
+
+def _prepare_state_dir(directory: Path) -> None:
+    """Create the state directory owner-only (0700), or say why it cannot be used."""
+    try:
+        if not directory.exists():
+            directory.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        raise _state_dir_error(directory, exc.strerror or str(exc)) from exc
+    if not directory.is_dir():
+        raise _state_dir_error(directory, "it is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise _state_dir_error(directory, "it is not writable")
+
+
+def _state_dir_error(directory: Path, reason: str) -> errors.ConfigurationError:
+    return errors.ConfigurationError(f"stateDir: {directory} cannot hold the ledger: {reason}")
 
 
 def _to_sql(value: Any) -> Any:

@@ -299,9 +299,12 @@ def derive_request(
     )
 
 
-def deployment_token(target_arn: str, component_name: str, component_version: str) -> str:
-    """CreateDeployment's clientToken: the same for the same target + component version."""
-    source = f"{target_arn}|{component_name}|{component_version}"
+def deployment_token(
+    target_arn: str, component_name: str, component_version: str, attempt: int = 1
+) -> str:
+    """CreateDeployment's clientToken: the same for the same target + component version +
+    rollout attempt, so a retry after a failed install makes a new deployment revision."""
+    source = f"{target_arn}|{component_name}|{component_version}|{attempt}"
     return hashlib.sha256(source.encode()).hexdigest()[:48]
 
 

@@ -1,4 +1,8 @@
-"""``python -m agent plan``: what the agent would do now, using read-only calls only."""
+"""``python -m agent plan``: what the agent would do now, using read-only calls only.
+
+It writes nothing: the ledger is opened read-only (or, when there is none yet, an empty
+one in memory), and the thing's ARN is not cached.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +43,10 @@ def plan(agent: Agent) -> int:
             request = reconciler.request_for(desired, 1)
             name = request.greengrass.component_name
             version = request.greengrass.component_version or ""
-            exists = reconciler.deployments.component_version_exists(reconciler.arn_prefix(), name, version)
-            target = settings.target_arn or reconciler.deployments.thing_arn(settings.thing_name)
+            exists = reconciler.deployments.component_version_exists(
+                reconciler.arn_prefix(remember=False), name, version
+            )
+            target = settings.target_arn or reconciler.thing_arn(remember=False)
             latest = reconciler.deployments.latest_deployment(target)
             merged = reconciler.merged_deployment(latest, name, version)
             out["action"] = "deploy existing component" if exists else "package, then deploy"

@@ -25,13 +25,14 @@ Phases of a rollout (``agent.model.Phase``)::
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from agent import errors
-from agent.clock import Backoff, Clock, JitteredInterval
+from agent.clock import Backoff, Clock, JitteredInterval, WallClockWatch, capped_wait
 from agent.config import AgentConfig
 from agent.ledger import Ledger, OutgoingMessage
 from agent.model import (
@@ -115,6 +116,7 @@ class Reconciler:
         self.clock = clock
         self.rng = rng or random.Random()
         self._check_requested = False
+        self._wall_watch = WallClockWatch()
 
     # -- public ------------------------------------------------------------------------
     def request_check(self, model_version: int | None = None) -> None:
@@ -126,17 +128,60 @@ class Reconciler:
     def step(self) -> float:
         """Take at most one action; return seconds until the next step is due."""
         now = self.clock.now()
+        self._follow_wall_clock(now)
         rollout = self.ledger.active_rollout()
         if rollout is not None:
-            if rollout.next_action_at > now and not self._check_requested:
-                return rollout.next_action_at - now
+            wait = self._action_wait(rollout, now)
+            if wait > 0 and not self._check_requested:
+                return wait
             self._check_requested = False
             return self._advance(rollout, now)
-        next_check = float(self.ledger.get("next_check_at", "0") or 0)
-        if now < next_check and not self._check_requested:
-            return next_check - now
+        wait = self._check_wait(now)
+        if wait > 0 and not self._check_requested:
+            return wait
         self._check_requested = False
         return self._check(now)
+
+    # -- wall-clock jumps ------------------------------------------------------------------
+    # Due-times are stored as wall-clock epoch seconds (they survive a restart). A jump of
+    # the wall clock seen while running moves them by the same amount (the remaining wait
+    # is kept); one that happened while the agent was stopped is caught by capping every
+    # wait at the longest one that could have set it.
+    def _follow_wall_clock(self, now: float) -> None:
+        jump = self._wall_watch.jump(now, self.clock.monotonic())
+        if jump:
+            log.warning("wall clock jumped: due-times moved with it", seconds=round(jump, 1))
+            self.ledger.shift_due_times(jump)
+
+    def _longest_action_wait(self) -> float:
+        return max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap)
+
+    def _longest_check_wait(self) -> float:
+        interval = self.settings.check_interval
+        return max(
+            interval.seconds * (1 + interval.jitter),
+            self.settings.failure_retry_seconds,
+            self._longest_action_wait(),
+        )
+
+    def _action_wait(self, rollout: Rollout, now: float) -> float:
+        longest = self._longest_action_wait()
+        wait = capped_wait(rollout.next_action_at, now, longest)
+        if rollout.next_action_at - now > longest:
+            self.ledger.save(rollout.model_copy(update={"next_action_at": now + wait}))
+        return wait
+
+    def _check_wait(self, now: float) -> float:
+        return self._due_fact_wait("next_check_at", now, self._longest_check_wait())
+
+    def _due_fact_wait(self, key: str, now: float, longest: float) -> float:
+        """Seconds until the due-time stored in fact ``key``, at most ``longest``; one
+        further away (stored before the wall clock went back) is re-based to that."""
+        due = float(self.ledger.get(key, "0") or 0)
+        wait = capped_wait(due, now, longest)
+        if due - now > longest:
+            self.ledger.put({key: repr(now + wait)})
+        return wait
 
     # -- checking ------------------------------------------------------------------------
     def _check(self, now: float) -> float:
@@ -170,6 +215,9 @@ class Reconciler:
         if previous:
             last = previous[0]
             attempt = last.attempt + 1
+            if last.ended_at is not None and last.ended_at > now:
+                # It ended "in the future": the wall clock went back while we were stopped.
+                last = self.ledger.save(last.model_copy(update={"ended_at": now}))
             retry_at = (last.ended_at or now) + self.settings.failure_retry_seconds
             if last.phase is Phase.FAILED and retry_at > now and not requested:
                 facts["next_check_at"] = repr(min(retry_at, float(facts["next_check_at"] or 0)))
@@ -255,18 +303,21 @@ class Reconciler:
             tags=self.settings.component_tags,
         )
 
-    def arn_prefix(self) -> str:
-        """``arn:PARTITION:greengrass:REGION:ACCOUNT`` of this device's account."""
-        thing_arn = self._thing_arn()
+    def arn_prefix(self, *, remember: bool = True) -> str:
+        """``arn:PARTITION:greengrass:REGION:ACCOUNT`` of this device's account
+        (``remember=False``: do not cache the thing's ARN in the ledger, for ``plan``)."""
+        thing_arn = self.thing_arn(remember=remember)
         partition, region, account = thing_arn.split(":")[1], thing_arn.split(":")[3], thing_arn.split(":")[4]
         return f"arn:{partition}:greengrass:{region}:{account}"
 
-    def _thing_arn(self) -> str:
+    def thing_arn(self, *, remember: bool = True) -> str:
+        """This device's thing ARN (cached in the ledger unless ``remember`` is False)."""
         cached = self.ledger.get("thing_arn")
         if cached:
             return cached
         arn = self.deployments.thing_arn(self.settings.thing_name)
-        self.ledger.put({"thing_arn": arn})
+        if remember:
+            self.ledger.put({"thing_arn": arn})
         return arn
 
     def _start_packaging(self, rollout: Rollout, now: float) -> float:
@@ -338,8 +389,7 @@ class Reconciler:
         # ask it rarely (it is needed only to learn that a job FAILED), and watch for the
         # component version to appear in Greengrass (created on SUCCEEDED) in between.
         job_key = self._job_poll_key(rollout)
-        job_due = float(self.ledger.get(job_key, "0") or 0)
-        if now < job_due:
+        if self._due_fact_wait(job_key, now, self.settings.job_poll_backoff.cap) > 0:
             if self.deployments.component_version_exists(self.arn_prefix(), name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
             updated = self._to(rollout, Phase.PACKAGING, now, polls=polls)
@@ -406,18 +456,20 @@ class Reconciler:
         return 0.0
 
     def _target(self) -> str:
-        return self.settings.target_arn or self._thing_arn()
+        return self.settings.target_arn or self.thing_arn()
 
     def _deploy(self, rollout: Rollout, now: float) -> float:
         target = self._target()
         name, version = rollout.component_name or "", rollout.component_version or ""
         latest = self.deployments.latest_deployment(target)
-        if latest is not None and (latest.components.get(name) or {}).get("componentVersion") == version:
+        self._refuse_mixed_platform_group(target, latest, name)
+        token = deployment_token(target, name, version, rollout.attempt)
+        if self._adoptable(latest, name, version):
+            assert latest is not None
             # Already deployed (e.g. killed after CreateDeployment): adopt, never duplicate.
             deployment_id, detail = latest.deployment_id, "adopted the target's latest deployment"
         else:
             spec = self.merged_deployment(latest, name, version)
-            token = deployment_token(target, name, version)
             deployment_id = self.deployments.create_deployment(target, spec, token)
             detail = f"target {target}"
         updated = self._to(
@@ -426,11 +478,49 @@ class Reconciler:
             now,
             target_arn=target,
             deployment_id=deployment_id,
-            deployment_token=deployment_token(target, name, version),
+            deployment_token=token,
         )
         updated.next_action_at = now + self.settings.poll_backoff.delay(0, self.rng)
         self._save(updated, StatusPhase.DEPLOYMENT_CREATED, detail=detail)
         return updated.next_action_at - now
+
+    def _refuse_mixed_platform_group(self, target: str, latest: DeploymentSpec | None, name: str) -> None:
+        """A thing group's deployment reaches every device in the group: if it already
+        holds this project's model component for another platform, the group mixes
+        platforms and each platform's component would be installed (and fail) on the
+        others. Refuse rather than fight over the group's deployment."""
+        if ":thinggroup/" not in target or latest is None:
+            return
+        others = sorted(
+            other for other in latest.components
+            if other != name and self._is_model_component(other)
+        )
+        if others:
+            raise errors.ConflictError(
+                f"deploymentTargetArn: thing group {target} already deploys {', '.join(others)} "
+                f"(this project's model for another platform) and this device needs {name}; "
+                "a thing-group target must hold devices of one platform only: use one group "
+                "per platform, or leave deploymentTargetArn unset to deploy to each device's thing"
+            )
+
+    def _is_model_component(self, component_name: str) -> bool:
+        """Whether ``component_name`` is this project's model component for some platform
+        (by ``componentNameTemplate``; without ``{platform}`` it cannot be told)."""
+        template = self.settings.naming.component_name
+        if "{platform}" not in template:
+            return False
+        pattern = re.escape(template)
+        pattern = pattern.replace(re.escape("{project}"), re.escape(self.settings.project))
+        pattern = pattern.replace(re.escape("{platform}"), "[A-Za-z0-9._-]+")
+        return re.fullmatch(pattern, component_name) is not None
+
+    def _adoptable(self, latest: DeploymentSpec | None, name: str, version: str) -> bool:
+        """Whether the target's latest deployment is ours to adopt: it holds our component
+        version and is not one that already failed on this device (adopting that one
+        would fail the retry again without trying)."""
+        if latest is None or (latest.components.get(name) or {}).get("componentVersion") != version:
+            return False
+        return latest.deployment_id not in self.ledger.failed_deployment_ids()
 
     def merged_deployment(self, latest: DeploymentSpec | None, name: str, version: str) -> DeploymentSpec:
         """The target's latest deployment with our component at ``version``.
@@ -586,10 +676,11 @@ class Reconciler:
         settings = self.settings
         timestamp = utc_iso(rollout.updated_at)
 
-        def render(sequence: int) -> bytes:
+        def render(sequence: int, epoch: str) -> bytes:
             return StatusEvent(
                 thing_name=settings.thing_name,
                 sequence=sequence,
+                epoch=epoch,
                 timestamp=timestamp,
                 rollout_id=rollout.id or 0,
                 model_version=rollout.model_version,

@@ -17,12 +17,17 @@ class Clock(Protocol):
 
     def now(self) -> float: ...
 
+    def monotonic(self) -> float: ...
+
 
 class RealClock:
     """The machine's wall clock."""
 
     def now(self) -> float:
         return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 class ScaledClock:
@@ -33,10 +38,14 @@ class ScaledClock:
             raise ValueError("factor must be > 0")
         self.factor = factor
         self._real_origin = time.time()
+        self._monotonic_origin = time.monotonic()
         self._origin = self._real_origin if origin is None else origin
 
     def now(self) -> float:
         return self._origin + (time.time() - self._real_origin) * self.factor
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._monotonic_origin) * self.factor
 
 
 class VirtualClock:
@@ -49,6 +58,10 @@ class VirtualClock:
     def now(self) -> float:
         with self._lock:
             return self._now
+
+    def monotonic(self) -> float:
+        """Virtual time never goes back, so it is its own monotonic clock."""
+        return self.now()
 
     def advance(self, seconds: float) -> float:
         """Move time forward by ``seconds`` (>= 0) and return the new time."""

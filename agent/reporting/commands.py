@@ -1,18 +1,28 @@
-"""Commands received over MQTT: validate, hand to the agent, answer through the outbox.
+"""Commands received over MQTT: validate, queue for the main loop, answer through the outbox.
 
-:meth:`CommandHandler.handle` runs on the transport's callback thread, so it only
-validates, calls :class:`CommandTarget` methods that set flags or events, and enqueues
-one :class:`~agent.reporting.events.CommandResponse`. It never raises: every payload
-gets exactly one response (``ACCEPTED``, ``REJECTED`` with the field and the rule, or
-``FAILED`` when the agent could not act), and a log line. A response that cannot even be
-enqueued is logged and dropped.
+:meth:`CommandHandler.handle` runs on the transport's callback thread. It only parses
+and validates; a bad command is answered ``REJECTED`` (naming the field and the rule) at
+once, a valid one goes into a bounded queue and the main loop's next turn takes it
+(:meth:`CommandHandler.process`). Nothing reaches the reconciler from another thread.
+
+In the main loop a command id seen recently is answered as a replay of its first answer
+and not executed again. Commands that cause cloud calls (``check-now``,
+``deploy-version``) pass a per-device rate limit: at most one such check per
+``commands.minCheckIntervalSeconds``; the rest are coalesced into the next allowed check
+and answered ``DEFERRED`` with its time (``runAt``). Every payload gets exactly one
+response (``ACCEPTED``, ``DEFERRED``, ``REJECTED`` or ``FAILED`` when the agent could not
+act) and a log line. It never raises; a response that cannot be enqueued is logged and
+dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import queue
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -25,16 +35,21 @@ from agent.reporting.events import Command, CommandName, CommandResponse, utc_is
 
 log = structlog.get_logger("agent.commands")
 
-Outcome = Literal["ACCEPTED", "REJECTED", "FAILED"]
+Outcome = Literal["ACCEPTED", "DEFERRED", "REJECTED", "FAILED"]
 
 #: Longest ``detail`` put into a response (a reply never grows with the input).
 MAX_DETAIL = 500
 #: Longest field name quoted in a detail.
 _MAX_FIELD = 64
+#: Valid commands waiting for the main loop; more are rejected until it catches up.
+INBOX_SIZE = 100
+#: How many answered command ids are remembered, and for how long (seconds), for replays.
+RECENT_IDS = 256
+RECENT_SECONDS = 3600.0
 
 
 class CommandTarget(Protocol):
-    """What commands act on. Each method must return quickly (set a flag or an event)."""
+    """What commands act on (called from the main loop only)."""
 
     def request_check(self, model_version: int | None = None) -> None:
         """Look for a new model version (``model_version``: deploy that one) soon."""
@@ -44,6 +59,50 @@ class CommandTarget(Protocol):
 
     def report_status_now(self) -> None:
         """Re-send the latest rollout status soon."""
+
+
+@dataclass
+class CheckGate:
+    """The per-device rate limit of command-caused checks, on the monotonic clock.
+
+    A check runs at once when none ran in the last ``min_interval`` seconds; otherwise
+    one check is scheduled at the earliest allowed time and every request until then joins
+    it (the newest ``deploy-version`` wins).
+    """
+
+    min_interval: float
+    last_run: float | None = None
+    pending_at: float | None = None
+    pending_version: int | None = None
+
+    def request(self, now: float, model_version: int | None) -> float:
+        """Ask for a check; returns the monotonic time it will run (``<= now``: now)."""
+        if model_version is not None:
+            self.pending_version = model_version
+        if self.pending_at is None:
+            earliest = now if self.last_run is None else self.last_run + self.min_interval
+            self.pending_at = max(now, earliest)
+        return self.pending_at
+
+    def take_due(self, now: float) -> tuple[bool, int | None]:
+        """(True, version) when the pending check is due (and marks it run)."""
+        if self.pending_at is None or self.pending_at > now:
+            return False, None
+        version = self.pending_version
+        self.pending_at, self.pending_version, self.last_run = None, None, now
+        return True, version
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until the pending check is due, or None when none is pending."""
+        return None if self.pending_at is None else max(0.0, self.pending_at - now)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    outcome: Outcome
+    detail: str
+    run_at: str | None
+    at: float
 
 
 class _Rejected(Exception):
@@ -65,24 +124,52 @@ class CommandHandler:
         target: CommandTarget,
         enqueue: Callable[[list[OutgoingMessage]], None],
         clock: Clock,
+        notify: Callable[[], None] | None = None,
     ) -> None:
         self.thing_name = thing_name
         self.response_topic = response_topic
         self.settings = settings
         self.target = target
         self._enqueue = enqueue
+        self._notify = notify or (lambda: None)
         self.clock = clock
+        self.gate = CheckGate(settings.min_check_interval_seconds)
+        self._inbox: queue.Queue[tuple[str, Command]] = queue.Queue(maxsize=INBOX_SIZE)
+        self._recent: OrderedDict[str, _Answer] = OrderedDict()
 
     def handle(self, topic: str, payload: bytes) -> None:
-        """Act on one received message and enqueue its response. Never raises."""
+        """Validate one received message (any thread): answer it if it is bad, else queue
+        it for the main loop. Never raises."""
         try:
-            self._handle(topic, payload)
+            self._receive(topic, payload)
         except Exception as exc:  # a bug here must never reach the transport's thread
             with contextlib.suppress(Exception):
                 log.exception("command handling crashed", topic=topic, error=type(exc).__name__)
 
+    def process(self) -> float | None:
+        """Main loop only: act on the queued commands and run a deferred check that is
+        due; returns seconds until the next deferred check (None: none pending)."""
+        while True:
+            try:
+                topic, command = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                self._handle(topic, command)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    log.exception("command handling crashed", topic=topic, error=type(exc).__name__)
+        now = self.clock.monotonic()
+        due, version = self.gate.take_due(now)
+        if due:
+            try:
+                self.target.request_check(version)
+            except Exception as exc:
+                log.error("deferred check failed", error=type(exc).__name__, message=_message(exc))
+        return self.gate.wait(now)
+
     # -- steps ---------------------------------------------------------------------------
-    def _handle(self, topic: str, payload: bytes) -> None:
+    def _receive(self, topic: str, payload: bytes) -> None:
         size = len(payload)
         try:
             command = self._parse(payload)
@@ -97,7 +184,26 @@ class CommandHandler:
             self._respond(rejected.command_id, "REJECTED", rejected.detail)
             return
         try:
-            detail = self._execute(command)
+            self._inbox.put_nowait((topic, command))
+        except queue.Full:
+            detail = f"commands: {INBOX_SIZE} commands are waiting; send again later"
+            log.warning("command rejected", topic=topic, id=command.id, detail=detail)
+            self._respond(command.id, "REJECTED", detail)
+            return
+        self._notify()
+
+    def _handle(self, topic: str, command: Command) -> None:
+        now = self.clock.monotonic()
+        self._forget_old(now)
+        earlier = self._recent.get(command.id)
+        if earlier is not None:
+            log.info("command replayed", topic=topic, id=command.id, command=command.command.value)
+            self._respond(command.id, earlier.outcome, earlier.detail, run_at=earlier.run_at, replay=True)
+            return
+        run_at: str | None = None
+        outcome: Outcome
+        try:
+            outcome, detail, run_at = self._execute(command, now)
         except _Rejected as rejected:
             log.warning(
                 "command rejected",
@@ -109,7 +215,7 @@ class CommandHandler:
             self._respond(command.id, "REJECTED", rejected.detail)
             return
         except Exception as exc:
-            detail = f"{type(exc).__name__}: {_message(exc)}"
+            outcome, detail = "FAILED", f"{type(exc).__name__}: {_message(exc)}"
             log.error(
                 "command failed",
                 topic=topic,
@@ -118,10 +224,25 @@ class CommandHandler:
                 error=type(exc).__name__,
                 detail=detail,
             )
-            self._respond(command.id, "FAILED", detail)
-            return
-        log.info("command accepted", topic=topic, id=command.id, command=command.command.value)
-        self._respond(command.id, "ACCEPTED", detail)
+        else:
+            log.info(
+                "command accepted" if outcome == "ACCEPTED" else "command deferred",
+                topic=topic, id=command.id, command=command.command.value, run_at=run_at,
+            )
+        self._remember(command.id, _Answer(outcome, detail, run_at, now))
+        self._respond(command.id, outcome, detail, run_at=run_at)
+
+    def _forget_old(self, now: float) -> None:
+        while self._recent:
+            oldest = next(iter(self._recent.values()))
+            if now - oldest.at <= RECENT_SECONDS and len(self._recent) <= RECENT_IDS:
+                break
+            self._recent.popitem(last=False)
+
+    def _remember(self, command_id: str, answer: _Answer) -> None:
+        self._recent[command_id] = answer
+        if len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
 
     def _parse(self, payload: bytes) -> Command:
         if not self.settings.enabled:
@@ -152,8 +273,8 @@ class CommandHandler:
                 readable_id = None
             raise _Rejected(_describe(errors), readable_id) from None
 
-    def _execute(self, command: Command) -> str:
-        """Call the target; returns the ACCEPTED detail."""
+    def _execute(self, command: Command, now: float) -> tuple[Outcome, str, str | None]:
+        """Act on a valid command; returns (outcome, detail, runAt)."""
         name = command.command
         if name is CommandName.DEPLOY_VERSION:
             if command.model_version is None:
@@ -162,31 +283,60 @@ class CommandHandler:
                 raise _Rejected(
                     "deploy-version: disabled by configuration (commands.allowDeployVersion is false)"
                 )
-            self.target.request_check(command.model_version)
-            return f"deployment of model version {command.model_version} requested"
+            return self._check(now, command.model_version, f"deployment of model version {command.model_version}")
         if command.model_version is not None:
             raise _Rejected(f"modelVersion: only allowed with deploy-version, not {name.value}")
         if name is CommandName.CHECK_NOW:
-            self.target.request_check()
-            return "check requested"
+            return self._check(now, None, "check")
         if name is CommandName.REPORT_HEALTH:
             self.target.report_health_now()
-            return "health report requested"
+            return "ACCEPTED", "health report requested", self._wall(now)
         self.target.report_status_now()
-        return "status report requested"
+        return "ACCEPTED", "status report requested", self._wall(now)
 
-    def _respond(self, command_id: str | None, outcome: Outcome, detail: str) -> None:
+    def _check(self, now: float, version: int | None, what: str) -> tuple[Outcome, str, str | None]:
+        """Pass a cloud-causing request through the rate limit."""
+        due = self.gate.request(now, version)
+        run_at = self._wall(due)
+        if due <= now:
+            self.gate.take_due(now)
+            self.target.request_check(version)
+            return "ACCEPTED", f"{what} requested", run_at
+        limit = self.settings.min_check_interval_seconds
+        return (
+            "DEFERRED",
+            f"{what} deferred to {run_at}: at most one command-requested check per {limit:g} s "
+            "(commands.minCheckIntervalSeconds); requests until then join that check",
+            run_at,
+        )
+
+    def _wall(self, monotonic: float) -> str:
+        """A monotonic time as the wall-clock ISO timestamp it corresponds to now."""
+        return utc_iso(self.clock.now() + (monotonic - self.clock.monotonic()))
+
+    def _respond(
+        self,
+        command_id: str | None,
+        outcome: Outcome,
+        detail: str,
+        *,
+        run_at: str | None = None,
+        replay: bool = False,
+    ) -> None:
         timestamp = utc_iso(self.clock.now())
         thing, text = self.thing_name, _truncate(detail, MAX_DETAIL)
 
-        def render(sequence: int) -> bytes:
+        def render(sequence: int, epoch: str) -> bytes:
             return CommandResponse(
                 thing_name=thing,
                 sequence=sequence,
+                epoch=epoch,
                 timestamp=timestamp,
                 id=command_id,
                 outcome=outcome,
                 detail=text,
+                run_at=run_at,
+                replay=replay,
             ).to_json()
 
         message = OutgoingMessage("command-response", self.response_topic, render, retain=False)

@@ -1,8 +1,9 @@
 """The messages the agent publishes and accepts, as versioned pydantic schemas.
 
 Every outgoing message has ``schema`` (name/version), ``thingName``, ``timestamp`` and a
-``sequence`` that grows monotonically across restarts (assigned by the outbox), so a
-subscriber can order and de-duplicate. JSON Schema files are exported to ``schemas/``
+``sequence`` that grows monotonically across restarts (assigned by the outbox) within
+its ``epoch`` (the ledger's id), so a subscriber orders and de-duplicates on
+(epoch, sequence). JSON Schema files are exported to ``schemas/``
 (``python -m agent schemas``) and a test keeps them equal to these models.
 """
 
@@ -24,7 +25,15 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     thing_name: str = Field(alias="thingName")
-    sequence: int = Field(default=0, ge=0, description="Monotonic per device; set by the outbox")
+    sequence: int = Field(
+        default=0, ge=0, description="Grows by one per message within an epoch; set by the outbox"
+    )
+    epoch: str = Field(
+        default="",
+        max_length=64,
+        description="Id of the ledger that numbered this message: sequences start again at 1 "
+        "in a new ledger, so de-duplicate on (epoch, sequence)",
+    )
     timestamp: str = Field(description="ISO-8601 UTC time the event happened")
 
     def to_json(self) -> bytes:
@@ -122,6 +131,12 @@ class HealthReport(_Message):
     )
     resources: ResourceUse
     outbox_depth: int = Field(alias="outboxDepth")
+    ledger_reset: str | None = Field(
+        default=None,
+        alias="ledgerReset",
+        description="Only in the first report from a new ledger (new epoch): why it is new, "
+        "e.g. none existed, or the previous one was corrupt and moved aside",
+    )
 
 
 class CommandName(str, Enum):
@@ -149,8 +164,19 @@ class CommandResponse(_Message):
         default="l4v-edge-agent/command-response/1", alias="schema"
     )
     id: str | None = Field(description="The command's id; null if it could not be read")
-    outcome: Literal["ACCEPTED", "REJECTED", "FAILED"]
+    outcome: Literal["ACCEPTED", "DEFERRED", "REJECTED", "FAILED"] = Field(
+        description="DEFERRED: rate-limited, runs at runAt (joined with other requests)"
+    )
     detail: str
+    run_at: str | None = Field(
+        default=None,
+        alias="runAt",
+        description="ISO-8601 UTC time the command runs (ACCEPTED: now); null when it does not run",
+    )
+    replay: bool = Field(
+        default=False,
+        description="True when this id was answered before: the first answer again, not run twice",
+    )
 
 
 ALL_SCHEMAS: dict[str, type[BaseModel]] = {

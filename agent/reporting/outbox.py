@@ -250,6 +250,9 @@ class Publisher:
             while not self._stopping.is_set():
                 try:
                     ok = self._pass()
+                except AgentError as exc:  # e.g. the ledger cannot be written (full disk)
+                    log.warning("publisher pass failed", error=exc.kind, message=exc.message)
+                    ok = False
                 except Exception as exc:  # the publisher must outlive its own bugs
                     log.exception("publisher pass crashed", error=type(exc).__name__)
                     ok = False

@@ -361,7 +361,9 @@ def run(workdir: Path, *, cycles: int, idle_seconds: float,
         say: Callable[[str], None] = lambda _text: None) -> dict[str, Any]:
     """Run the whole scenario in ``workdir``; return the figures (see :func:`evaluate`)."""
     samples: list[Sample] = []
-    with Stage(workdir, agent_config={"checkIntervalSeconds": "900"}) as stage:
+    # Every check-now must be one full cycle: the per-device command rate limit is off.
+    agent_config = {"checkIntervalSeconds": "900", "commands": {"minCheckIntervalSeconds": "0"}}
+    with Stage(workdir, agent_config=agent_config) as stage:
         assert stage.world is not None
         # 1. start and rollout
         say("starting the agent process; rollout of model v1")

@@ -27,6 +27,11 @@ from tests.support import agentworld as aw
 
 ROOT = Path(__file__).resolve().parents[2]
 TES_POLICY = ROOT / "iam" / "token-exchange-role-policy.json"
+#: The documented variant for a thing-group deploymentTargetArn.
+TES_GROUP_POLICY = ROOT / "iam" / "token-exchange-role-policy-thing-group.json"
+GROUP = "line-1"
+#: Target kind -> the policy file for it.
+TARGET_POLICIES = {"thing": TES_POLICY, "thinggroup": TES_GROUP_POLICY}
 PACKAGING_POLICY = ROOT / "iam" / "packaging-caller-policy.json"
 IAM_README = ROOT / "iam" / "README.md"
 AGENT_KEY = "AKIDAGENTUNDERTEST"
@@ -129,6 +134,7 @@ def _placeholders(world: World, thing: str) -> dict[str, str]:
         "Account": world.account_id,
         "ProjectName": aw.PROJECT,
         "ThingName": thing,
+        "ThingGroupName": GROUP,
     }
 
 
@@ -139,19 +145,33 @@ class Observed:
 
     used: frozenset[str]
     resources: dict[str, set[str]]
+    target: str = "thing"
 
 
-def _rollout(world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: Any) -> Observed:
+def _rollout(
+    world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: Any, target: str = "thing"
+) -> Observed:
     """Two devices of one platform: dev-1 packages v1 and deploys it, dev-2 finds the
-    component already there and only deploys. Then v2 is trained and dev-1 rolls
-    forward, so the agent also replaces its own previous deployment."""
+    component already there and only deploys (``thinggroup``: adopts the group's
+    deployment). Then v2 is trained and dev-1 rolls forward, so the agent also replaces
+    its own previous deployment."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", AGENT_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "agent-secret")
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     aw.seed(world)
     for thing in DEVICES:
-        aw.add_device(world, thing)
-    first, second = (aw.reconciler(world, thing, tmp_path) for thing in DEVICES)
+        aw.add_device(world, thing, groups=(GROUP,))
+    overrides = {}
+    if target == "thinggroup":
+        group_arn = world.arn("iot", f"thinggroup/{GROUP}")
+        overrides["deploymentTargetArn"] = group_arn
+        # The group already deploys the agent, with tags the agent carries over.
+        world.client("greengrassv2").create_deployment(
+            targetArn=group_arn, deploymentName=f"agent-{GROUP}",
+            components={aw.AGENT_COMPONENT: {"componentVersion": "0.1.0"}},
+            tags={"owner": "fleet-team"},
+        )
+    first, second = (aw.reconciler(world, thing, tmp_path, **overrides) for thing in DEVICES)
     assert drive(first, clock) == "SUCCEEDED"
     assert drive(second, clock) == "SUCCEEDED"
     world.lookoutvision.add_model(aw.PROJECT, "TRAINED")
@@ -161,10 +181,10 @@ def _rollout(world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: Any
     assert {c.service for c in calls} <= set(AGENT_SERVICES), "the agent called another service"
     used = frozenset(f"{c.service}:{c.operation}" for c in calls)
     assert "greengrass:CreateDeployment" in used
-    return Observed(used, _touched_resources(world))
+    return Observed(used, _touched_resources(world, target), target)
 
 
-def _touched_resources(world: World) -> dict[str, set[str]]:
+def _touched_resources(world: World, target: str = "thing") -> dict[str, set[str]]:
     """The ARN each action is authorized against (per the Service Authorization
     Reference), for every resource the rollouts involved."""
     gg = world.client("greengrassv2")
@@ -185,9 +205,12 @@ def _touched_resources(world: World) -> dict[str, set[str]]:
     things = {arn("iot", f"thing/{t}") for t in DEVICES}
     out["iot:DescribeThing"] = set(things)
 
+    targets = things if target == "thing" else {arn("iot", f"thinggroup/{GROUP}")}
+    if target == "thinggroup":
+        out["iot:DescribeThingGroup"] = set(targets)
     deployments = []
-    for thing_arn in things:
-        for item in gg.list_deployments(targetArn=thing_arn, historyFilter="ALL")["deployments"]:
+    for target_arn in targets:
+        for item in gg.list_deployments(targetArn=target_arn, historyFilter="ALL")["deployments"]:
             deployments.append(gg.get_deployment(deploymentId=item["deploymentId"]))
     out["greengrass:GetDeployment"] = {
         arn("greengrass", f"deployments:{d['deploymentId']}") for d in deployments
@@ -195,14 +218,17 @@ def _touched_resources(world: World) -> dict[str, set[str]]:
     created = [
         d for d in deployments if any(n.startswith(f"{aw.PROJECT}.") for n in d["components"])
     ]
-    assert len(created) == 3
+    # A thing target gets three (v1 on each device, v2 on dev-1); a group two (v1, v2).
+    assert len(created) == (3 if target == "thing" else 2)
     for deployment in created:
-        job, target = deployment["iotJobArn"], deployment["targetArn"]
-        out.setdefault("iot:CreateJob", set()).update({job, target})
+        job, target_arn = deployment["iotJobArn"], deployment["targetArn"]
+        out.setdefault("iot:CreateJob", set()).update({job, target_arn})
         for action in ("iot:DescribeJob", "iot:UpdateJob", "iot:CancelJob"):
             out.setdefault(action, set()).add(job)
+        # Shadows belong to the devices that receive the deployment.
+        receivers = {target_arn} if target == "thing" else things
         for action in ("iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow"):
-            out.setdefault(action, set()).add(target)
+            out.setdefault(action, set()).update(receivers)
         if deployment.get("tags"):
             out.setdefault("greengrass:TagResource", set()).add(
                 arn("greengrass", f"deployments:{deployment['deploymentId']}")
@@ -211,11 +237,13 @@ def _touched_resources(world: World) -> dict[str, set[str]]:
     return out
 
 
-@pytest.fixture
+@pytest.fixture(params=sorted(TARGET_POLICIES))
 def observed(
-    world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Observed:
-    return _rollout(world, clock, tmp_path, monkeypatch)
+    """The rollouts with the device's own thing as target, and with a thing group."""
+    return _rollout(world, clock, tmp_path, monkeypatch, request.param)
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -224,9 +252,12 @@ def test_every_action_the_agent_uses_is_allowed_on_its_resource(
 ) -> None:
     """Rollouts on two devices (package, reuse, roll forward): every action signed with
     the agent's key, and every action CreateDeployment is authorized against, is allowed
-    by the policy on the exact ARN AWS checks (with ${ThingName} as a fleet pattern)."""
-    policy = Policy.load(TES_POLICY, _placeholders(world, "dev-*"))
-    checked = observed.used | (CREATE_DEPLOYMENT_NEEDS - {"iot:DescribeThingGroup"})
+    by the policy on the exact ARN AWS checks (with ${ThingName} as a fleet pattern).
+    For a thing-group target the documented variant of the policy is used."""
+    policy = Policy.load(TARGET_POLICIES[observed.target], _placeholders(world, "dev-*"))
+    checked = observed.used | CREATE_DEPLOYMENT_NEEDS
+    if observed.target == "thing":
+        checked -= {"iot:DescribeThingGroup"}
     denied = []
     for action in sorted(checked):
         resources = observed.resources.get(action)
@@ -241,7 +272,7 @@ def test_the_policy_grants_nothing_the_agent_does_not_use(world: World, observed
     """Every Lookout for Vision, Greengrass and IoT action in the policy was either used by
     the agent in the rollouts or is one CreateDeployment is documented to need; granting
     anything else fails this test."""
-    policy = Policy.load(TES_POLICY, _placeholders(world, "dev-*"))
+    policy = Policy.load(TARGET_POLICIES[observed.target], _placeholders(world, "dev-*"))
     granted = {a for a in policy.actions if a.split(":")[0] in AGENT_SERVICES}
     assert granted == policy.actions, "the policy grants actions of other services"
     assert sorted(granted - observed.used - CREATE_DEPLOYMENT_NEEDS) == []
@@ -280,7 +311,23 @@ def test_the_policy_is_scoped_to_the_project_and_the_thing(world: World) -> None
     assert [item for item in outside if policy.allows(*item)] == []
 
 
-@pytest.mark.parametrize("path", [TES_POLICY, PACKAGING_POLICY], ids=lambda p: p.name)
+def test_the_thing_group_variant_reaches_only_its_group(world: World) -> None:
+    """The thing-group variant lets the IoT job of a deployment target the configured
+    group and no other group, and no longer targets single things."""
+    policy = Policy.load(TES_GROUP_POLICY, _placeholders(world, "dev-1"))
+    arn = world.arn
+    assert policy.allows("iot:CreateJob", arn("iot", f"thinggroup/{GROUP}"))
+    assert policy.allows("iot:DescribeThingGroup", arn("iot", f"thinggroup/{GROUP}"))
+    outside = [
+        ("iot:CreateJob", arn("iot", "thinggroup/line-2")),
+        ("iot:CreateJob", arn("iot", "thing/dev-1")),
+        ("iot:DescribeThingGroup", arn("iot", "thinggroup/line-10")),
+        ("lookoutvision:StartModelPackagingJob", arn("lookoutvision", "model/gadgets/1")),
+    ]
+    assert [item for item in outside if policy.allows(*item)] == []
+
+
+@pytest.mark.parametrize("path", [TES_POLICY, TES_GROUP_POLICY, PACKAGING_POLICY], ids=lambda p: p.name)
 def test_policy_files_are_plain_least_privilege_documents(path: Path) -> None:
     """Each file is a 2012-10-17 policy of named Allow statements with explicit actions
     (no "*" or "service:*" wildcards) and only the documented placeholders; "*" as a
@@ -304,7 +351,9 @@ def test_policy_files_are_plain_least_privilege_documents(path: Path) -> None:
         else:
             assert all(r.startswith("arn:aws:") for r in resources), statement["Sid"]
     placeholders = set(re.findall(r"\$\{(\w+)\}", path.read_text()))
-    assert placeholders <= {"Region", "Account", "ProjectName", "ThingName", "Bucket", "KmsKeyId"}
+    assert placeholders <= {
+        "Region", "Account", "ProjectName", "ThingName", "ThingGroupName", "Bucket", "KmsKeyId"
+    }
     assert all(f"`${{{p}}}`" in readme for p in placeholders)
 
 

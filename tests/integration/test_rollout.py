@@ -116,6 +116,30 @@ def test_install_failure_rolls_back_and_is_reported(world: World, clock: Virtual
     assert reconciler.ledger.rollouts(limit=1)[0].error_type == "DeploymentFailedError"
 
 
+def test_failed_install_is_retried_with_a_new_deployment_revision(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """Break-it scenario "failed install, then retry": the first install of v1 fails and
+    the device rolls back. After failureRetrySeconds the next attempt must not adopt the
+    failed deployment (nor get it back from the clientToken): it creates a new revision
+    on the same target, which installs and runs."""
+    reconciler, device = start(world, clock, tmp_path, failureRetrySeconds=600)
+    world.greengrass.fail_install("widgets.x86-64-cpu", times=1, message="disk full")
+    assert drive(reconciler, clock) == "FAILED"
+    failed = reconciler.ledger.rollouts(limit=1)[0]
+    assert failed.attempt == 1 and failed.deployment_id
+    ended = clock.now()
+    assert drive(reconciler, clock) == "SUCCEEDED"
+    retried = reconciler.ledger.rollouts(limit=1)[0]
+    assert retried.attempt == 2
+    assert retried.deployment_id != failed.deployment_id
+    assert retried.started_at >= ended + 600
+    assert components(device)["widgets.x86-64-cpu"][0] == "1.0.0"
+    creates = [c for c in world.calls.calls if c.operation == "CreateDeployment" and c.status < 300]
+    assert len(creates) == 2
+    assert len(world.lookoutvision.jobs(aw.PROJECT)) == 1  # the component was reused
+
+
 def test_throttling_and_5xx_bursts_slow_the_agent_down_but_change_nothing(
     world: World, clock: VirtualClock, tmp_path: Path
 ) -> None:

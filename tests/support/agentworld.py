@@ -84,3 +84,97 @@ def reconciler(
     cfg = config(thing_name, tmp_path / thing_name, **overrides)
     ledger = Ledger(Path(cfg.state_dir) / "agent.sqlite")
     return make_reconciler(world, cfg, PLATFORMS[platform], ledger)
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "platforms"
+
+
+class OfflineTransport:
+    """A transport whose broker is never reachable: every message stays in the outbox,
+    where a test reads it."""
+
+    supports_retain = False
+
+    def connect(self, timeout: float) -> None:
+        from agent.errors import TransportError
+
+        raise TransportError("offline (test)")
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float) -> None:
+        raise AssertionError("never connected")
+
+    def subscribe(self, topic: str, handler: Any, *, timeout: float) -> None:
+        raise AssertionError("never connected")
+
+    def is_connected(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+def daemon_agent(
+    world: World,
+    thing_name: str,
+    state_dir: Path,
+    *,
+    clock: Any = None,
+    hook: Any = None,
+    **overrides: Any,
+) -> Any:
+    """The whole agent (``build_agent``) of an x86_64 CPU device in ``world``: its AWS
+    clients answered in-process, its transport offline. ``hook(client)`` may register
+    botocore event handlers (to act at the wire while a request is in flight)."""
+    import os
+
+    from agent.daemon import build_agent
+    from localcloud.transport import TEST_CREDENTIALS, attach
+    from localcloud.world import INTERNAL_ENDPOINT
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", TEST_CREDENTIALS["aws_access_key_id"])
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", TEST_CREDENTIALS["aws_secret_access_key"])
+
+    values: dict[str, Any] = {
+        "platformRoot": str(FIXTURES / "x86-64-cpu-server"),
+        "endpoints": {s: INTERNAL_ENDPOINT for s in ("lookoutvision", "greengrassv2", "iot")},
+        "reporting": {"transport": "none"},
+    }
+    values.update(overrides)
+    cfg = config(thing_name, state_dir, **values)
+
+    def customize(client: Any) -> None:
+        attach(client, world)
+        if hook is not None:
+            hook(client)
+
+    return build_agent(
+        cfg,
+        clock=clock or world.clock,
+        env={},
+        customize_clients=customize,
+        transport_factory=OfflineTransport,
+    )
+
+
+def messages(ledger: Ledger, kind: str) -> list[dict[str, Any]]:
+    """The payloads of ``kind`` waiting in the outbox, oldest first."""
+    return [json.loads(m.payload) for m in ledger.pending(limit=100_000) if m.kind == kind]
+
+
+class JumpingClock:
+    """A device clock on top of the world's virtual clock whose wall time can be set
+    wrong (an NTP correction, a dead RTC battery); its monotonic time follows the world's."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return float(self.base.now()) + self.offset
+
+    def monotonic(self) -> float:
+        return float(self.base.monotonic())
+
+    def jump(self, seconds: float) -> None:
+        """Move the wall clock by ``seconds`` (either way) at once."""
+        self.offset += seconds

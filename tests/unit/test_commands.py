@@ -67,12 +67,13 @@ class Harness:
             if isinstance(payload, str)
             else payload
         )
-        self.handler.handle(TOPIC, raw)
+        self.handler.handle(TOPIC, raw)  # the transport's thread
+        self.handler.process()  # the main loop's next turn
         assert len(self.sent) == before + 1, "exactly one response per command"
         message = self.sent[-1]
         assert (message.kind, message.retain) == ("command-response", False)
         assert message.topic == "l4v-edge/dev-1/commands/responses"
-        return CommandResponse.model_validate_json(message.render(17))
+        return CommandResponse.model_validate_json(message.render(17, "0123456789abcdef"))
 
 
 @pytest.fixture
@@ -246,6 +247,7 @@ def test_enqueue_failure_is_logged_and_never_raises() -> None:
     )
     with capture_logs() as logs:
         handler.handle(TOPIC, b'{"id": "x", "command": "report-health"}')
+        handler.process()
     assert target.calls == [("report_health_now", None)]
     assert [e["event"] for e in logs] == ["command accepted", "command response dropped"]
 
@@ -263,6 +265,7 @@ def test_handle_never_raises_on_hostile_input(harness: Harness) -> None:
         response = harness.send(payload)
         assert response.outcome == "REJECTED"
     harness.handler.handle(TOPIC, bytearray(b'{"id": "b", "command": "check-now"}'))  # type: ignore[arg-type]
+    harness.handler.process()
     assert harness.target.calls == [("request_check", None)]
 
 
@@ -284,6 +287,7 @@ def test_responses_are_durable_through_the_outbox(tmp_path: Path) -> None:
             clock=clock,
         )
         handler.handle(TOPIC, b'{"id": "q-1", "command": "report-status"}')
+        handler.process()
         (queued,) = ledger.pending()
         assert queued.kind == "command-response"
         body = json.loads(queued.payload)
@@ -295,3 +299,60 @@ def test_responses_are_durable_through_the_outbox(tmp_path: Path) -> None:
         assert body["schema"] == "l4v-edge-agent/command-response/1"
     finally:
         ledger.close()
+
+
+def test_check_gate_runs_one_check_per_interval_and_coalesces_the_rest() -> None:
+    """The first request runs at once; requests within minCheckIntervalSeconds join one
+    check at the earliest allowed time; the newest deploy-version wins."""
+    from agent.reporting.commands import CheckGate
+
+    gate = CheckGate(60.0)
+    assert gate.request(100.0, None) == 100.0
+    assert gate.take_due(100.0) == (True, None)
+    assert gate.wait(100.0) is None
+    assert gate.request(110.0, 3) == 160.0
+    assert gate.request(150.0, None) == 160.0
+    assert gate.request(155.0, 4) == 160.0
+    assert gate.wait(150.0) == 10.0
+    assert gate.take_due(159.0) == (False, None)
+    assert gate.take_due(160.0) == (True, 4)
+    assert gate.request(230.0, None) == 230.0  # a minute after the last one: at once
+
+
+def test_check_now_flood_is_deferred_with_the_time_it_runs() -> None:
+    """Of ten check-now commands in one turn, the first runs now; the nine others are
+    answered DEFERRED with the same runAt, one interval later, and cause one check when
+    that time comes."""
+    harness = Harness(min_check_interval_seconds=60)
+    answers = [harness.send({"id": f"f-{n}", "command": "check-now"}) for n in range(10)]
+    assert [a.outcome for a in answers] == ["ACCEPTED"] + ["DEFERRED"] * 9
+    assert len({a.run_at for a in answers[1:]}) == 1
+    assert "minCheckIntervalSeconds" in answers[1].detail
+    assert harness.target.calls == [("request_check", None)]
+    harness.clock.advance(59)
+    assert harness.handler.process() == 1.0
+    harness.clock.advance(1)
+    assert harness.handler.process() is None
+    assert harness.target.calls == [("request_check", None)] * 2
+
+
+def test_report_commands_are_not_rate_limited(harness: Harness) -> None:
+    """report-health and report-status cause no cloud calls: each runs at once."""
+    for n in range(5):
+        assert harness.send({"id": f"h-{n}", "command": "report-health"}).outcome == "ACCEPTED"
+    assert harness.target.calls == [("report_health_now", None)] * 5
+
+
+def test_a_full_inbox_rejects_commands_until_the_main_loop_catches_up() -> None:
+    """When the main loop is busy, at most INBOX_SIZE valid commands wait; the ones
+    beyond are answered REJECTED at once (memory stays flat under a flood)."""
+    from agent.reporting.commands import INBOX_SIZE
+
+    harness = Harness()
+    for n in range(INBOX_SIZE + 5):
+        harness.handler.handle(TOPIC, json.dumps({"id": f"q-{n}", "command": "report-health"}).encode())
+    rejected = [CommandResponse.model_validate_json(m.render(1, "e")) for m in harness.sent]
+    assert [r.id for r in rejected] == [f"q-{n}" for n in range(INBOX_SIZE, INBOX_SIZE + 5)]
+    assert all(r.outcome == "REJECTED" and "waiting" in r.detail for r in rejected)
+    harness.handler.process()
+    assert len(harness.target.calls) == INBOX_SIZE

@@ -61,9 +61,10 @@ def run_one(payload: bytes, *, allow_deploy: bool = True, fail: bool = False) ->
     )
     with capture_logs() as logs:
         handler.handle("l4v-edge/dev-1/commands", payload)
+        handler.process()
     assert len(sent) == 1, "exactly one response per message"
     assert len(logs) == 1, "exactly one log line per message"
-    response = CommandResponse.model_validate_json(sent[0].render(1))
+    response = CommandResponse.model_validate_json(sent[0].render(1, "e"))
     assert len(response.detail) <= 500
     if response.outcome == "REJECTED":
         assert target.calls == 0

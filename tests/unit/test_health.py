@@ -63,7 +63,7 @@ def reporter(
 
 
 def other(n: int) -> OutgoingMessage:
-    return OutgoingMessage("status", "t/status", lambda seq: json.dumps({"n": n}).encode())
+    return OutgoingMessage("status", "t/status", lambda seq, epoch: json.dumps({"n": n}).encode())
 
 
 def test_report_fields_of_a_fresh_agent(ledger: Ledger, tmp_path: Path) -> None:

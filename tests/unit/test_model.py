@@ -122,8 +122,11 @@ def test_same_target_detects_a_foreign_job() -> None:
 
 
 def test_deployment_token_is_stable_and_valid() -> None:
-    """The CreateDeployment clientToken depends only on target and component version."""
-    token = deployment_token("arn:aws:iot:us-east-1:123456789012:thing/a", "c", "1.0.0")
-    assert token == deployment_token("arn:aws:iot:us-east-1:123456789012:thing/a", "c", "1.0.0")
-    assert token != deployment_token("arn:aws:iot:us-east-1:123456789012:thing/a", "c", "2.0.0")
+    """The CreateDeployment clientToken depends on target, component version and attempt:
+    the same rollout always sends the same token, a retry (next attempt) a new one."""
+    arn = "arn:aws:iot:us-east-1:123456789012:thing/a"
+    token = deployment_token(arn, "c", "1.0.0", 1)
+    assert token == deployment_token(arn, "c", "1.0.0", 1)
+    assert token != deployment_token(arn, "c", "2.0.0", 1)
+    assert token != deployment_token(arn, "c", "1.0.0", 2)
     assert len(token) <= 64 and token.isalnum()

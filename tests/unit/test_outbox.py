@@ -98,8 +98,8 @@ class RecordingTransport:
 
 
 def message(n: int, kind: str = "status", *, retain: bool = False) -> OutgoingMessage:
-    def render(sequence: int) -> bytes:
-        return json.dumps({"n": n, "sequence": sequence}).encode()
+    def render(sequence: int, epoch: str) -> bytes:
+        return json.dumps({"n": n, "sequence": sequence, "epoch": epoch}).encode()
 
     return OutgoingMessage(kind, f"test/{kind}", render, retain=retain)
 

@@ -63,6 +63,7 @@ def test_export_writes_sorted_keys_and_a_trailing_newline(tmp_path: Path) -> Non
 BASE: dict[str, Any] = {
     "thing_name": "dev-1",
     "sequence": 12,
+    "epoch": "0123456789abcdef",
     "timestamp": "2026-11-27T07:00:00.000+00:00",
 }
 
