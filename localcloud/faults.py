@@ -101,7 +101,9 @@ class FaultInjector:
             self._rules.clear()
             self._quotas.clear()
 
-    def check(self, service: str, operation: str) -> None:
+    def check(
+        self, service: str, operation: str, *, account: str = "", region: str = ""
+    ) -> None:
         """Raise the injected ServiceError/DropConnection for this call, or return."""
         delay = 0.0
         failure: BaseException | None = None

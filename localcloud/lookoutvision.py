@@ -615,11 +615,12 @@ class LookoutVisionEmulator:
         return None
 
     def _bucket_exists(self, bucket: str) -> bool:
+        """Whether the bucket exists in this account and in this region (AWS requires both)."""
         try:
-            self.world.client("s3").head_bucket(Bucket=bucket)
+            answer = self.world.client("s3").head_bucket(Bucket=bucket)
         except Exception:  # 404/403 from moto, or a name moto refuses
             return False
-        return True
+        return answer.get("BucketRegion") in (None, self.world.region)
 
     def _recipe(self, job: _Job) -> dict[str, Any]:
         gg = job.greengrass
@@ -769,7 +770,10 @@ class LookoutVisionEmulator:
                 )
             bucket = gg["S3OutputLocation"]["Bucket"]
             if not self._bucket_exists(bucket):
-                raise _validation(f"The S3 bucket {bucket} does not exist or is not accessible")
+                raise _validation(
+                    f"The S3 bucket {bucket} does not exist in {self.world.region} or is not "
+                    "accessible"
+                )
             active = sum(1 for j in self._jobs.values() if j.status in ("CREATED", "RUNNING"))
             if self.max_active_jobs is not None and active >= self.max_active_jobs:
                 raise ServiceError(

@@ -1,0 +1,252 @@
+"""What AWS does that a lax local world would not: request ids, region and account
+scoping, tags, timestamps, job-name scope, Greengrass rate quotas, and the IoT job
+configuration of thing-group deployments.
+
+Lookout for Vision is called through current botocore loaded with the OFFICIAL
+2020-11-20 model (``tests.support.oracle``); Greengrass, IoT and STS through current
+boto3. Time only moves with the virtual clock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from localcloud.clock import VirtualClock
+from localcloud.transport import world_client
+from localcloud.world import World
+from tests.support.oracle import official_lookoutvision_client
+
+PROJECT = "casting-inspection"
+BUCKET = "l4v-packages"
+COMPONENT = "com.example.CastingDefects"
+OTHER_REGION = "us-west-2"
+OTHER_ACCOUNT = "111122223333"
+ONE_ATTEMPT = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+SESSION = botocore.session.get_session()
+
+
+@pytest.fixture(autouse=True)
+def fresh_moto() -> None:
+    """Empty moto's backends (things, groups, buckets, assumed roles) before each test."""
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
+
+
+def gg_client(world: World, **kwargs: Any) -> Any:
+    """A real boto3 ``greengrassv2`` client answered in-process by ``world``."""
+    return world_client(world, "greengrassv2", botocore_session=SESSION, **kwargs)
+
+
+def lv_client(world: World, **kwargs: Any) -> Any:
+    """The official-model Lookout for Vision client, one attempt per call."""
+    kwargs.setdefault("config", ONE_ATTEMPT)
+    return official_lookoutvision_client(world, **kwargs)
+
+
+def seed_project(world: World) -> None:
+    """A project with one TRAINED model and the output bucket, in the home region."""
+    world.lookoutvision.create_project(PROJECT)
+    world.lookoutvision.add_model(PROJECT)
+    world.client("s3").create_bucket(Bucket=BUCKET)
+
+
+def start_job(client: Any, **overrides: Any) -> str:
+    kwargs: dict[str, Any] = {
+        "ProjectName": PROJECT,
+        "ModelVersion": "1",
+        "JobName": "nightly-1",
+        "Configuration": {
+            "Greengrass": {
+                "ComponentName": COMPONENT,
+                "ComponentVersion": "1.0.0",
+                "S3OutputLocation": {"Bucket": BUCKET, "Prefix": "models"},
+                "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+            }
+        },
+    }
+    kwargs.update(overrides)
+    return str(client.start_model_packaging_job(**kwargs)["JobName"])
+
+
+def other_account_credentials(world: World) -> dict[str, str]:
+    """Keys of an STS session in another account (moto maps them to that account)."""
+    answer = world_client(world, "sts").assume_role(
+        RoleArn=f"arn:aws:iam::{OTHER_ACCOUNT}:role/operator", RoleSessionName="operator"
+    )["Credentials"]
+    return {
+        "aws_access_key_id": answer["AccessKeyId"],
+        "aws_secret_access_key": answer["SecretAccessKey"],
+        "aws_session_token": answer["SessionToken"],
+    }
+
+
+# -- 1: request ids -------------------------------------------------------------------------
+
+
+def test_every_answer_carries_a_request_id(world: World) -> None:
+    """Successes and errors of both emulators and of moto carry ``x-amzn-RequestId``, so
+    botocore fills ``ResponseMetadata.RequestId`` (what a user gives AWS support); each
+    id is new and the call log records the one the caller saw."""
+    seed_project(world)
+    lv = lv_client(world)
+    gg = gg_client(world)
+    seen = [
+        lv.list_projects()["ResponseMetadata"]["RequestId"],
+        gg.list_core_devices()["ResponseMetadata"]["RequestId"],
+        world_client(world, "iot").list_things()["ResponseMetadata"]["RequestId"],
+    ]
+    with pytest.raises(ClientError) as lv_error:
+        lv.describe_project(ProjectName="missing")
+    with pytest.raises(ClientError) as gg_error:
+        gg.get_deployment(deploymentId="missing")
+    seen += [
+        lv_error.value.response["ResponseMetadata"]["RequestId"],
+        gg_error.value.response["ResponseMetadata"]["RequestId"],
+    ]
+    assert all(seen) and len(set(seen)) == len(seen)
+    logged = {call.request_id for call in world.calls.calls}
+    assert set(seen) <= logged
+
+
+def test_unsigned_and_refused_requests_carry_a_request_id(world: World) -> None:
+    """Even the front end's own refusals (no signature, unknown temporary key) carry one."""
+    from localcloud.http import Headers, Request
+
+    unsigned = world.dispatch(Request("GET", "/2020-11-20/projects", headers=Headers()))
+    auth = (
+        "AWS4-HMAC-SHA256 Credential=ASIAUNKNOWNKEY000000/20260101/us-east-1/greengrass/"
+        "aws4_request, SignedHeaders=host, Signature=00"
+    )
+    refused = world.dispatch(
+        Request("GET", "/greengrass/v2/coreDevices", headers=Headers({"authorization": auth}))
+    )
+    assert (unsigned.status, refused.status) == (403, 403)
+    assert unsigned.headers["x-amzn-RequestId"] != refused.headers["x-amzn-RequestId"]
+
+
+def test_agent_errors_carry_the_request_id(world: World) -> None:
+    """The agent's translation of an AWS error keeps the request id, in ``request_id``
+    and in the message that its logs and status events carry."""
+    from agent import errors
+    from agent.aws.translate import call
+
+    seed_project(world)
+    lv = lv_client(world)
+    with pytest.raises(errors.NotFoundError) as caught:
+        call("DescribeProject", lambda: lv.describe_project(ProjectName="missing"))
+    request_id = caught.value.request_id
+    assert request_id and request_id == world.calls.calls[-1].request_id
+    assert f"(RequestId: {request_id})" in caught.value.message
+    assert caught.value.code == "ResourceNotFoundException"
+
+
+# -- 2: region and account scoping -------------------------------------------------------------
+
+
+def test_resources_belong_to_the_region_of_the_request(world: World) -> None:
+    """A project, model and component made in us-east-1 do not exist for a client in
+    us-west-2 (404 like moto's IoT says for the thing), and what is made in us-west-2
+    has us-west-2 ARNs and stays invisible from us-east-1."""
+    seed_project(world)
+    world.greengrass.add_core_device("edge-1")
+    west_lv = lv_client(world, region_name=OTHER_REGION)
+    west_gg = gg_client(world, region_name=OTHER_REGION)
+    with pytest.raises(ClientError) as missing:
+        west_lv.describe_project(ProjectName=PROJECT)
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert west_lv.list_projects()["Projects"] == []
+    with pytest.raises(ClientError) as no_device:
+        west_gg.get_core_device(coreDeviceThingName="edge-1")
+    assert no_device.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as no_thing:
+        world_client(world, "iot", region_name=OTHER_REGION).describe_thing(thingName="edge-1")
+    assert no_thing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+    recipe = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": "com.example.West",
+        "ComponentVersion": "1.0.0",
+    }
+    created = west_gg.create_component_version(inlineRecipe=json.dumps(recipe).encode())
+    assert created["arn"].startswith(f"arn:aws:greengrass:{OTHER_REGION}:{world.account_id}:")
+    assert not world.greengrass.component_version_exists("com.example.West", "1.0.0")
+    world.scope(world.account_id, OTHER_REGION).lookoutvision.create_project("west-project")
+    west = west_lv.describe_project(ProjectName="west-project")["ProjectDescription"]
+    assert west["ProjectArn"].startswith(f"arn:aws:lookoutvision:{OTHER_REGION}:")
+    assert [p["ProjectName"] for p in lv_client(world).list_projects()["Projects"]] == [PROJECT]
+    # Public components exist in every region, with that region in their ARN.
+    nucleus = "aws.greengrass.Nucleus"
+    listed = west_gg.list_component_versions(
+        arn=f"arn:aws:greengrass:{OTHER_REGION}:aws:components:{nucleus}"
+    )["componentVersions"]
+    assert listed and listed[0]["arn"].startswith(f"arn:aws:greengrass:{OTHER_REGION}:aws:")
+
+
+def test_resources_belong_to_the_account_of_the_access_key(world: World) -> None:
+    """Keys moto issued in another account (an STS session) see that account's state:
+    not the home account's project or devices, and their own ARNs carry their account."""
+    seed_project(world)
+    world.greengrass.add_core_device("edge-1")
+    keys = other_account_credentials(world)
+    other_lv = lv_client(world, **keys)
+    other_gg = gg_client(world, **keys)
+    assert other_lv.list_projects()["Projects"] == []
+    assert other_gg.list_core_devices()["coreDevices"] == []
+    recipe = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": "com.example.Other",
+        "ComponentVersion": "1.0.0",
+    }
+    created = other_gg.create_component_version(inlineRecipe=json.dumps(recipe).encode())
+    assert f":{OTHER_ACCOUNT}:components:" in created["arn"]
+    assert not world.greengrass.component_version_exists("com.example.Other", "1.0.0")
+    # A home-account thing ARN is another account's resource for these keys.
+    thing_arn = world.client("iot").describe_thing(thingName="edge-1")["thingArn"]
+    with pytest.raises(ClientError) as foreign:
+        other_gg.create_deployment(
+            targetArn=thing_arn, components={"com.example.Other": {"componentVersion": "1.0.0"}}
+        )
+    assert foreign.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_packaging_in_another_region_registers_the_component_there(world: World) -> None:
+    """A job in us-west-2 needs an output bucket in us-west-2 (a us-east-1 bucket is a
+    ValidationException), and registers its component in us-west-2: the component's ARN
+    names that region and us-east-1's registry does not have it."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    west = world.scope(world.account_id, OTHER_REGION)
+    west.lookoutvision.create_project(PROJECT)
+    west.lookoutvision.add_model(PROJECT)
+    world.client("s3").create_bucket(Bucket=BUCKET)
+    west_lv = lv_client(world, region_name=OTHER_REGION)
+    with pytest.raises(ClientError) as wrong_region:
+        start_job(west_lv)
+    assert wrong_region.value.response["Error"]["Code"] == "ValidationException"
+    assert "us-west-2" in wrong_region.value.response["Error"]["Message"]
+    west.client("s3").create_bucket(
+        Bucket="l4v-packages-west", CreateBucketConfiguration={"LocationConstraint": OTHER_REGION}
+    )
+    location = {"Bucket": "l4v-packages-west", "Prefix": "models"}
+    configuration = {
+        "Greengrass": {
+            "ComponentName": COMPONENT,
+            "ComponentVersion": "1.0.0",
+            "S3OutputLocation": location,
+            "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+        }
+    }
+    name = start_job(west_lv, Configuration=configuration)
+    clock.advance(west.lookoutvision.packaging_seconds)
+    described = west_lv.describe_model_packaging_job(ProjectName=PROJECT, JobName=name)
+    output = described["ModelPackagingDescription"]["ModelPackagingOutputDetails"]["Greengrass"]
+    assert output["ComponentVersionArn"].startswith(f"arn:aws:greengrass:{OTHER_REGION}:")
+    assert west.greengrass.component_version_exists(COMPONENT, "1.0.0")
+    assert not world.greengrass.component_version_exists(COMPONENT, "1.0.0")
