@@ -487,16 +487,26 @@ class GreengrassEmulator:
             self._next_due = min(self._next_due, due)
 
     # -- Python API used by other emulators, tests and the demo ---------------------------------
-    def register_component_version(self, recipe: dict[str, Any]) -> str:
+    def register_component_version(
+        self,
+        recipe: dict[str, Any],
+        *,
+        tags: Mapping[str, str] | None = None,
+        created_at: float | None = None,
+    ) -> str:
         """Register a private component version from a recipe dict; return its ARN.
 
-        Raises ServiceError ValidationException for a bad recipe, ConflictException if the
-        name and version exist.
+        ``tags`` are attached to the component version; ``created_at`` (world time,
+        default now) is its creationTimestamp. Raises ServiceError ValidationException for
+        a bad recipe, ConflictException if the name and version exist.
         """
         with self.lock:
             errors = _recipe_errors(recipe)
             _raise_if(errors)
-            return self._register(recipe, public=False, now=self.world.clock.now()).arn
+            now = self.world.clock.now() if created_at is None else created_at
+            record = self._register(recipe, public=False, now=now)
+            record.tags = dict(tags or {})
+            return record.arn
 
     def component_version_exists(self, name: str, version: str) -> bool:
         with self.lock:

@@ -250,3 +250,80 @@ def test_packaging_in_another_region_registers_the_component_there(world: World)
     assert output["ComponentVersionArn"].startswith(f"arn:aws:greengrass:{OTHER_REGION}:")
     assert west.greengrass.component_version_exists(COMPONENT, "1.0.0")
     assert not world.greengrass.component_version_exists(COMPONENT, "1.0.0")
+
+
+# -- 3 and 8: the registered component: tags and creation time -------------------------------
+
+
+def test_job_tags_and_completion_time_reach_the_component(world: World) -> None:
+    """The Tags of StartModelPackagingJob (Configuration.Greengrass.Tags) are attached to the Greengrass component the
+    job registers, and the component is created when the job completed on the world
+    clock, even when nobody asks until an hour later: its creationTimestamp equals the
+    job's LastUpdatedTimestamp, not the time of the first request afterwards."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    seed_project(world)
+    lv = lv_client(world)
+    configuration = {
+        "Greengrass": {
+            "ComponentName": COMPONENT,
+            "S3OutputLocation": {"Bucket": BUCKET},
+            "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+            "Tags": [{"Key": "team", "Value": "vision"}, {"Key": "line", "Value": "casting-3"}],
+        }
+    }
+    name = start_job(lv, Configuration=configuration)
+    clock.advance(world.lookoutvision.packaging_seconds + 3600)
+    job = lv.describe_model_packaging_job(ProjectName=PROJECT, JobName=name)
+    description = job["ModelPackagingDescription"]
+    arn = description["ModelPackagingOutputDetails"]["Greengrass"]["ComponentVersionArn"]
+    component = gg_client(world).describe_component(arn=arn)
+    assert component["tags"] == {"team": "vision", "line": "casting-3"}
+    assert component["creationTimestamp"] == description["LastUpdatedTimestamp"]
+    assert description["CreationTimestamp"] < component["creationTimestamp"]
+
+
+def test_job_without_tags_registers_an_untagged_component(world: World) -> None:
+    """No Tags in the request: the component has none either (no empty map on the wire)."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    seed_project(world)
+    lv = lv_client(world)
+    name = start_job(lv)
+    clock.advance(world.lookoutvision.packaging_seconds)
+    job = lv.describe_model_packaging_job(ProjectName=PROJECT, JobName=name)
+    arn = job["ModelPackagingDescription"]["ModelPackagingOutputDetails"]["Greengrass"][
+        "ComponentVersionArn"
+    ]
+    assert "tags" not in gg_client(world).describe_component(arn=arn)
+
+
+# -- job names: unique per project -----------------------------------------------------------
+
+
+def test_job_names_are_unique_per_project(world: World) -> None:
+    """A JobName used in one project can be used in another, and each project describes
+    and lists its own job under that name; reusing it in the same project is a conflict."""
+    seed_project(world)
+    world.lookoutvision.create_project("second-line")
+    world.lookoutvision.add_model("second-line")
+    lv = lv_client(world)
+    start_job(lv)
+    second = {
+        "Greengrass": {
+            "ComponentName": "com.example.SecondLine",
+            "S3OutputLocation": {"Bucket": BUCKET},
+            "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64"},
+        }
+    }
+    assert start_job(lv, ProjectName="second-line", Configuration=second) == "nightly-1"
+    for project, component in ((PROJECT, COMPONENT), ("second-line", "com.example.SecondLine")):
+        described = lv.describe_model_packaging_job(ProjectName=project, JobName="nightly-1")
+        configuration = described["ModelPackagingDescription"]["ModelPackagingConfiguration"]
+        assert configuration["Greengrass"]["ComponentName"] == component
+        listed = lv.list_model_packaging_jobs(ProjectName=project)["ModelPackagingJobs"]
+        assert [(j["JobName"], j["ProjectName"]) for j in listed] == [("nightly-1", project)]
+    with pytest.raises(ClientError) as again:
+        start_job(lv, Configuration=second, ProjectName="second-line")
+    assert again.value.response["Error"]["Code"] == "ConflictException"
+    assert again.value.response["ResourceId"] == "nightly-1"
