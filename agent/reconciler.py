@@ -475,6 +475,8 @@ class Reconciler:
                 "deployed_component_name": name,
                 "deployed_component_version": version,
                 "deployed_at": repr(now),
+                # What health reports as the component's state (and says where it came from).
+                "deployed_lifecycle_state": progress.lifecycle_state,
                 "last_error_type": None,
                 "last_error_message": None,
             }

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from localcloud.greengrass import ComponentVersion, Deployment, GreengrassEmulator
 
 NUCLEUS_NAME = "aws.greengrass.Nucleus"
+#: The one nucleus version of the world: the public component every core device runs,
+#: and the ``GGC_VERSION`` the simulated nucleus gives components.
+NUCLEUS_VERSION = "2.14.3"
 #: States a component may report over IPC UpdateState.
 REPORTABLE_STATES = ("RUNNING", "ERRORED")
 
@@ -511,7 +514,7 @@ class CoreDevice:
     @property
     def core_version(self) -> str:
         nucleus = self._installed.get(NUCLEUS_NAME)
-        return nucleus.version if nucleus else "2.0.0"
+        return nucleus.version if nucleus else NUCLEUS_VERSION
 
     @property
     def busy(self) -> bool:

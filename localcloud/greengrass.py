@@ -27,6 +27,7 @@ from typing import Any
 
 from localcloud.device import (
     NUCLEUS_NAME,
+    NUCLEUS_VERSION,
     CoreDevice,
     EffectiveDeployment,
     is_version,
@@ -44,7 +45,7 @@ TES_NAME = "aws.greengrass.TokenExchangeService"
 EDGE_AGENT_NAME = "aws.iot.lookoutvision.EdgeAgent"
 #: Public (AWS-owned) components registered when the emulator starts.
 PUBLIC_VERSIONS: dict[str, tuple[str, ...]] = {
-    NUCLEUS_NAME: ("2.14.3",),
+    NUCLEUS_NAME: (NUCLEUS_VERSION,),
     TES_NAME: ("2.0.3",),
     EDGE_AGENT_NAME: ("1.0.0", "1.1.0"),
 }
