@@ -18,9 +18,11 @@ import contextlib
 import copy
 import functools
 import json
+import math
 import re
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +51,25 @@ PUBLIC_VERSIONS: dict[str, tuple[str, ...]] = {
     TES_NAME: ("2.0.3",),
     EDGE_AGENT_NAME: ("1.0.0", "1.1.0"),
 }
+#: Control-plane request-rate quotas: requests per second, per operation, account and
+#: Region (the scope of one emulator). Adjustable per world through
+#: ``GreengrassEmulator.rate_quotas``; see localcloud/README.md for where they come from.
+DEFAULT_RATE_QUOTAS: dict[str, float] = {
+    "CreateComponentVersion": 10.0,
+    "CreateDeployment": 10.0,
+    "CancelDeployment": 10.0,
+    "DescribeComponent": 20.0,
+    "GetComponent": 20.0,
+    "ListComponentVersions": 20.0,
+    "GetDeployment": 20.0,
+    "ListDeployments": 20.0,
+    "GetCoreDevice": 20.0,
+    "ListCoreDevices": 20.0,
+    "ListEffectiveDeployments": 20.0,
+    "ListInstalledComponents": 20.0,
+}
+#: The Service Quotas code of Greengrass (ThrottlingException.serviceCode).
+QUOTA_SERVICE_CODE = "greengrass"
 DEFAULT_POLICIES: dict[str, Any] = {
     "failureHandlingPolicy": "ROLLBACK",
     "componentUpdatePolicy": {"timeoutInSeconds": 60, "action": "NOTIFY_COMPONENTS"},
@@ -402,6 +423,9 @@ class GreengrassEmulator:
         self._next_due = float("inf")
         self._sequence = 0
         self._iot_client: Any = None
+        #: Requests/s per operation (None or absent: unlimited); see DEFAULT_RATE_QUOTAS.
+        self.rate_quotas: dict[str, float | None] = dict(DEFAULT_RATE_QUOTAS)
+        self._request_times: dict[str, deque[float]] = {}
         self.router = _GreengrassRouter(self._unknown_operation)
         prefix = "/greengrass/v2"
         for method, path, operation, handler in (
@@ -630,10 +654,36 @@ class GreengrassEmulator:
         self, operation: str, handler: Callable[[dict[str, Any]], Response]
     ) -> Callable[[Request, dict[str, str]], Response]:
         def run(request: Request, params: dict[str, str]) -> Response:
+            self._throttle(operation)
             values = read_input(operation, request, params)
             return handler(values)
 
         return run
+
+    def _throttle(self, operation: str) -> None:
+        """ThrottlingException when ``operation`` is over its rate quota (world clock).
+
+        A sliding window of one second: at most ``rate`` requests of the operation in any
+        second of world time; throttled requests do not count.
+        """
+        rate = self.rate_quotas.get(operation)
+        if rate is None:
+            return
+        now = self.world.clock.now()
+        stamps = self._request_times.setdefault(operation, deque())
+        while stamps and stamps[0] <= now - 1.0:
+            stamps.popleft()
+        if len(stamps) >= rate:
+            wait = max(1, math.ceil(stamps[0] + 1.0 - now))
+            raise ServiceError(
+                "ThrottlingException",
+                f"Rate exceeded: {operation} is limited to {rate:g} requests per second",
+                429,
+                headers={"Retry-After": str(wait)},  # retryAfterSeconds, bound to this header
+                quotaCode=f"{operation}-requests-per-second",
+                serviceCode=QUOTA_SERVICE_CODE,
+            )
+        stamps.append(now)
 
     def _unknown_operation(self, request: Request, _params: dict[str, str]) -> Response:
         raise _invalid(

@@ -327,3 +327,81 @@ def test_job_names_are_unique_per_project(world: World) -> None:
         start_job(lv, Configuration=second, ProjectName="second-line")
     assert again.value.response["Error"]["Code"] == "ConflictException"
     assert again.value.response["ResourceId"] == "nightly-1"
+
+
+# -- 7: one nucleus version -------------------------------------------------------------------
+
+
+def test_component_environment_and_core_device_agree_on_the_nucleus_version(
+    world: World, tmp_path: Any
+) -> None:
+    """GGC_VERSION given to components is the version of the Nucleus the core device runs:
+    the same as GetCoreDevice's coreVersion and the public Nucleus component's version."""
+    from localcloud.nucleus import Nucleus
+
+    device = world.greengrass.add_core_device("edge-1")
+    nucleus = Nucleus(device, world.iotcore, tmp_path / "ipc.sock")
+    env = nucleus.component_env("com.example.App")
+    core = gg_client(world).get_core_device(coreDeviceThingName="edge-1")
+    listed = gg_client(world).list_component_versions(
+        arn=f"arn:aws:greengrass:{world.region}:aws:components:aws.greengrass.Nucleus"
+    )["componentVersions"]
+    assert env["GGC_VERSION"] == core["coreVersion"] == listed[0]["componentVersion"]
+
+
+# -- 5: Greengrass request-rate quotas ---------------------------------------------------------
+
+
+def test_greengrass_rate_quota_per_operation_and_account(world: World) -> None:
+    """Each Greengrass operation has its own requests/s quota per account and Region: the
+    21st DescribeComponent within one second of world time is ThrottlingException (429)
+    with the modelled quotaCode, serviceCode and retryAfterSeconds, while another
+    operation, another Region and another account still pass; a second later it passes."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    gg = gg_client(world, config=ONE_ATTEMPT)
+    arn = f"arn:aws:greengrass:{world.region}:aws:components:aws.greengrass.Nucleus:versions:2.14.3"
+    for _ in range(20):
+        gg.describe_component(arn=arn)
+    with pytest.raises(gg.exceptions.ThrottlingException) as throttled:
+        gg.describe_component(arn=arn)
+    answer = throttled.value.response
+    assert answer["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert answer["quotaCode"] == "DescribeComponent-requests-per-second"
+    assert answer["serviceCode"] == "greengrass"
+    assert answer["retryAfterSeconds"] == 1
+    assert answer["ResponseMetadata"]["RequestId"]
+    gg.list_core_devices()  # another operation has its own quota
+    west_arn = arn.replace(world.region, OTHER_REGION)
+    gg_client(world, config=ONE_ATTEMPT, region_name=OTHER_REGION).describe_component(arn=west_arn)
+    gg_client(world, config=ONE_ATTEMPT, **other_account_credentials(world)).describe_component(
+        arn=arn
+    )
+    clock.advance(1.0)
+    gg.describe_component(arn=arn)
+
+
+def test_greengrass_rate_quotas_are_configurable(world: World) -> None:
+    """``rate_quotas`` sets an operation's requests/s (None: unlimited) for one account and
+    Region; botocore's retries at the same instant of world time are throttled too."""
+    gg = gg_client(world, config=ONE_ATTEMPT)
+    world.greengrass.rate_quotas["ListCoreDevices"] = 2
+    world.greengrass.rate_quotas["DescribeComponent"] = None
+    gg.list_core_devices()
+    gg.list_core_devices()
+    with pytest.raises(gg.exceptions.ThrottlingException):
+        gg.list_core_devices()
+    arn = f"arn:aws:greengrass:{world.region}:aws:components:aws.greengrass.Nucleus:versions:2.14.3"
+    for _ in range(100):
+        gg.describe_component(arn=arn)
+    retrying = gg_client(world, config=Config(retries={"total_max_attempts": 3, "mode": "standard"}))
+    from botocore.retries import standard
+
+    original = standard.ExponentialBackoff.delay_amount
+    standard.ExponentialBackoff.delay_amount = lambda self, context: 0.0  # type: ignore[method-assign]
+    try:
+        with pytest.raises(retrying.exceptions.ThrottlingException) as caught:
+            retrying.list_core_devices()
+    finally:
+        standard.ExponentialBackoff.delay_amount = original  # type: ignore[method-assign]
+    assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 2
