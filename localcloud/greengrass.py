@@ -22,7 +22,7 @@ import math
 import re
 import threading
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +68,10 @@ DEFAULT_RATE_QUOTAS: dict[str, float] = {
     "ListEffectiveDeployments": 20.0,
     "ListInstalledComponents": 20.0,
 }
+#: IoT jobs notify at most this many things per minute.
+MAX_ROLLOUT_PER_MINUTE = 1000.0
+#: Final execution statuses that count as executed for abortConfig (SUCCEEDED first).
+_EXECUTED = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT")
 #: The Service Quotas code of Greengrass (ThrottlingException.serviceCode).
 QUOTA_SERVICE_CODE = "greengrass"
 DEFAULT_POLICIES: dict[str, Any] = {
@@ -323,6 +327,25 @@ class Deployment:
     iot_job_arn: str
     status: str = "ACTIVE"
     is_latest: bool = True
+    #: Thing-group rollout (IoT jobExecutionsRolloutConfig): devices not yet notified,
+    #: when the next batch goes out and how many things a batch holds now.
+    pending: deque[str] = field(default_factory=deque)
+    next_batch_at: float | None = None
+    rate: float = 0.0
+    notified_since_increase: int = 0
+    succeeded_since_increase: int = 0
+    #: Final execution statuses of a thing-group deployment's devices (abortConfig).
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def job(self) -> dict[str, Any]:
+        return self.iot_job_configuration
+
+    def orders_events(self) -> bool:
+        """Whether its rollout or abort rules need device events in time order."""
+        return self.status == "ACTIVE" and (
+            bool(self.pending) or bool((self.job.get("abortConfig") or {}).get("criteriaList"))
+        )
 
     def summary(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -420,6 +443,8 @@ class GreengrassEmulator:
         self._tokens: dict[tuple[str, str], tuple[float, str, dict[str, Any]]] = {}
         self._failures: list[_InstallFailure] = []
         self._busy: set[str] = set()
+        #: Deployments whose rollout or abort rules need events in time order.
+        self._ordered: set[str] = set()
         self._next_due = float("inf")
         self._sequence = 0
         self._iot_client: Any = None
@@ -489,8 +514,17 @@ class GreengrassEmulator:
 
     # -- time -------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Advance every device with pending work; O(1) when nothing is due."""
-        if not self._busy or now < self._next_due:
+        """Advance every device with pending work; O(1) when nothing is due.
+
+        While a thing-group deployment rolls out in batches or has abort criteria, events
+        (batches, device steps) are taken one at a time in time order, so that a failure
+        can abort the deployment before later devices act.
+        """
+        if now < self._next_due or not (self._busy or self._ordered):
+            return
+        self._ordered = {d for d in self._ordered if self._deployments[d].orders_events()}
+        if self._ordered:
+            self._tick_in_order(now)
             return
         next_due = float("inf")
         for thing_name in list(self._busy):
@@ -500,6 +534,35 @@ class GreengrassEmulator:
             else:
                 next_due = min(next_due, due)
         self._next_due = next_due
+
+    def _tick_in_order(self, now: float) -> None:
+        while True:
+            self._ordered = {d for d in self._ordered if self._deployments[d].orders_events()}
+            batches = [
+                (deployment.next_batch_at, deployment_id)
+                for deployment_id in self._ordered
+                if (deployment := self._deployments[deployment_id]).next_batch_at is not None
+                and deployment.pending
+            ]
+            steps = []
+            for thing_name in list(self._busy):
+                due = self.devices[thing_name].next_due()
+                if due is None:
+                    self._busy.discard(thing_name)
+                else:
+                    steps.append((due, thing_name))
+            first_batch = min(batches, default=None)
+            first_step = min(steps, default=None)
+            if first_batch is not None and first_batch[0] <= now and (
+                first_step is None or first_batch[0] <= first_step[0]
+            ):
+                self._notify_batch(self._deployments[first_batch[1]], first_batch[0])
+            elif first_step is not None and first_step[0] <= now:
+                self.devices[first_step[1]].advance(first_step[0])
+            else:
+                upcoming = [event[0] for event in (first_batch, first_step) if event is not None]
+                self._next_due = min(upcoming, default=float("inf"))
+                return
 
     def sync(self) -> None:
         """Bring the world (and so every device) up to the clock's now."""
@@ -567,7 +630,11 @@ class GreengrassEmulator:
                 )
                 self.devices[thing_name] = device
             for deployment in self._deployments_for_new_device(device):
-                device.receive(deployment, now)
+                if deployment.pending:  # a rollout in batches: it waits for its turn
+                    if device.thing_name not in deployment.pending:
+                        deployment.pending.append(device.thing_name)
+                else:
+                    device.receive(deployment, now)
             self._wake(device)
             return device
 
@@ -603,14 +670,110 @@ class GreengrassEmulator:
         return None
 
     def device_finished(self, device: CoreDevice, effective: EffectiveDeployment) -> None:
-        """A device reached a final status for a deployment: thing targets follow it."""
+        """A device reached a final status for a deployment: thing targets follow it;
+        thing-group targets count it for their rollout rate and abort criteria."""
         deployment = effective.deployment
-        if deployment.target_kind != "thing" or deployment.status != "ACTIVE":
+        if deployment.status != "ACTIVE":
+            return
+        if deployment.target_kind == "thinggroup":
+            deployment.outcomes[effective.status] += 1
+            if effective.status == "SUCCEEDED":
+                deployment.succeeded_since_increase += 1
+                self._maybe_increase_rate(deployment)
+            self._check_abort(deployment, effective.modified)
             return
         if effective.status == "SUCCEEDED":
             deployment.status = "COMPLETED"
         elif effective.status in ("FAILED", "REJECTED", "TIMED_OUT"):
             deployment.status = "FAILED"
+
+    # -- IoT job configuration of thing-group deployments ---------------------------------------
+    def _roll_out(self, deployment: Deployment, devices: list[CoreDevice], now: float) -> None:
+        """Send ``deployment`` to ``devices``: all at once, or in per-minute batches when the
+        job has a rollout configuration (thing groups only)."""
+        rollout = deployment.job.get("jobExecutionsRolloutConfig") or {}
+        if deployment.target_kind == "thinggroup" and (
+            deployment.job.get("abortConfig") or {}
+        ).get("criteriaList"):
+            self._ordered.add(deployment.deployment_id)
+        if deployment.target_kind != "thinggroup" or not rollout:
+            for device in devices:
+                device.receive(deployment, now)
+                self._wake(device)
+            return
+        exponential = rollout.get("exponentialRate")
+        deployment.rate = float(
+            exponential["baseRatePerMinute"] if exponential else rollout["maximumPerMinute"]
+        )
+        deployment.pending = deque(device.thing_name for device in devices)
+        self._ordered.add(deployment.deployment_id)
+        self._notify_batch(deployment, now)
+
+    def _notify_batch(self, deployment: Deployment, at: float) -> None:
+        """Notify the next batch of a rolling deployment (at most its current rate)."""
+        cap = (deployment.job.get("jobExecutionsRolloutConfig") or {}).get("maximumPerMinute")
+        size = int(min(deployment.rate, cap or MAX_ROLLOUT_PER_MINUTE))
+        for _ in range(size):
+            if not deployment.pending:
+                break
+            device = self.devices.get(deployment.pending.popleft())
+            if device is not None:
+                device.receive(deployment, at)
+                self._wake(device)
+                deployment.notified_since_increase += 1
+        self._maybe_increase_rate(deployment)
+        deployment.next_batch_at = at + 60.0 if deployment.pending else None
+        if deployment.next_batch_at is not None:
+            self._next_due = min(self._next_due, deployment.next_batch_at)
+
+    def _maybe_increase_rate(self, deployment: Deployment) -> None:
+        """exponentialRate: multiply the batch size once the increase criterion is met."""
+        rollout = deployment.job.get("jobExecutionsRolloutConfig") or {}
+        exponential = rollout.get("exponentialRate")
+        if not exponential:
+            return
+        criteria = exponential["rateIncreaseCriteria"]
+        notified = criteria.get("numberOfNotifiedThings")
+        succeeded = criteria.get("numberOfSucceededThings")
+        if (notified and deployment.notified_since_increase >= notified) or (
+            succeeded and deployment.succeeded_since_increase >= succeeded
+        ):
+            deployment.rate = min(
+                MAX_ROLLOUT_PER_MINUTE,
+                float(math.ceil(deployment.rate * exponential["incrementFactor"])),
+            )
+            deployment.notified_since_increase = 0
+            deployment.succeeded_since_increase = 0
+
+    def _check_abort(self, deployment: Deployment, at: float) -> None:
+        """abortConfig: cancel the deployment once a criterion's failure share is reached
+        among at least minNumberOfExecutedThings finished executions."""
+        executed = sum(deployment.outcomes[s] for s in _EXECUTED)
+        for criteria in (deployment.job.get("abortConfig") or {}).get("criteriaList") or []:
+            kind = criteria["failureType"]
+            kinds = _EXECUTED[1:] if kind == "ALL" else (kind,)
+            failed = sum(deployment.outcomes[k] for k in kinds)
+            if (
+                executed
+                and executed >= criteria["minNumberOfExecutedThings"]
+                and failed * 100.0 / executed >= criteria["thresholdPercentage"]
+            ):
+                reason = (
+                    f"Deployment aborted: {failed} of {executed} executions {kind} "
+                    f"(threshold {criteria['thresholdPercentage']:g} %)"
+                )
+                self._stop(deployment, at, reason)
+                return
+
+    def _stop(self, deployment: Deployment, at: float, reason: str) -> None:
+        """Cancel a deployment: no more notifications; queued and running executions end."""
+        deployment.status = "CANCELED"
+        deployment.pending.clear()
+        deployment.next_batch_at = None
+        for device in self.devices.values():
+            if device.effective(deployment.deployment_id) is not None:
+                device.cancel(deployment.deployment_id, at, reason)
+                self._wake(device)
 
     # -- registry -----------------------------------------------------------------------------
     def _register(self, recipe: Mapping[str, Any], *, public: bool, now: float) -> ComponentVersion:
@@ -863,9 +1026,7 @@ class GreengrassEmulator:
                 previous.status = "INACTIVE"
         self._deployments[deployment.deployment_id] = deployment
         self._latest[target_arn] = deployment.deployment_id
-        for device in self._member_devices(kind, name):
-            device.receive(deployment, now)
-            self._wake(device)
+        self._roll_out(deployment, self._member_devices(kind, name), now)
         return deployment
 
     def _existing_target(self, arn: str) -> tuple[str, str]:
@@ -951,12 +1112,7 @@ class GreengrassEmulator:
                 deployment.deployment_id,
                 "DEPLOYMENT",
             )
-        deployment.status = "CANCELED"
-        now = self.world.clock.now()
-        for device in self.devices.values():
-            if device.effective(deployment.deployment_id) is not None:
-                device.cancel(deployment.deployment_id, now)
-                self._wake(device)
+        self._stop(deployment, self.world.clock.now(), "Deployment canceled")
         return Response.json(200, {"message": f"Deployment {deployment.deployment_id} canceled"})
 
     # -- core devices -------------------------------------------------------------------------

@@ -405,3 +405,140 @@ def test_greengrass_rate_quotas_are_configurable(world: World) -> None:
     finally:
         standard.ExponentialBackoff.delay_amount = original  # type: ignore[method-assign]
     assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 2
+
+
+# -- 6: iotJobConfiguration of thing-group deployments ------------------------------------------
+
+
+APP = "com.example.App"
+
+
+def _group_of_devices(world: World, count: int, group: str = "line-3") -> tuple[Any, str]:
+    """``count`` core devices in one thing group and a deployable component; the client
+    and the group's ARN."""
+    gg = gg_client(world, config=ONE_ATTEMPT)
+    recipe = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": APP,
+        "ComponentVersion": "1.0.0",
+        "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"Run": "app"}}],
+    }
+    gg.create_component_version(inlineRecipe=json.dumps(recipe).encode())
+    for index in range(count):
+        world.greengrass.add_core_device(f"dev-{index:02d}", thing_groups=[group])
+    arn = world.client("iot").describe_thing_group(thingGroupName=group)["thingGroupArn"]
+    return gg, arn
+
+
+def _execution_statuses(gg: Any, count: int, deployment_id: str) -> list[str | None]:
+    """Each device's execution status of ``deployment_id`` (None: never notified)."""
+    out: list[str | None] = []
+    for index in range(count):
+        found = [
+            e["coreDeviceExecutionStatus"]
+            for e in gg.list_effective_deployments(coreDeviceThingName=f"dev-{index:02d}")[
+                "effectiveDeployments"
+            ]
+            if e["deploymentId"] == deployment_id
+        ]
+        out.append(found[0] if found else None)
+    return out
+
+
+def test_staged_rollout_aborts_after_failures(world: World) -> None:
+    """A thing-group deployment with maximumPerMinute 2 reaches two devices a minute on the
+    world clock; when 3 executions have finished and at least 50 % of them FAILED, the
+    abortConfig cancels the deployment: it is CANCELED, the device still applying it is
+    CANCELED with the abort reason, and the devices not yet notified never receive it."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    gg, group_arn = _group_of_devices(world, 8)
+    world.greengrass.fail_install(APP, times=100)
+    deployment_id = gg.create_deployment(
+        targetArn=group_arn,
+        components={APP: {"componentVersion": "1.0.0"}},
+        iotJobConfiguration={
+            "jobExecutionsRolloutConfig": {"maximumPerMinute": 2},
+            "abortConfig": {
+                "criteriaList": [
+                    {
+                        "failureType": "FAILED",
+                        "action": "CANCEL",
+                        "thresholdPercentage": 50.0,
+                        "minNumberOfExecutedThings": 3,
+                    }
+                ]
+            },
+        },
+    )["deploymentId"]
+    clock.advance(30)  # first batch installed (20 s) and failed; 2 of 3 needed to judge
+    statuses = _execution_statuses(gg, 8, deployment_id)
+    assert sorted(s or "-" for s in statuses) == ["-"] * 6 + ["FAILED", "FAILED"]
+    assert gg.get_deployment(deploymentId=deployment_id)["deploymentStatus"] == "ACTIVE"
+    clock.advance(60)  # second batch at 60 s, finished at 80 s: the third failure aborts
+    assert gg.get_deployment(deploymentId=deployment_id)["deploymentStatus"] == "CANCELED"
+    statuses = _execution_statuses(gg, 8, deployment_id)
+    assert sorted(s or "-" for s in statuses) == ["-"] * 4 + ["CANCELED"] + ["FAILED"] * 3
+    clock.advance(600)
+    assert _execution_statuses(gg, 8, deployment_id).count(None) == 4
+    canceled = [
+        e
+        for index in range(8)
+        for e in gg.list_effective_deployments(coreDeviceThingName=f"dev-{index:02d}")[
+            "effectiveDeployments"
+        ]
+        if e["coreDeviceExecutionStatus"] == "CANCELED"
+    ]
+    assert canceled[0]["reason"].startswith("Deployment aborted: 3 of 3 executions FAILED")
+
+
+def test_exponential_rollout_grows_the_batches(world: World) -> None:
+    """exponentialRate: base 1 thing a minute, doubled each time a batch's notified
+    things reach the criterion; devices that join the group during the rollout wait for
+    their turn; every device ends up RUNNING the component."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    gg, group_arn = _group_of_devices(world, 6)
+    deployment_id = gg.create_deployment(
+        targetArn=group_arn,
+        components={APP: {"componentVersion": "1.0.0"}},
+        iotJobConfiguration={
+            "jobExecutionsRolloutConfig": {
+                "exponentialRate": {
+                    "baseRatePerMinute": 1,
+                    "incrementFactor": 2.0,
+                    "rateIncreaseCriteria": {"numberOfNotifiedThings": 1},
+                }
+            }
+        },
+    )["deploymentId"]
+    notified = []
+    for _ in range(4):
+        notified.append(sum(s is not None for s in _execution_statuses(gg, 6, deployment_id)))
+        clock.advance(60)
+    assert notified == [1, 3, 6, 6]  # batches of 1, 2, 4 (capped by what is left)
+    world.greengrass.add_core_device("dev-06", thing_groups=["line-3"])
+    clock.advance(60)
+    assert _execution_statuses(gg, 7, deployment_id) == ["SUCCEEDED"] * 7
+    assert all(d.states([APP]) == {APP: "RUNNING"} for d in world.greengrass.devices.values())
+
+
+def test_execution_times_out_after_the_job_timeout(world: World) -> None:
+    """timeoutConfig: an execution still IN_PROGRESS after inProgressTimeoutInMinutes is
+    TIMED_OUT and applies nothing; a thing deployment then FAILED."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    gg, _group_arn = _group_of_devices(world, 1)
+    world.greengrass.install_seconds = 900.0
+    thing_arn = world.client("iot").describe_thing(thingName="dev-00")["thingArn"]
+    deployment_id = gg.create_deployment(
+        targetArn=thing_arn,
+        components={APP: {"componentVersion": "1.0.0"}},
+        iotJobConfiguration={"timeoutConfig": {"inProgressTimeoutInMinutes": 5}},
+    )["deploymentId"]
+    clock.advance(299)
+    assert _execution_statuses(gg, 1, deployment_id) == ["IN_PROGRESS"]
+    clock.advance(1)
+    assert _execution_statuses(gg, 1, deployment_id) == ["TIMED_OUT"]
+    assert gg.get_deployment(deploymentId=deployment_id)["deploymentStatus"] == "FAILED"
+    assert APP not in world.greengrass.devices["dev-00"].states()
