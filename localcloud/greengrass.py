@@ -817,17 +817,17 @@ class GreengrassEmulator:
         self, operation: str, handler: Callable[[dict[str, Any]], Response]
     ) -> Callable[[Request, dict[str, str]], Response]:
         def run(request: Request, params: dict[str, str]) -> Response:
-            self._throttle(operation)
             values = read_input(operation, request, params)
             return handler(values)
 
         return run
 
-    def _throttle(self, operation: str) -> None:
+    def check_rate_quota(self, operation: str) -> None:
         """ThrottlingException when ``operation`` is over its rate quota (world clock).
 
-        A sliding window of one second: at most ``rate`` requests of the operation in any
-        second of world time; throttled requests do not count.
+        Called by ``World.dispatch`` for external requests (the world's own internal calls
+        are not counted). A sliding window of one second: at most ``rate`` requests of the
+        operation in any second of world time; throttled requests do not count.
         """
         rate = self.rate_quotas.get(operation)
         if rate is None:

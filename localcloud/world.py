@@ -196,6 +196,10 @@ class World:
         try:
             if not internal:
                 self.faults.check(service, operation, account=account, region=region)
+                with self._lock:
+                    quota = getattr(emulator, "check_rate_quota", None)
+                    if quota is not None:
+                        quota(operation)
             if matched is None:
                 raise ServiceError(
                     "UnknownOperationException", f"No operation at {request.method} {request.path}", 404
