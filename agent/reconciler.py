@@ -513,7 +513,10 @@ class Reconciler:
     ) -> float:
         throttled = isinstance(error, errors.ThrottledError)
         if backoff is None:
-            backoff = self.settings.job_poll_backoff if throttled else self.settings.poll_backoff
+            # Only StartModelPackagingJob's phase meets Lookout for Vision's tight account
+            # quota; Greengrass throttling (per operation) clears within seconds.
+            lookout = throttled and rollout.phase is Phase.PACKAGING_REQUESTED
+            backoff = self.settings.job_poll_backoff if lookout else self.settings.poll_backoff
         throttles = rollout.throttles + 1 if throttled else rollout.throttles
         delay = backoff.delay(rollout.polls + throttles, self.rng)
         updated = rollout.model_copy(

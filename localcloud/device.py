@@ -123,7 +123,7 @@ def _expand(operator: str, text: str) -> list[Comparator]:
     def key(major: int, minor: int, patch: int, prerelease: str | None = None) -> VersionKey:
         return major, minor, patch, _pre_key(prerelease)
 
-    low = key(*full, pre if wild == 3 else None)
+    low = key(full[0], full[1], full[2], pre if wild == 3 else None)
     if wild == 0:
         return [] if operator not in ("<", ">") else [(operator, key(0, 0, 0))]
     if wild == 1:
@@ -619,9 +619,9 @@ class CoreDevice:
         timeout = (deployment.iot_job_configuration.get("timeoutConfig") or {}).get(
             "inProgressTimeoutInMinutes"
         )
-        times_out = timeout is not None and duration > timeout * 60.0
-        if times_out:
-            duration = timeout * 60.0
+        times_out = timeout is not None and duration > float(timeout) * 60.0
+        if timeout is not None and times_out:
+            duration = float(timeout) * 60.0
         self._current = _InFlight(
             effective, at, at + duration, plan, roots, snapshot, installing, removing, times_out
         )

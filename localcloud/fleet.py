@@ -39,10 +39,6 @@ class SimDevice:
 
 def agent_clients(world: World, config: AgentConfig) -> AwsClients:
     """AwsClients whose every client is answered in-process by ``world``."""
-    import os
-
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", TEST_CREDENTIALS["aws_access_key_id"])
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", TEST_CREDENTIALS["aws_secret_access_key"])
     endpoints: dict[str, str | None] = {s: INTERNAL_ENDPOINT for s in ("lookoutvision", "greengrassv2", "iot")}
     return AwsClients(
         region=world.region,
@@ -50,6 +46,10 @@ def agent_clients(world: World, config: AgentConfig) -> AwsClients:
         max_attempts=config.aws_max_attempts,
         retry_mode=config.aws_retry_mode,
         customize=lambda client: attach(client, world),
+        credentials=(
+            TEST_CREDENTIALS["aws_access_key_id"],
+            TEST_CREDENTIALS["aws_secret_access_key"],
+        ),
     )
 
 

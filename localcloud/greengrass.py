@@ -451,7 +451,7 @@ class GreengrassEmulator:
         #: Requests/s per operation (None or absent: unlimited); see DEFAULT_RATE_QUOTAS.
         self.rate_quotas: dict[str, float | None] = dict(DEFAULT_RATE_QUOTAS)
         self._request_times: dict[str, deque[float]] = {}
-        self.router = _GreengrassRouter(self._unknown_operation)
+        self.router: Router = _GreengrassRouter(self._unknown_operation)
         prefix = "/greengrass/v2"
         for method, path, operation, handler in (
             (

@@ -17,10 +17,10 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from localcloud.clock import Clock, RealClock
+from localcloud.credentials import CredentialRegistry
 from localcloud.faults import FaultInjector
 from localcloud.http import DropConnection, Request, Response, Router, ServiceError
 from localcloud.iotcore import IoTCoreBus
-from localcloud.nucleus.tes import CredentialRegistry
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -295,7 +295,8 @@ class Scope:
 
 def _moto_account(access_key: str) -> str | None:
     """The account moto issued ``access_key`` in (IAM keys, STS sessions), else None."""
-    from moto.iam.models import PARTITION_NAMES, iam_backends
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import PARTITION_NAMES
 
     for account_id, account in list(iam_backends.items()):
         for partition in PARTITION_NAMES:
@@ -343,7 +344,7 @@ class _MotoApp:
     """moto's WSGI application, called in-process (no socket, no thread)."""
 
     def __init__(self) -> None:
-        from moto.server import DomainDispatcherApplication, create_backend_app
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.test import Client
 
         self._client = Client(DomainDispatcherApplication(create_backend_app))
