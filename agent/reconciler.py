@@ -343,7 +343,10 @@ class Reconciler:
             if self.deployments.component_version_exists(self.arn_prefix(), name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
             updated = self._to(rollout, Phase.PACKAGING, now, polls=polls)
-            updated.next_action_at = now + self.settings.poll_backoff.delay(polls, self.rng)
+            # Paced, not ramped: the whole fleet watches for the same few components and
+            # Greengrass limits DescribeComponent per account.
+            poll_max = self.settings.poll_backoff.cap
+            updated.next_action_at = now + max(1.0, poll_max * self.rng.uniform(0.75, 1.0))
             self._save(updated)
             return updated.next_action_at - now
         try:
