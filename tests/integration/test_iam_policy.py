@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -141,17 +140,15 @@ class Observed:
     resources: dict[str, set[str]]
 
 
-def _rollout(world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: Any) -> Observed:
+def _rollout(world: World, clock: VirtualClock, tmp_path: Path) -> Observed:
     """Two devices of one platform: dev-1 packages v1 and deploys it, dev-2 finds the
     component already there and only deploys. Then v2 is trained and dev-1 rolls
     forward, so the agent also replaces its own previous deployment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AGENT_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "agent-secret")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     aw.seed(world)
     for thing in DEVICES:
         aw.add_device(world, thing)
-    first, second = (aw.reconciler(world, thing, tmp_path) for thing in DEVICES)
+    keys = (AGENT_KEY, "agent-secret")
+    first, second = (aw.reconciler(world, thing, tmp_path, credentials=keys) for thing in DEVICES)
     assert drive(first, clock) == "SUCCEEDED"
     assert drive(second, clock) == "SUCCEEDED"
     world.lookoutvision.add_model(aw.PROJECT, "TRAINED")
@@ -212,10 +209,8 @@ def _touched_resources(world: World) -> dict[str, set[str]]:
 
 
 @pytest.fixture
-def observed(
-    world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Observed:
-    return _rollout(world, clock, tmp_path, monkeypatch)
+def observed(world: World, clock: VirtualClock, tmp_path: Path) -> Observed:
+    return _rollout(world, clock, tmp_path)
 
 
 # -- tests -----------------------------------------------------------------------------------

@@ -216,6 +216,26 @@ def test_resources_belong_to_the_account_of_the_access_key(world: World) -> None
     assert foreign.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
+def test_agent_configured_for_another_region_finds_nothing(world: World, tmp_path: Any) -> None:
+    """An agent whose configuration names us-west-2 while its project lives in us-east-1
+    fails its check with NotFoundError (as it would on AWS) and starts no rollout; the
+    error it records carries the RequestId."""
+    from tests.support import agentworld as aw
+
+    aw.seed(world)
+    aw.add_device(world, "dev-1")
+    wrong = aw.reconciler(world, "dev-1", tmp_path, region=OTHER_REGION)
+    wrong.step()
+    assert wrong.ledger.get("last_error_type") == "NotFoundError"
+    assert "(RequestId: " in (wrong.ledger.get("last_error_message") or "")
+    assert wrong.ledger.active_rollout() is None
+    assert world.lookoutvision.jobs() == []
+    right = aw.reconciler(world, "dev-1", tmp_path / "right")
+    right.step()
+    assert right.ledger.get("last_error_type") is None
+    assert right.ledger.active_rollout() is not None
+
+
 def test_packaging_in_another_region_registers_the_component_there(world: World) -> None:
     """A job in us-west-2 needs an output bucket in us-west-2 (a us-east-1 bucket is a
     ValidationException), and registers its component in us-west-2: the component's ARN
