@@ -562,3 +562,29 @@ def test_execution_times_out_after_the_job_timeout(world: World) -> None:
     assert _execution_statuses(gg, 1, deployment_id) == ["TIMED_OUT"]
     assert gg.get_deployment(deploymentId=deployment_id)["deploymentStatus"] == "FAILED"
     assert APP not in world.greengrass.devices["dev-00"].states()
+
+
+def test_lookout_for_vision_account_quota_is_per_account_with_modelled_fields(
+    world: World,
+) -> None:
+    """The Lookout for Vision requests/s quota counts each account separately, and its
+    ThrottlingException carries the official model's QuotaCode, ServiceCode and
+    RetryAfterSeconds."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    seed_project(world)
+    world.faults.set_quota("lookoutvision", 5)
+    lv = lv_client(world)
+    for _ in range(5):
+        lv.list_projects()
+    with pytest.raises(lv.exceptions.ThrottlingException) as caught:
+        lv.list_projects()
+    answer = caught.value.response
+    assert (answer["QuotaCode"], answer["ServiceCode"], answer["RetryAfterSeconds"]) == (
+        "account-requests-per-second",
+        "lookoutvision",
+        1,
+    )
+    assert lv_client(world, **other_account_credentials(world)).list_projects()["Projects"] == []
+    clock.advance(1)
+    lv.list_projects()
