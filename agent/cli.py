@@ -90,15 +90,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "status":
         return _status(config, as_json=args.json)
     from agent.daemon import build_agent, capture_signals, run
-    from agent.greengrass_config import NucleusLifecycle
     from agent.reporting.ipc import nucleus_available
 
-    # Under Greengrass the health report carries the deployed model's lifecycle state.
-    lifecycle = NucleusLifecycle(env) if nucleus_available(env) else None
+    under_greengrass = nucleus_available(env)
     try:
-        agent = build_agent(
-            config, env=env, lifecycle_provider=lifecycle, read_only=args.command == "plan"
-        )
+        agent = build_agent(config, env=env, read_only=args.command == "plan")
     except errors.ConfigurationError as exc:
         print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
@@ -113,7 +109,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"l4v-edge-agent: {agent.platform_error}", file=sys.stderr)
         return EXIT_PLATFORM
     watcher = None
-    if lifecycle is not None and args.command == "run":
+    if under_greengrass and args.command == "run":
         # Live configuration: a deployment that changes our configuration is applied
         # without a restart (or rejected, with the reason in health, if invalid).
         from agent.config import load_config
@@ -131,8 +127,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     finally:
         if watcher is not None:
             watcher.stop()
-        if lifecycle is not None:
-            lifecycle.close()
 
 
 def _log_watch_error(message: str) -> None:

@@ -33,11 +33,15 @@ class AgentError(Exception):
     #: Short, stable name used in status events (``error.type``).
     kind = "AgentError"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, request_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         #: The service's error code, when the error came from AWS.
         self.code = code
+        #: The AWS request id of the failed call (``x-amzn-RequestId``), when there was one.
+        self.request_id = request_id
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

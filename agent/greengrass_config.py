@@ -1,10 +1,12 @@
-"""Reading the agent's own component configuration (and lifecycle states) from the
-Greengrass nucleus over IPC."""
+"""Reading the agent's own component configuration from the Greengrass nucleus over IPC.
+
+Component lifecycle states are not read here: the nucleus serves them (GetComponentDetails)
+only through the Greengrass CLI component, a development tool; health takes them from
+Greengrass instead (see ``agent.health``)."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,41 +50,6 @@ def read_component_configuration(
     finally:
         if client is not None:
             client.close()
-
-
-class NucleusLifecycle:
-    """``lifecycle_provider`` for the health report: a component's state from the nucleus
-    (IPC GetComponentDetails). One connection, opened on first use and again after a
-    failure; any failure reads as "unknown" (None)."""
-
-    def __init__(self, env: Mapping[str, str], timeout: float = 5.0) -> None:
-        self._env = dict(env)
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._client: Any = None
-
-    def __call__(self, component_name: str) -> str | None:
-        with self._lock:
-            try:
-                if self._client is None:
-                    self._client = _connect(self._env, self._timeout)
-                answer = self._client.get_component_details(component_name=component_name)
-            except Exception:
-                self._close_locked()
-                raise
-            details = getattr(answer, "component_details", None)
-            state = getattr(details, "state", None)
-            return None if state is None else str(state)
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_locked()
-
-    def _close_locked(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):  # closing is best effort
-                client.close()
 
 
 class ConfigurationWatcher:

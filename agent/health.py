@@ -2,8 +2,9 @@
 
 A :class:`HealthReporter` builds a :class:`~agent.reporting.events.HealthReport` from
 what is true *now*: the ledger's facts (written by the reconciler and the publisher),
-the active rollout, the nucleus' lifecycle state of the deployed component and the
-process' own resource use. An error the reconciler has cleared is not reported.
+the active rollout, the deployed component's lifecycle state (as the rollout last saw it
+in Greengrass, or from a live provider, and saying which) and the process' own resource
+use. An error the reconciler has cleared is not reported.
 
 Status levels:
 
@@ -184,17 +185,33 @@ class HealthReporter:
             model_version = int(version)
         except ValueError:
             return None
-        lifecycle: str | None = None
+        # A live reading when a provider gives one; else what the rollout saw in
+        # Greengrass when the component started (the nucleus serves component states only
+        # through the Greengrass CLI, which production devices do not run).
         if self.lifecycle_provider is not None:
             try:
-                lifecycle = self.lifecycle_provider(name)
+                live = self.lifecycle_provider(name)
             except Exception as exc:
+                live = None
                 log.warning("lifecycle state unavailable", component=name, error=type(exc).__name__)
+            if live is not None:
+                return DeployedModel(
+                    model_version=model_version,
+                    component_name=name,
+                    component_version=component_version,
+                    lifecycle_state=live,
+                    lifecycle_state_source="live",
+                    lifecycle_state_observed_at=utc_iso(self.clock.now()),
+                )
+        observed = self.ledger.get("deployed_lifecycle_state")
+        observed_at = _float_fact(self.ledger.get("deployed_at"))
         return DeployedModel(
             model_version=model_version,
             component_name=name,
             component_version=component_version,
-            lifecycle_state=lifecycle,
+            lifecycle_state=observed,
+            lifecycle_state_source="rollout" if observed else None,
+            lifecycle_state_observed_at=utc_iso(observed_at) if observed and observed_at else None,
         )
 
     def _resources(self) -> ResourceUse:

@@ -393,7 +393,10 @@ class Reconciler:
             if self.deployments.component_version_exists(self.arn_prefix(), name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
             updated = self._to(rollout, Phase.PACKAGING, now, polls=polls)
-            updated.next_action_at = now + self.settings.poll_backoff.delay(polls, self.rng)
+            # Paced, not ramped: the whole fleet watches for the same few components and
+            # Greengrass limits DescribeComponent per account.
+            poll_max = self.settings.poll_backoff.cap
+            updated.next_action_at = now + max(1.0, poll_max * self.rng.uniform(0.75, 1.0))
             self._save(updated)
             return updated.next_action_at - now
         try:
@@ -565,6 +568,8 @@ class Reconciler:
                 "deployed_component_name": name,
                 "deployed_component_version": version,
                 "deployed_at": repr(now),
+                # What health reports as the component's state (and says where it came from).
+                "deployed_lifecycle_state": progress.lifecycle_state,
                 "last_error_type": None,
                 "last_error_message": None,
             }
@@ -601,7 +606,10 @@ class Reconciler:
     ) -> float:
         throttled = isinstance(error, errors.ThrottledError)
         if backoff is None:
-            backoff = self.settings.job_poll_backoff if throttled else self.settings.poll_backoff
+            # Only StartModelPackagingJob's phase meets Lookout for Vision's tight account
+            # quota; Greengrass throttling (per operation) clears within seconds.
+            lookout = throttled and rollout.phase is Phase.PACKAGING_REQUESTED
+            backoff = self.settings.job_poll_backoff if lookout else self.settings.poll_backoff
         throttles = rollout.throttles + 1 if throttled else rollout.throttles
         delay = backoff.delay(rollout.polls + throttles, self.rng)
         updated = rollout.model_copy(

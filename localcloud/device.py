@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from localcloud.greengrass import ComponentVersion, Deployment, GreengrassEmulator
 
 NUCLEUS_NAME = "aws.greengrass.Nucleus"
+#: The one nucleus version of the world: the public component every core device runs,
+#: and the ``GGC_VERSION`` the simulated nucleus gives components.
+NUCLEUS_VERSION = "2.14.3"
 #: States a component may report over IPC UpdateState.
 REPORTABLE_STATES = ("RUNNING", "ERRORED")
 
@@ -120,7 +123,7 @@ def _expand(operator: str, text: str) -> list[Comparator]:
     def key(major: int, minor: int, patch: int, prerelease: str | None = None) -> VersionKey:
         return major, minor, patch, _pre_key(prerelease)
 
-    low = key(*full, pre if wild == 3 else None)
+    low = key(full[0], full[1], full[2], pre if wild == 3 else None)
     if wild == 0:
         return [] if operator not in ("<", ">") else [(operator, key(0, 0, 0))]
     if wild == 1:
@@ -425,6 +428,8 @@ class _InFlight:
     snapshot: dict[str, InstalledComponent]
     installing: list[str]
     removing: list[str]
+    #: The IoT job's inProgressTimeoutInMinutes ends the execution (TIMED_OUT) at ``due``.
+    times_out: bool = False
 
 
 class CoreDevice:
@@ -511,7 +516,7 @@ class CoreDevice:
     @property
     def core_version(self) -> str:
         nucleus = self._installed.get(NUCLEUS_NAME)
-        return nucleus.version if nucleus else "2.0.0"
+        return nucleus.version if nucleus else NUCLEUS_VERSION
 
     @property
     def busy(self) -> bool:
@@ -542,12 +547,13 @@ class CoreDevice:
         self._effective[deployment.deployment_id] = effective
         self._queue.append(effective)
 
-    def cancel(self, deployment_id: str, now: float) -> None:
-        """CancelDeployment: drop it from the queue, or abort it if it is being applied."""
+    def cancel(self, deployment_id: str, now: float, reason: str = "Deployment canceled") -> None:
+        """CancelDeployment (or an abort): drop it from the queue, or stop it if it is
+        being applied."""
         for queued in list(self._queue):
             if queued.deployment.deployment_id == deployment_id:
                 self._queue.remove(queued)
-                self._finish_effective(queued, "CANCELED", now, "Deployment canceled")
+                self._finish_effective(queued, "CANCELED", now, reason)
                 return
         current = self._current
         if current is not None and current.effective.deployment.deployment_id == deployment_id:
@@ -555,7 +561,7 @@ class CoreDevice:
             self._installed = current.snapshot
             self._current = None
             self._free_at = now
-            self._finish_effective(current.effective, "CANCELED", now, "Deployment canceled")
+            self._finish_effective(current.effective, "CANCELED", now, reason)
 
     # -- time ------------------------------------------------------------------------------
     def next_due(self) -> float | None:
@@ -571,7 +577,9 @@ class CoreDevice:
             due = self.next_due()
             if due is None or due > now:
                 return due
-            if self._current is not None:
+            if self._current is not None and self._current.times_out:
+                self._time_out(self._current, due)
+            elif self._current is not None:
                 self._complete(self._current, due)
             else:
                 self._start(self._queue.popleft(), due)
@@ -608,8 +616,26 @@ class CoreDevice:
                 )
                 self._set_state(self._installed[name], "NEW", at)
         duration = max(0.0, float(self._emulator.install_seconds))
+        timeout = (deployment.iot_job_configuration.get("timeoutConfig") or {}).get(
+            "inProgressTimeoutInMinutes"
+        )
+        times_out = timeout is not None and duration > float(timeout) * 60.0
+        if timeout is not None and times_out:
+            duration = float(timeout) * 60.0
         self._current = _InFlight(
-            effective, at, at + duration, plan, roots, snapshot, installing, removing
+            effective, at, at + duration, plan, roots, snapshot, installing, removing, times_out
+        )
+
+    def _time_out(self, flight: _InFlight, at: float) -> None:
+        """The execution stayed IN_PROGRESS past the job's timeout: TIMED_OUT, nothing applied."""
+        self._installed = flight.snapshot
+        self._current = None
+        self._free_at = at
+        minutes = flight.effective.deployment.iot_job_configuration["timeoutConfig"][
+            "inProgressTimeoutInMinutes"
+        ]
+        self._finish_effective(
+            flight.effective, "TIMED_OUT", at, f"Execution timed out after {minutes} minute(s)"
         )
 
     def _complete(self, flight: _InFlight, at: float) -> None:

@@ -7,6 +7,7 @@ exactly what it would from AWS: the HTTP status and error code, after its own re
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -44,14 +45,19 @@ class FaultRule:
         return self.times is not None and self.fired >= self.times
 
 
+#: How each service's model spells the quota members of ThrottlingException.
+_QUOTA_MEMBERS = {"lookoutvision": ("QuotaCode", "ServiceCode")}
+
+
 @dataclass
 class RateQuota:
-    """At most ``rate`` requests in any ``window`` seconds of world time, per service."""
+    """At most ``rate`` requests in any ``window`` seconds of world time, per service,
+    counted separately for each account and Region."""
 
     service: str
     rate: int
     window: float = 1.0
-    stamps: deque[float] = field(default_factory=deque)
+    stamps: dict[tuple[str, str], deque[float]] = field(default_factory=dict)
 
 
 class FaultInjector:
@@ -89,7 +95,8 @@ class FaultInjector:
         return rule
 
     def set_quota(self, service: str, rate: int | None, window: float = 1.0) -> None:
-        """Enforce an account-wide rate quota for ``service`` (``None`` removes it)."""
+        """Enforce a per-account (and per-Region) rate quota for ``service`` (``None``
+        removes it)."""
         with self._lock:
             if rate is None:
                 self._quotas.pop(service, None)
@@ -101,7 +108,9 @@ class FaultInjector:
             self._rules.clear()
             self._quotas.clear()
 
-    def check(self, service: str, operation: str) -> None:
+    def check(
+        self, service: str, operation: str, *, account: str = "", region: str = ""
+    ) -> None:
         """Raise the injected ServiceError/DropConnection for this call, or return."""
         delay = 0.0
         failure: BaseException | None = None
@@ -123,20 +132,29 @@ class FaultInjector:
                 break
             self._rules = [r for r in self._rules if not r.exhausted()]
             if failure is None:
-                failure = self._check_quota(service)
+                failure = self._check_quota(service, account, region)
         if delay:
             time.sleep(delay)  # latency is real: it is what the client waits for
         if failure is not None:
             raise failure
 
-    def _check_quota(self, service: str) -> ServiceError | None:
+    def _check_quota(self, service: str, account: str, region: str) -> ServiceError | None:
         quota = self._quotas.get(service)
         if quota is None:
             return None
         now = self._clock.now()
-        while quota.stamps and quota.stamps[0] <= now - quota.window:
-            quota.stamps.popleft()
-        if len(quota.stamps) >= quota.rate:
-            return ServiceError("ThrottlingException", "Rate exceeded for account", 429)
-        quota.stamps.append(now)
+        stamps = quota.stamps.setdefault((account, region), deque())
+        while stamps and stamps[0] <= now - quota.window:
+            stamps.popleft()
+        if len(stamps) >= quota.rate:
+            wait = max(1, math.ceil(stamps[0] + quota.window - now))
+            quota_member, service_member = _QUOTA_MEMBERS.get(service, ("quotaCode", "serviceCode"))
+            return ServiceError(
+                "ThrottlingException",
+                "Rate exceeded for account",
+                429,
+                headers={"Retry-After": str(wait)},  # RetryAfterSeconds in the models
+                **{quota_member: "account-requests-per-second", service_member: service},
+            )
+        stamps.append(now)
         return None

@@ -37,19 +37,23 @@ class SimDevice:
     running_since: dict[int, float] = field(default_factory=dict)
 
 
-def agent_clients(world: World, config: AgentConfig) -> AwsClients:
-    """AwsClients whose every client is answered in-process by ``world``."""
-    import os
+def agent_clients(
+    world: World, config: AgentConfig, *, credentials: tuple[str, str] | None = None
+) -> AwsClients:
+    """AwsClients whose every client is answered in-process by ``world``.
 
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", TEST_CREDENTIALS["aws_access_key_id"])
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", TEST_CREDENTIALS["aws_secret_access_key"])
+    They sign for the agent's configured Region (a wrong one finds nothing, as on AWS)
+    with ``credentials`` (default: the world's test keys).
+    """
     endpoints: dict[str, str | None] = {s: INTERNAL_ENDPOINT for s in ("lookoutvision", "greengrassv2", "iot")}
     return AwsClients(
-        region=world.region,
+        region=config.region,
         endpoints=endpoints,
         max_attempts=config.aws_max_attempts,
         retry_mode=config.aws_retry_mode,
         customize=lambda client: attach(client, world),
+        credentials=credentials
+        or (TEST_CREDENTIALS["aws_access_key_id"], TEST_CREDENTIALS["aws_secret_access_key"]),
     )
 
 
@@ -60,10 +64,11 @@ def make_reconciler(
     ledger: Ledger,
     *,
     clients: AwsClients | None = None,
+    credentials: tuple[str, str] | None = None,
     rng: random.Random | None = None,
 ) -> Reconciler:
     """The agent's reconciler for ``config``, wired to ``world`` in-process."""
-    clients = clients or agent_clients(world, config)
+    clients = clients or agent_clients(world, config, credentials=credentials)
     return Reconciler(
         settings=settings_from_config(config),
         platform=platform,

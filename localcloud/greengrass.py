@@ -18,15 +18,18 @@ import contextlib
 import copy
 import functools
 import json
+import math
 import re
 import threading
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from localcloud.device import (
     NUCLEUS_NAME,
+    NUCLEUS_VERSION,
     CoreDevice,
     EffectiveDeployment,
     is_version,
@@ -44,10 +47,33 @@ TES_NAME = "aws.greengrass.TokenExchangeService"
 EDGE_AGENT_NAME = "aws.iot.lookoutvision.EdgeAgent"
 #: Public (AWS-owned) components registered when the emulator starts.
 PUBLIC_VERSIONS: dict[str, tuple[str, ...]] = {
-    NUCLEUS_NAME: ("2.14.3",),
+    NUCLEUS_NAME: (NUCLEUS_VERSION,),
     TES_NAME: ("2.0.3",),
     EDGE_AGENT_NAME: ("1.0.0", "1.1.0"),
 }
+#: Control-plane request-rate quotas: requests per second, per operation, account and
+#: Region (the scope of one emulator). Adjustable per world through
+#: ``GreengrassEmulator.rate_quotas``; see localcloud/README.md for where they come from.
+DEFAULT_RATE_QUOTAS: dict[str, float] = {
+    "CreateComponentVersion": 10.0,
+    "CreateDeployment": 10.0,
+    "CancelDeployment": 10.0,
+    "DescribeComponent": 20.0,
+    "GetComponent": 20.0,
+    "ListComponentVersions": 20.0,
+    "GetDeployment": 20.0,
+    "ListDeployments": 20.0,
+    "GetCoreDevice": 20.0,
+    "ListCoreDevices": 20.0,
+    "ListEffectiveDeployments": 20.0,
+    "ListInstalledComponents": 20.0,
+}
+#: IoT jobs notify at most this many things per minute.
+MAX_ROLLOUT_PER_MINUTE = 1000.0
+#: Final execution statuses that count as executed for abortConfig (SUCCEEDED first).
+_EXECUTED = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT")
+#: The Service Quotas code of Greengrass (ThrottlingException.serviceCode).
+QUOTA_SERVICE_CODE = "greengrass"
 DEFAULT_POLICIES: dict[str, Any] = {
     "failureHandlingPolicy": "ROLLBACK",
     "componentUpdatePolicy": {"timeoutInSeconds": 60, "action": "NOTIFY_COMPONENTS"},
@@ -301,6 +327,25 @@ class Deployment:
     iot_job_arn: str
     status: str = "ACTIVE"
     is_latest: bool = True
+    #: Thing-group rollout (IoT jobExecutionsRolloutConfig): devices not yet notified,
+    #: when the next batch goes out and how many things a batch holds now.
+    pending: deque[str] = field(default_factory=deque)
+    next_batch_at: float | None = None
+    rate: float = 0.0
+    notified_since_increase: int = 0
+    succeeded_since_increase: int = 0
+    #: Final execution statuses of a thing-group deployment's devices (abortConfig).
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def job(self) -> dict[str, Any]:
+        return self.iot_job_configuration
+
+    def orders_events(self) -> bool:
+        """Whether its rollout or abort rules need device events in time order."""
+        return self.status == "ACTIVE" and (
+            bool(self.pending) or bool((self.job.get("abortConfig") or {}).get("criteriaList"))
+        )
 
     def summary(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -398,10 +443,15 @@ class GreengrassEmulator:
         self._tokens: dict[tuple[str, str], tuple[float, str, dict[str, Any]]] = {}
         self._failures: list[_InstallFailure] = []
         self._busy: set[str] = set()
+        #: Deployments whose rollout or abort rules need events in time order.
+        self._ordered: set[str] = set()
         self._next_due = float("inf")
         self._sequence = 0
         self._iot_client: Any = None
-        self.router = _GreengrassRouter(self._unknown_operation)
+        #: Requests/s per operation (None or absent: unlimited); see DEFAULT_RATE_QUOTAS.
+        self.rate_quotas: dict[str, float | None] = dict(DEFAULT_RATE_QUOTAS)
+        self._request_times: dict[str, deque[float]] = {}
+        self.router: Router = _GreengrassRouter(self._unknown_operation)
         prefix = "/greengrass/v2"
         for method, path, operation, handler in (
             (
@@ -464,8 +514,17 @@ class GreengrassEmulator:
 
     # -- time -------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
-        """Advance every device with pending work; O(1) when nothing is due."""
-        if not self._busy or now < self._next_due:
+        """Advance every device with pending work; O(1) when nothing is due.
+
+        While a thing-group deployment rolls out in batches or has abort criteria, events
+        (batches, device steps) are taken one at a time in time order, so that a failure
+        can abort the deployment before later devices act.
+        """
+        if now < self._next_due or not (self._busy or self._ordered):
+            return
+        self._ordered = {d for d in self._ordered if self._deployments[d].orders_events()}
+        if self._ordered:
+            self._tick_in_order(now)
             return
         next_due = float("inf")
         for thing_name in list(self._busy):
@@ -475,6 +534,35 @@ class GreengrassEmulator:
             else:
                 next_due = min(next_due, due)
         self._next_due = next_due
+
+    def _tick_in_order(self, now: float) -> None:
+        while True:
+            self._ordered = {d for d in self._ordered if self._deployments[d].orders_events()}
+            batches = [
+                (deployment.next_batch_at, deployment_id)
+                for deployment_id in self._ordered
+                if (deployment := self._deployments[deployment_id]).next_batch_at is not None
+                and deployment.pending
+            ]
+            steps = []
+            for thing_name in list(self._busy):
+                due = self.devices[thing_name].next_due()
+                if due is None:
+                    self._busy.discard(thing_name)
+                else:
+                    steps.append((due, thing_name))
+            first_batch = min(batches, default=None)
+            first_step = min(steps, default=None)
+            if first_batch is not None and first_batch[0] <= now and (
+                first_step is None or first_batch[0] <= first_step[0]
+            ):
+                self._notify_batch(self._deployments[first_batch[1]], first_batch[0])
+            elif first_step is not None and first_step[0] <= now:
+                self.devices[first_step[1]].advance(first_step[0])
+            else:
+                upcoming = [event[0] for event in (first_batch, first_step) if event is not None]
+                self._next_due = min(upcoming, default=float("inf"))
+                return
 
     def sync(self) -> None:
         """Bring the world (and so every device) up to the clock's now."""
@@ -487,16 +575,26 @@ class GreengrassEmulator:
             self._next_due = min(self._next_due, due)
 
     # -- Python API used by other emulators, tests and the demo ---------------------------------
-    def register_component_version(self, recipe: dict[str, Any]) -> str:
+    def register_component_version(
+        self,
+        recipe: dict[str, Any],
+        *,
+        tags: Mapping[str, str] | None = None,
+        created_at: float | None = None,
+    ) -> str:
         """Register a private component version from a recipe dict; return its ARN.
 
-        Raises ServiceError ValidationException for a bad recipe, ConflictException if the
-        name and version exist.
+        ``tags`` are attached to the component version; ``created_at`` (world time,
+        default now) is its creationTimestamp. Raises ServiceError ValidationException for
+        a bad recipe, ConflictException if the name and version exist.
         """
         with self.lock:
             errors = _recipe_errors(recipe)
             _raise_if(errors)
-            return self._register(recipe, public=False, now=self.world.clock.now()).arn
+            now = self.world.clock.now() if created_at is None else created_at
+            record = self._register(recipe, public=False, now=now)
+            record.tags = dict(tags or {})
+            return record.arn
 
     def component_version_exists(self, name: str, version: str) -> bool:
         with self.lock:
@@ -532,7 +630,11 @@ class GreengrassEmulator:
                 )
                 self.devices[thing_name] = device
             for deployment in self._deployments_for_new_device(device):
-                device.receive(deployment, now)
+                if deployment.pending:  # a rollout in batches: it waits for its turn
+                    if device.thing_name not in deployment.pending:
+                        deployment.pending.append(device.thing_name)
+                else:
+                    device.receive(deployment, now)
             self._wake(device)
             return device
 
@@ -568,14 +670,110 @@ class GreengrassEmulator:
         return None
 
     def device_finished(self, device: CoreDevice, effective: EffectiveDeployment) -> None:
-        """A device reached a final status for a deployment: thing targets follow it."""
+        """A device reached a final status for a deployment: thing targets follow it;
+        thing-group targets count it for their rollout rate and abort criteria."""
         deployment = effective.deployment
-        if deployment.target_kind != "thing" or deployment.status != "ACTIVE":
+        if deployment.status != "ACTIVE":
+            return
+        if deployment.target_kind == "thinggroup":
+            deployment.outcomes[effective.status] += 1
+            if effective.status == "SUCCEEDED":
+                deployment.succeeded_since_increase += 1
+                self._maybe_increase_rate(deployment)
+            self._check_abort(deployment, effective.modified)
             return
         if effective.status == "SUCCEEDED":
             deployment.status = "COMPLETED"
         elif effective.status in ("FAILED", "REJECTED", "TIMED_OUT"):
             deployment.status = "FAILED"
+
+    # -- IoT job configuration of thing-group deployments ---------------------------------------
+    def _roll_out(self, deployment: Deployment, devices: list[CoreDevice], now: float) -> None:
+        """Send ``deployment`` to ``devices``: all at once, or in per-minute batches when the
+        job has a rollout configuration (thing groups only)."""
+        rollout = deployment.job.get("jobExecutionsRolloutConfig") or {}
+        if deployment.target_kind == "thinggroup" and (
+            deployment.job.get("abortConfig") or {}
+        ).get("criteriaList"):
+            self._ordered.add(deployment.deployment_id)
+        if deployment.target_kind != "thinggroup" or not rollout:
+            for device in devices:
+                device.receive(deployment, now)
+                self._wake(device)
+            return
+        exponential = rollout.get("exponentialRate")
+        deployment.rate = float(
+            exponential["baseRatePerMinute"] if exponential else rollout["maximumPerMinute"]
+        )
+        deployment.pending = deque(device.thing_name for device in devices)
+        self._ordered.add(deployment.deployment_id)
+        self._notify_batch(deployment, now)
+
+    def _notify_batch(self, deployment: Deployment, at: float) -> None:
+        """Notify the next batch of a rolling deployment (at most its current rate)."""
+        cap = (deployment.job.get("jobExecutionsRolloutConfig") or {}).get("maximumPerMinute")
+        size = int(min(deployment.rate, cap or MAX_ROLLOUT_PER_MINUTE))
+        for _ in range(size):
+            if not deployment.pending:
+                break
+            device = self.devices.get(deployment.pending.popleft())
+            if device is not None:
+                device.receive(deployment, at)
+                self._wake(device)
+                deployment.notified_since_increase += 1
+        self._maybe_increase_rate(deployment)
+        deployment.next_batch_at = at + 60.0 if deployment.pending else None
+        if deployment.next_batch_at is not None:
+            self._next_due = min(self._next_due, deployment.next_batch_at)
+
+    def _maybe_increase_rate(self, deployment: Deployment) -> None:
+        """exponentialRate: multiply the batch size once the increase criterion is met."""
+        rollout = deployment.job.get("jobExecutionsRolloutConfig") or {}
+        exponential = rollout.get("exponentialRate")
+        if not exponential:
+            return
+        criteria = exponential["rateIncreaseCriteria"]
+        notified = criteria.get("numberOfNotifiedThings")
+        succeeded = criteria.get("numberOfSucceededThings")
+        if (notified and deployment.notified_since_increase >= notified) or (
+            succeeded and deployment.succeeded_since_increase >= succeeded
+        ):
+            deployment.rate = min(
+                MAX_ROLLOUT_PER_MINUTE,
+                float(math.ceil(deployment.rate * exponential["incrementFactor"])),
+            )
+            deployment.notified_since_increase = 0
+            deployment.succeeded_since_increase = 0
+
+    def _check_abort(self, deployment: Deployment, at: float) -> None:
+        """abortConfig: cancel the deployment once a criterion's failure share is reached
+        among at least minNumberOfExecutedThings finished executions."""
+        executed = sum(deployment.outcomes[s] for s in _EXECUTED)
+        for criteria in (deployment.job.get("abortConfig") or {}).get("criteriaList") or []:
+            kind = criteria["failureType"]
+            kinds = _EXECUTED[1:] if kind == "ALL" else (kind,)
+            failed = sum(deployment.outcomes[k] for k in kinds)
+            if (
+                executed
+                and executed >= criteria["minNumberOfExecutedThings"]
+                and failed * 100.0 / executed >= criteria["thresholdPercentage"]
+            ):
+                reason = (
+                    f"Deployment aborted: {failed} of {executed} executions {kind} "
+                    f"(threshold {criteria['thresholdPercentage']:g} %)"
+                )
+                self._stop(deployment, at, reason)
+                return
+
+    def _stop(self, deployment: Deployment, at: float, reason: str) -> None:
+        """Cancel a deployment: no more notifications; queued and running executions end."""
+        deployment.status = "CANCELED"
+        deployment.pending.clear()
+        deployment.next_batch_at = None
+        for device in self.devices.values():
+            if device.effective(deployment.deployment_id) is not None:
+                device.cancel(deployment.deployment_id, at, reason)
+                self._wake(device)
 
     # -- registry -----------------------------------------------------------------------------
     def _register(self, recipe: Mapping[str, Any], *, public: bool, now: float) -> ComponentVersion:
@@ -623,6 +821,32 @@ class GreengrassEmulator:
             return handler(values)
 
         return run
+
+    def check_rate_quota(self, operation: str) -> None:
+        """ThrottlingException when ``operation`` is over its rate quota (world clock).
+
+        Called by ``World.dispatch`` for external requests (the world's own internal calls
+        are not counted). A sliding window of one second: at most ``rate`` requests of the
+        operation in any second of world time; throttled requests do not count.
+        """
+        rate = self.rate_quotas.get(operation)
+        if rate is None:
+            return
+        now = self.world.clock.now()
+        stamps = self._request_times.setdefault(operation, deque())
+        while stamps and stamps[0] <= now - 1.0:
+            stamps.popleft()
+        if len(stamps) >= rate:
+            wait = max(1, math.ceil(stamps[0] + 1.0 - now))
+            raise ServiceError(
+                "ThrottlingException",
+                f"Rate exceeded: {operation} is limited to {rate:g} requests per second",
+                429,
+                headers={"Retry-After": str(wait)},  # retryAfterSeconds, bound to this header
+                quotaCode=f"{operation}-requests-per-second",
+                serviceCode=QUOTA_SERVICE_CODE,
+            )
+        stamps.append(now)
 
     def _unknown_operation(self, request: Request, _params: dict[str, str]) -> Response:
         raise _invalid(
@@ -802,9 +1026,7 @@ class GreengrassEmulator:
                 previous.status = "INACTIVE"
         self._deployments[deployment.deployment_id] = deployment
         self._latest[target_arn] = deployment.deployment_id
-        for device in self._member_devices(kind, name):
-            device.receive(deployment, now)
-            self._wake(device)
+        self._roll_out(deployment, self._member_devices(kind, name), now)
         return deployment
 
     def _existing_target(self, arn: str) -> tuple[str, str]:
@@ -890,12 +1112,7 @@ class GreengrassEmulator:
                 deployment.deployment_id,
                 "DEPLOYMENT",
             )
-        deployment.status = "CANCELED"
-        now = self.world.clock.now()
-        for device in self.devices.values():
-            if device.effective(deployment.deployment_id) is not None:
-                device.cancel(deployment.deployment_id, now)
-                self._wake(device)
+        self._stop(deployment, self.world.clock.now(), "Deployment canceled")
         return Response.json(200, {"message": f"Deployment {deployment.deployment_id} canceled"})
 
     # -- core devices -------------------------------------------------------------------------

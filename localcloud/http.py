@@ -29,7 +29,7 @@ class Headers(dict[str, str]):
     def __getitem__(self, key: str) -> str:
         return super().__getitem__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
     def __contains__(self, key: object) -> bool:
@@ -67,17 +67,27 @@ class Response:
 class ServiceError(Exception):
     """An AWS error response: HTTP status, error code (``__type``) and message."""
 
-    def __init__(self, code: str, message: str, status: int = 400, **fields: Any) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int = 400,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **fields: Any,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
+        #: Members the model binds to headers (e.g. ``Retry-After``); the rest is the body.
+        self.headers = dict(headers or {})
         self.fields = fields
 
     def to_response(self) -> Response:
         body = {"__type": self.code, "message": self.message, "Message": self.message}
         body.update(self.fields)
-        return Response.json(self.status, body, {"x-amzn-ErrorType": self.code})
+        return Response.json(self.status, body, {"x-amzn-ErrorType": self.code, **self.headers})
 
 
 class DropConnection(Exception):

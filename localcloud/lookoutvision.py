@@ -330,6 +330,8 @@ class _Job:
     component_version_arn: str | None = None
     artifact_uri: str | None = None
     recipe: dict[str, Any] | None = None
+    #: Configuration.Greengrass.Tags, attached to the Greengrass component it registers.
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def greengrass(self) -> dict[str, Any]:
@@ -404,7 +406,8 @@ class LookoutVisionEmulator:
         self.list_models_lag_seconds: float = 0.0
         self._lock = threading.RLock()
         self._projects: dict[str, _Project] = {}
-        self._jobs: dict[str, _Job] = {}
+        #: Jobs by (project, JobName): a job name is unique within its project.
+        self._jobs: dict[tuple[str, str], _Job] = {}
         self._tokens: dict[str, _TokenRecord] = {}
         self._failures: list[_FailurePlan] = []
         self._random = random.Random(0x4C34)
@@ -589,7 +592,11 @@ class LookoutVisionEmulator:
             return
         if _has(gg_emulator, "register_component_version"):
             try:
-                job.component_version_arn = str(gg_emulator.register_component_version(job.recipe))
+                job.component_version_arn = str(
+                    gg_emulator.register_component_version(
+                        job.recipe, tags=job.tags, created_at=job.done_at
+                    )
+                )
             except Exception as exc:  # Greengrass refused the recipe: the job fails
                 self._fail(job, f"Could not create the Greengrass component version: {exc}")
                 return
@@ -615,11 +622,12 @@ class LookoutVisionEmulator:
         return None
 
     def _bucket_exists(self, bucket: str) -> bool:
+        """Whether the bucket exists in this account and in this region (AWS requires both)."""
         try:
-            self.world.client("s3").head_bucket(Bucket=bucket)
+            answer = self.world.client("s3").head_bucket(Bucket=bucket)
         except Exception:  # 404/403 from moto, or a name moto refuses
             return False
-        return True
+        return answer.get("BucketRegion") in (None, self.world.region)
 
     def _recipe(self, job: _Job) -> dict[str, Any]:
         gg = job.greengrass
@@ -753,9 +761,9 @@ class LookoutVisionEmulator:
             project = self._project(params)
             model = self._packageable_model(project, body["ModelVersion"])
             job_name = body.get("JobName")
-            if job_name is not None and job_name in self._jobs:
+            if job_name is not None and (name, job_name) in self._jobs:
                 raise _conflict(
-                    f"A model packaging job named {job_name} already exists",
+                    f"A model packaging job named {job_name} already exists in project {name}",
                     job_name,
                     "MODEL_PACKAGE_JOB",
                 )
@@ -769,7 +777,10 @@ class LookoutVisionEmulator:
                 )
             bucket = gg["S3OutputLocation"]["Bucket"]
             if not self._bucket_exists(bucket):
-                raise _validation(f"The S3 bucket {bucket} does not exist or is not accessible")
+                raise _validation(
+                    f"The S3 bucket {bucket} does not exist in {self.world.region} or is not "
+                    "accessible"
+                )
             active = sum(1 for j in self._jobs.values() if j.status in ("CREATED", "RUNNING"))
             if self.max_active_jobs is not None and active >= self.max_active_jobs:
                 raise ServiceError(
@@ -795,8 +806,9 @@ class LookoutVisionEmulator:
                 running_at=now + self.running_after_seconds,
                 done_at=now + self.packaging_seconds,
                 updated=now,
+                tags={tag["Key"]: tag["Value"] for tag in gg.get("Tags") or []},
             )
-            self._jobs[job_name] = job
+            self._jobs[(name, job_name)] = job
             if token is not None:
                 self._tokens[token] = _TokenRecord(
                     fingerprint, job_name, now + self.client_token_ttl_seconds
@@ -813,8 +825,8 @@ class LookoutVisionEmulator:
         _raise_if(errors)
         self._project(params)
         with self._lock:
-            job = self._jobs.get(job_name)
-            if job is None or job.project != name:
+            job = self._jobs.get((name, job_name))
+            if job is None:
                 raise _not_found(
                     f"Model packaging job {job_name} does not exist in project {name}",
                     job_name,
@@ -912,7 +924,7 @@ class LookoutVisionEmulator:
         stem = project.replace("_", "-").strip("-")[:40] or "job"
         while True:
             candidate = f"{stem}-{self._random.getrandbits(48):012x}"
-            if candidate not in self._jobs:
+            if (project, candidate) not in self._jobs:
                 return candidate
 
     def _page_args(self, request: Request, operation: str, scope: str) -> tuple[int, int]:

@@ -15,9 +15,9 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
 
 from localcloud.http import DropConnection, Headers, Request
-from localcloud.world import INTERNAL_ENDPOINT, World
+from localcloud.world import INTERNAL_ENDPOINT, TEST_CREDENTIALS, Scope, World
 
-TEST_CREDENTIALS = {"aws_access_key_id": "AKIDLOCALCLOUD", "aws_secret_access_key": "local-secret"}
+__all__ = ["TEST_CREDENTIALS", "attach", "make_handler", "world_client"]
 
 
 class _Body(io.BytesIO):
@@ -43,7 +43,7 @@ def _body_bytes(body: Any) -> bytes:
     return bytes(body)
 
 
-def make_handler(world: World, *, internal: bool = False) -> Any:
+def make_handler(world: World | Scope, *, internal: bool = False) -> Any:
     """Return a botocore ``before-send`` handler that serves requests from ``world``."""
 
     def before_send(request: Any, **_: Any) -> AWSResponse:
@@ -64,25 +64,31 @@ def make_handler(world: World, *, internal: bool = False) -> Any:
     return before_send
 
 
-def attach(client: Any, world: World, *, internal: bool = False) -> Any:
+def attach(client: Any, world: World | Scope, *, internal: bool = False) -> Any:
     """Route every request of a boto3/botocore ``client`` to ``world`` in-process."""
     client.meta.events.register_first("before-send", make_handler(world, internal=internal))
     return client
 
 
 def world_client(
-    world: World,
+    world: World | Scope,
     service: str,
     *,
     internal: bool = False,
     botocore_session: Any = None,
     **client_kwargs: Any,
 ) -> Any:
-    """A boto3 client for ``service`` answered in-process by ``world``."""
+    """A boto3 client for ``service`` answered in-process by ``world``.
+
+    It signs for the region and with credentials of ``world`` (a World: its home account
+    and region; a Scope: that account and region).
+    """
     import boto3
 
     session = boto3.Session(
-        botocore_session=botocore_session, region_name=world.region, **TEST_CREDENTIALS
+        botocore_session=botocore_session,
+        region_name=world.region,
+        **world.client_credentials(),
     )
     kwargs: dict[str, Any] = {"endpoint_url": INTERNAL_ENDPOINT}
     if service == "s3":

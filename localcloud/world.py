@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from localcloud.clock import Clock, RealClock
+from localcloud.credentials import CredentialRegistry
 from localcloud.faults import FaultInjector
 from localcloud.http import DropConnection, Request, Response, Router, ServiceError
 from localcloud.iotcore import IoTCoreBus
-from localcloud.nucleus.tes import CredentialRegistry
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -30,6 +31,10 @@ _SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
 # botocore signing names of services the world emulates itself; the rest go to moto.
 MOTO_SERVICES = {"s3", "iot", "sts", "iam"}
+#: Long-term keys the world's own clients sign with (moto maps unknown keys to the home account).
+TEST_CREDENTIALS = {"aws_access_key_id": "AKIDLOCALCLOUD", "aws_secret_access_key": "local-secret"}
+#: Response headers that carry a request id (AWS JSON services; S3).
+_REQUEST_ID_HEADERS = ("x-amzn-requestid", "x-amz-request-id")
 
 
 class Emulator(Protocol):
@@ -50,6 +55,9 @@ class Call:
     operation: str
     status: int
     access_key: str
+    #: The ``x-amzn-RequestId`` the caller received ("" when the connection was dropped).
+    request_id: str = ""
+    region: str = REGION
 
 
 class CallLog:
@@ -98,56 +106,100 @@ class World:
         self._lock = threading.RLock()
         self._moto = _MotoApp()
         self._internal_clients: dict[str, Any] = {}
-        self.emulators: dict[str, Emulator] = {}
-        # Imported here: the emulators import World's helpers.
-        from localcloud.greengrass import GreengrassEmulator
-        from localcloud.lookoutvision import LookoutVisionEmulator
+        self._scopes: dict[tuple[str, str], Scope] = {}
+        home = self.scope(account_id, region)
+        self.greengrass = home.greengrass
+        self.lookoutvision = home.lookoutvision
+        self.emulators: dict[str, Emulator] = home.emulators
 
-        self.greengrass = GreengrassEmulator(self)
-        self.lookoutvision = LookoutVisionEmulator(self)
-        self.emulators = {"greengrass": self.greengrass, "lookoutvision": self.lookoutvision}
+    # -- accounts and regions -------------------------------------------------------------
+    def scope(self, account_id: str, region: str) -> Scope:
+        """The emulators' state for one account in one region, created on first use.
+
+        As on AWS (and in moto), a Lookout for Vision project or a Greengrass component
+        made in one region or account does not exist in another.
+        """
+        with self._lock:
+            found = self._scopes.get((account_id, region))
+            if found is None:
+                found = self._scopes[(account_id, region)] = Scope(self, account_id, region)
+            return found
+
+    def _account(self, access_key: str) -> str | ServiceError:
+        """The account a request signed with ``access_key`` acts in, or why it is refused.
+
+        Keys the token exchange service issued and unknown long-term keys act in the home
+        account; keys moto issued (IAM users, STS sessions) in the account moto gave them.
+        """
+        if self.credentials.expires_at(access_key) is None and access_key[:4] in ("AKIA", "ASIA"):
+            account = _moto_account(access_key)
+            if account is not None:
+                return account
+        return self.credentials.check(access_key) or self.account_id
+
+    def client_credentials(self) -> dict[str, str]:
+        """Credentials of the world's internal clients in the home account."""
+        return dict(TEST_CREDENTIALS)
 
     # -- time -----------------------------------------------------------------------
     def tick(self) -> None:
         """Bring every time-driven state up to the clock's now."""
         now = self.clock.now()
         with self._lock:
-            for emulator in self.emulators.values():
-                emulator.tick(now)
+            for scope in list(self._scopes.values()):
+                for emulator in scope.emulators.values():
+                    emulator.tick(now)
 
     # -- requests -------------------------------------------------------------------
     def dispatch(self, request: Request, *, internal: bool = False) -> Response:
         """Answer one request. ``internal`` calls (emulator to moto) skip faults and log.
 
-        Raises DropConnection when a fault says the connection is dropped.
+        The request is served by the state of the account its access key belongs to, in
+        the region of its SigV4 credential scope. Every answer carries a request id
+        (``x-amzn-RequestId``), as AWS's do. Raises DropConnection when a fault says the
+        connection is dropped.
         """
-        scope = _SCOPE.search(request.headers.get("authorization", "") or "")
-        if scope is None:
-            return ServiceError(
-                "MissingAuthenticationTokenException", "Missing Authentication Token", 403
-            ).to_response()
-        access_key, _region, service = scope.groups()
-        denied = self.credentials.check(access_key)
-        if denied is not None:
-            return denied.to_response()
-        if service in MOTO_SERVICES:
-            operation = _moto_operation(service, request)
-            response = self._moto.call(request)
+        request_id = str(uuid.uuid4())
+        credential = _SCOPE.search(request.headers.get("authorization", "") or "")
+        if credential is None:
+            return _with_request_id(
+                ServiceError(
+                    "MissingAuthenticationTokenException", "Missing Authentication Token", 403
+                ).to_response(),
+                request_id,
+            )
+        access_key, region, service = credential.groups()
+        account = self._account(access_key)
+        if isinstance(account, ServiceError):
+            return _with_request_id(account.to_response(), request_id)
+
+        def log(operation: str, status: int, answer_id: str) -> None:
             if not internal:
                 self.calls.record(
-                    Call(self.clock.now(), service, operation, response.status, access_key)
+                    Call(self.clock.now(), service, operation, status, access_key, answer_id, region)
                 )
+
+        if service in MOTO_SERVICES:
+            response = _with_request_id(self._moto.call(request), request_id)
+            log(_moto_operation(service, request), response.status, _request_id_of(response))
             return response
-        emulator = self.emulators.get(service)
+        emulator = self.scope(account, region).emulators.get(service)
         if emulator is None:
-            return ServiceError(
-                "UnknownServiceException", f"Service {service!r} is not emulated", 400
-            ).to_response()
+            return _with_request_id(
+                ServiceError(
+                    "UnknownServiceException", f"Service {service!r} is not emulated", 400
+                ).to_response(),
+                request_id,
+            )
         matched = emulator.router.match(request)
         operation = matched[0].operation if matched else "Unknown"
         try:
             if not internal:
-                self.faults.check(service, operation)
+                self.faults.check(service, operation, account=account, region=region)
+                with self._lock:
+                    quota = getattr(emulator, "check_rate_quota", None)
+                    if quota is not None:
+                        quota(operation)
             if matched is None:
                 raise ServiceError(
                     "UnknownOperationException", f"No operation at {request.method} {request.path}", 404
@@ -159,11 +211,10 @@ class World:
         except ServiceError as error:
             response = error.to_response()
         except DropConnection:
-            if not internal:
-                self.calls.record(Call(self.clock.now(), service, operation, 0, access_key))
+            log(operation, 0, "")
             raise
-        if not internal:
-            self.calls.record(Call(self.clock.now(), service, operation, response.status, access_key))
+        response = _with_request_id(response, request_id)
+        log(operation, response.status, request_id)
         return response
 
     # -- helpers for emulators and tests -----------------------------------------------
@@ -178,6 +229,94 @@ class World:
 
     def arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.region}:{self.account_id}:{resource}"
+
+
+class Scope:
+    """One account in one region: the emulators' state there and what they see of the world.
+
+    Emulators reach the world only through their scope (clock, ARNs, internal clients),
+    so their ARNs, moto resources and component registry all belong to its account and
+    region.
+    """
+
+    def __init__(self, world: World, account_id: str, region: str) -> None:
+        self.world = world
+        self.account_id = account_id
+        self.region = region
+        self.clock = world.clock
+        self._lock = world._lock
+        self._clients: dict[str, Any] = {}
+        self._credentials: dict[str, str] | None = None
+        # Imported here: the emulators import World's helpers.
+        from localcloud.greengrass import GreengrassEmulator
+        from localcloud.lookoutvision import LookoutVisionEmulator
+
+        self.greengrass = GreengrassEmulator(self)
+        self.lookoutvision = LookoutVisionEmulator(self)
+        self.emulators: dict[str, Emulator] = {
+            "greengrass": self.greengrass,
+            "lookoutvision": self.lookoutvision,
+        }
+
+    def tick(self) -> None:
+        self.world.tick()
+
+    def dispatch(self, request: Request, *, internal: bool = False) -> Response:
+        return self.world.dispatch(request, internal=internal)
+
+    def arn(self, service: str, resource: str) -> str:
+        return f"arn:aws:{service}:{self.region}:{self.account_id}:{resource}"
+
+    def client_credentials(self) -> dict[str, str]:
+        """Keys that moto maps to this scope's account (an assumed role outside home)."""
+        if self.account_id == self.world.account_id:
+            return self.world.client_credentials()
+        if self._credentials is None:
+            answer = self.world.client("sts").assume_role(
+                RoleArn=f"arn:aws:iam::{self.account_id}:role/localcloud-internal",
+                RoleSessionName="localcloud-internal",
+            )["Credentials"]
+            self._credentials = {
+                "aws_access_key_id": answer["AccessKeyId"],
+                "aws_secret_access_key": answer["SecretAccessKey"],
+                "aws_session_token": answer["SessionToken"],
+            }
+        return dict(self._credentials)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for this account and region (internal: no faults, no log)."""
+        with self._lock:
+            if service not in self._clients:
+                from localcloud.transport import world_client
+
+                self._clients[service] = world_client(self, service, internal=True)
+            return self._clients[service]
+
+
+def _moto_account(access_key: str) -> str | None:
+    """The account moto issued ``access_key`` in (IAM keys, STS sessions), else None."""
+    from moto.iam.models import iam_backends
+    from moto.utilities.utils import PARTITION_NAMES
+
+    for account_id, account in list(iam_backends.items()):
+        for partition in PARTITION_NAMES:
+            if access_key in account[partition].access_keys:
+                return str(account_id)
+    return None
+
+
+def _request_id_of(response: Response) -> str:
+    for key, value in response.headers.items():
+        if key.lower() in _REQUEST_ID_HEADERS:
+            return str(value)
+    return ""
+
+
+def _with_request_id(response: Response, request_id: str) -> Response:
+    """``response`` with an ``x-amzn-RequestId`` header unless it already has a request id."""
+    if not _request_id_of(response):
+        response.headers["x-amzn-RequestId"] = request_id
+    return response
 
 
 def _moto_operation(service: str, request: Request) -> str:
@@ -205,7 +344,7 @@ class _MotoApp:
     """moto's WSGI application, called in-process (no socket, no thread)."""
 
     def __init__(self) -> None:
-        from moto.server import DomainDispatcherApplication, create_backend_app
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.test import Client
 
         self._client = Client(DomainDispatcherApplication(create_backend_app))

@@ -70,7 +70,9 @@ class GreengrassDeployments:
         return str(answer["deploymentId"])
 
     def progress(self, thing_name: str, deployment_id: str, component_name: str) -> DeploymentProgress:
-        deployment = call("GetDeployment", lambda: self._gg.get_deployment(deploymentId=deployment_id))
+        """The device's execution and installed component; the deployment's own status
+        (GetDeployment) only while the device has no execution of it, which saves a
+        call per poll against Greengrass's per-operation rate quota."""
         execution: dict[str, Any] | None = None
         kwargs: dict[str, Any] = {"coreDeviceThingName": thing_name}
         while execution is None:
@@ -85,6 +87,11 @@ class GreengrassDeployments:
                 break
             kwargs["nextToken"] = page["nextToken"]
         installed = self.installed_component(thing_name, component_name)
+        deployment: dict[str, Any] = {}
+        if execution is None:
+            deployment = call(
+                "GetDeployment", lambda: self._gg.get_deployment(deploymentId=deployment_id)
+            )
         reason = None
         if execution is not None:
             reason = execution.get("reason")

@@ -88,6 +88,8 @@ class AwsClients:
     ``endpoints`` maps a boto3 service name to an endpoint URL (None: botocore's own
     resolution, which honours ``AWS_ENDPOINT_URL_<SERVICE>``). ``customize`` is called
     with every new client (the local world's in-process transport uses it).
+    ``credentials`` (access key id, secret access key) replaces botocore's credential
+    chain; simulations use it instead of changing the process environment.
     """
 
     def __init__(
@@ -100,8 +102,10 @@ class AwsClients:
         connect_timeout: float = 5.0,
         read_timeout: float = 15.0,
         customize: ClientHook | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.region = region
+        self._credentials = credentials
         self._endpoints = endpoints or {}
         self._max_attempts = max_attempts
         self._retry_mode = retry_mode
@@ -120,6 +124,8 @@ class AwsClients:
             core = botocore.session.get_session()
             core.set_config_variable("data_path", str(DATA_PATH))
             core.register_component("data_loader", lean_loader())
+            if self._credentials is not None:
+                core.set_credentials(*self._credentials)
             self._session = core
         return self._session
 

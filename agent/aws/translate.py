@@ -34,16 +34,25 @@ def translate(exc: Exception, operation: str) -> errors.AgentError:
 
     if isinstance(exc, bx.ClientError):
         error = exc.response.get("Error", {})
+        metadata = exc.response.get("ResponseMetadata", {})
         code = str(error.get("Code", "Unknown"))
+        # The request id is what AWS support asks for: it goes into the message, so every
+        # log line and status event that reports the error carries it.
+        request_id = str(metadata.get("RequestId") or "") or None
         message = f"{operation}: {error.get('Message') or code}"
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if request_id:
+            message += f" (RequestId: {request_id})"
+        status = int(metadata.get("HTTPStatusCode") or 0)
+        kind: type[errors.AgentError]
         if code in _THROTTLING or status == 429:
-            return errors.ThrottledError(message, code=code)
-        if code in _UNAVAILABLE or status >= 500:
-            return errors.ServiceUnavailableError(message, code=code)
-        if code in _CREDENTIALS:
-            return errors.TransientError(message, code=code)
-        return _BY_CODE.get(code, errors.TerminalError)(message, code=code)
+            kind = errors.ThrottledError
+        elif code in _UNAVAILABLE or status >= 500:
+            kind = errors.ServiceUnavailableError
+        elif code in _CREDENTIALS:
+            kind = errors.TransientError
+        else:
+            kind = _BY_CODE.get(code, errors.TerminalError)
+        return kind(message, code=code, request_id=request_id)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
         # Under Greengrass the token exchange service may not be up yet: retry.
         return errors.TransientError(f"{operation}: credentials unavailable: {exc}")

@@ -103,7 +103,19 @@ class DeployedModel(BaseModel):
     component_name: str = Field(alias="componentName")
     component_version: str = Field(alias="componentVersion")
     lifecycle_state: str | None = Field(
-        default=None, alias="lifecycleState", description="As the nucleus reports it now"
+        default=None,
+        alias="lifecycleState",
+        description="The component's lifecycle state as Greengrass reported it "
+        "(ListInstalledComponents), at lifecycleStateObservedAt",
+    )
+    lifecycle_state_source: Literal["rollout", "live"] | None = Field(
+        default=None,
+        alias="lifecycleStateSource",
+        description="rollout: last seen by the agent's rollout when the component started; "
+        "live: read for this report",
+    )
+    lifecycle_state_observed_at: str | None = Field(
+        default=None, alias="lifecycleStateObservedAt", description="When lifecycleState was read"
     )
 
 

@@ -501,7 +501,9 @@ def figures(outcome: Outcome) -> dict[str, Any]:
     delays = [
         t.deployed_at - succeeded_at[(t.component, stage.component_version)]
         for t in outcome.tracks
-        if t.deployed_at is not None and (t.component, stage.component_version) in succeeded_at
+        if t.deployed_at is not None
+        and t.component is not None
+        and (t.component, stage.component_version) in succeeded_at
     ]
     running = running_times(outcome)
     devices = len(outcome.tracks)

@@ -10,7 +10,13 @@ the Greengrass IPC model):
 * ``GetConfiguration`` / ``SubscribeToConfigurationUpdate`` -- another component's
   configuration needs an ``aws.greengrass.ipc.config`` policy whose resources name
   that component (or ``*``);
-* ``UpdateState``, ``GetComponentDetails``, ``ListComponents``.
+* ``UpdateState``;
+* ``GetComponentDetails`` and ``ListComponents``, which belong to the Greengrass CLI
+  (``aws.greengrass.Cli``), as do ``RestartComponent``, ``StopComponent`` and the local
+  deployment operations: like the real nucleus, the caller first needs an
+  ``accessControl`` policy under ``aws.greengrass.Cli`` for the operation
+  (``UnauthorizedError``), and then the CLI component must be on the device
+  (``ServiceError``).
 
 Anything else is answered with ``ServiceError``. One thread accepts, one thread per
 connection reads; every thread is joined on :meth:`Nucleus.stop`.
@@ -36,7 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from localcloud.componenthost import ComponentHost, ComponentInfo
-from localcloud.device import recipe_get
+from localcloud.device import NUCLEUS_NAME, NUCLEUS_VERSION, recipe_get
 from localcloud.iotcore import IoTCoreBus, SubscriptionHandle, validate_filter, validate_topic
 from localcloud.nucleus.eventstream import EventStreamError, FrameDecoder, Header, Message, encode
 
@@ -45,10 +51,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-GGC_VERSION = "2.12.0"
 DEFAULT_REGION = "us-east-1"
 MQTT_PROXY_SERVICE = "aws.greengrass.ipc.mqttproxy"
 CONFIG_SERVICE = "aws.greengrass.ipc.config"
+#: The Greengrass CLI component: it serves these IPC operations, not the nucleus.
+CLI_COMPONENT = "aws.greengrass.Cli"
+#: CLI operations and whether their policy resource is the named component (else ``*``).
+CLI_OPERATIONS: dict[str, bool] = {
+    "GetComponentDetails": True,
+    "RestartComponent": True,
+    "StopComponent": True,
+    "ListComponents": False,
+    "CreateLocalDeployment": False,
+    "GetLocalDeploymentStatus": False,
+    "ListLocalDeployments": False,
+    "CreateDebugPassword": False,
+}
 NAMESPACE = "aws.greengrass#"
 RPC_VERSION = "0.1.0"
 #: AF_UNIX sun_path holds 108 bytes including the terminating NUL.
@@ -393,7 +411,7 @@ class Nucleus:
         *,
         tes: TokenExchangeService | None = None,
         region: str = DEFAULT_REGION,
-        ggc_version: str = GGC_VERSION,
+        ggc_version: str | None = None,
         root_ca_path: str | None = None,
     ) -> None:
         self.host = host
@@ -402,7 +420,7 @@ class Nucleus:
         if len(os.fsencode(str(self.socket_path))) > MAX_SOCKET_PATH_BYTES:
             raise ValueError(f"socket path longer than {MAX_SOCKET_PATH_BYTES} bytes")
         self.region = region
-        self.ggc_version = ggc_version
+        self._ggc_version = ggc_version
         self.root_ca_path = root_ca_path
         self.tes: TokenExchangeService | None = None
         self._lock = threading.Condition()
@@ -454,6 +472,14 @@ class Nucleus:
             tokens = list(self._tokens)
         for token in tokens:
             tes.register_token(token)
+
+    @property
+    def ggc_version(self) -> str:
+        """The nucleus version the device runs (given, else its installed Nucleus)."""
+        if self._ggc_version is not None:
+            return self._ggc_version
+        nucleus = self.host.component(NUCLEUS_NAME)
+        return nucleus.version if nucleus is not None else NUCLEUS_VERSION
 
     def component_env(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment Greengrass gives component ``name``'s lifecycle scripts."""
@@ -603,14 +629,16 @@ class Nucleus:
         short = operation[len(NAMESPACE) :] if operation.startswith(NAMESPACE) else ""
         handler = self._operations.get(short)
         try:
-            if handler is None:
-                raise IpcError("ServiceError", f"Operation {operation} is not supported")
             try:
                 request = json.loads(message.payload or b"{}")
             except ValueError as exc:
                 raise _invalid(f"request is not JSON: {exc}") from exc
             if not isinstance(request, dict):
                 raise _invalid("request must be a JSON object")
+            if short in CLI_OPERATIONS:
+                self._check_cli(connection.component, short, request)
+            if handler is None:
+                raise IpcError("ServiceError", f"Operation {operation} is not supported")
             handler(connection, stream, request)
         except IpcError as error:
             connection.finish(stream, error.shape, error.body(), error=True)
@@ -640,6 +668,20 @@ class Nucleus:
                     elif pattern in ("*", resource):
                         return
         raise _unauthorized(component, operation, resource)
+
+    def _check_cli(self, caller: str, operation: str, request: dict[str, Any]) -> None:
+        """A CLI operation: authorized by a policy under aws.greengrass.Cli, and served only
+        when the CLI component is deployed (in that order, as on a real device)."""
+        resource = "*"
+        if CLI_OPERATIONS[operation]:
+            name = request.get("componentName")
+            resource = name if isinstance(name, str) and name else "*"
+        self._authorize(caller, CLI_COMPONENT, operation, resource)
+        if self.host.component(CLI_COMPONENT) is None:
+            raise IpcError(
+                "ServiceError",
+                f"{NAMESPACE}{operation} is served by {CLI_COMPONENT}, which is not deployed",
+            )
 
     def _target_component(self, caller: str, request: dict[str, Any], operation: str) -> str:
         target = request.get("componentName") or caller

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -149,15 +148,12 @@ class Observed:
 
 
 def _rollout(
-    world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: Any, target: str = "thing"
+    world: World, clock: VirtualClock, tmp_path: Path, target: str = "thing"
 ) -> Observed:
     """Two devices of one platform: dev-1 packages v1 and deploys it, dev-2 finds the
     component already there and only deploys (``thinggroup``: adopts the group's
     deployment). Then v2 is trained and dev-1 rolls forward, so the agent also replaces
     its own previous deployment."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AGENT_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "agent-secret")
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     aw.seed(world)
     for thing in DEVICES:
         aw.add_device(world, thing, groups=(GROUP,))
@@ -171,7 +167,10 @@ def _rollout(
             components={aw.AGENT_COMPONENT: {"componentVersion": "0.1.0"}},
             tags={"owner": "fleet-team"},
         )
-    first, second = (aw.reconciler(world, thing, tmp_path, **overrides) for thing in DEVICES)
+    keys = (AGENT_KEY, "agent-secret")
+    first, second = (
+        aw.reconciler(world, thing, tmp_path, credentials=keys, **overrides) for thing in DEVICES
+    )
     assert drive(first, clock) == "SUCCEEDED"
     assert drive(second, clock) == "SUCCEEDED"
     world.lookoutvision.add_model(aw.PROJECT, "TRAINED")
@@ -239,11 +238,10 @@ def _touched_resources(world: World, target: str = "thing") -> dict[str, set[str
 
 @pytest.fixture(params=sorted(TARGET_POLICIES))
 def observed(
-    world: World, clock: VirtualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    world: World, clock: VirtualClock, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Observed:
     """The rollouts with the device's own thing as target, and with a thing group."""
-    return _rollout(world, clock, tmp_path, monkeypatch, request.param)
+    return _rollout(world, clock, tmp_path, request.param)
 
 
 # -- tests -----------------------------------------------------------------------------------

@@ -31,12 +31,14 @@ from awsiot.greengrasscoreipc.model import (
     ConfigurationUpdateEvents,
     IoTCoreMessage,
     ResourceNotFoundError,
+    ServiceError,
     UnauthorizedError,
 )
 from botocore.exceptions import ClientError, CredentialRetrievalError
 
 from localcloud.clock import VirtualClock
 from localcloud.componenthost import ComponentInfo
+from localcloud.device import NUCLEUS_VERSION
 from localcloud.http import Headers, Request
 from localcloud.iotcore import IoTCoreBus, topic_matches, validate_filter
 from localcloud.nucleus import Nucleus, Published, TokenExchangeService
@@ -58,6 +60,7 @@ THING = "edge-thing-1"
 PUBLISHER = "com.example.Publisher"
 READER = "com.example.Reader"
 NO_ACL = "com.example.NoAcl"
+CLI = "aws.greengrass.Cli"
 WAIT = 5.0
 
 
@@ -68,6 +71,15 @@ def _components() -> list[ComponentInfo]:
         subscribe=["cmd/{iot:thingName}/#", "fleet/+/notice"],
     )
     reader_acl = {
+        CLI: {
+            "inspect": {
+                "operations": [
+                    "aws.greengrass#ListComponents",
+                    "aws.greengrass#GetComponentDetails",
+                ],
+                "resources": ["*"],
+            }
+        },
         "aws.greengrass.ipc.config": {
             "read": {
                 "operations": [
@@ -402,7 +414,7 @@ def test_component_env_has_what_greengrass_sets(nucleus: Nucleus, sock_dir: Path
     assert env["SVCUID"] != nucleus.register_component(READER)
     assert env["AWS_IOT_THING_NAME"] == THING
     assert env["AWS_REGION"] == "us-east-1"
-    assert env["GGC_VERSION"] == "2.12.0"
+    assert env["GGC_VERSION"] == NUCLEUS_VERSION
     assert env["EXTRA"] == "1"
     assert "AWS_CONTAINER_CREDENTIALS_FULL_URI" not in env
 
@@ -412,7 +424,7 @@ def test_connect_with_the_component_svcuid(
 ) -> None:
     """The SDK client connects with SVCUID and the socket path from the environment."""
     client = ipc(PUBLISHER)
-    assert client.list_components().components is not None
+    assert client.get_configuration(key_path=["Interval"]).value == {"Interval": "30"}
     assert nucleus.connection_count == 1
 
 
@@ -469,7 +481,7 @@ def test_publish_to_a_topic_not_allowed_is_unauthorized(
     assert nucleus.published == []
     assert bus.messages == []
     # The connection is still usable after the error.
-    assert client.list_components().components
+    assert client.get_configuration().component_name == component
 
 
 def test_subscribe_receives_bus_messages(
@@ -569,16 +581,23 @@ def test_update_state_reaches_the_host(
     assert host.reported == [(PUBLISHER, "ERRORED"), (PUBLISHER, "RUNNING")]
 
 
+def _deploy_cli(host: StaticHost) -> None:
+    host.add(ComponentInfo(CLI, "2.14.3", "RUNNING", {}, {"ComponentName": CLI}))
+
+
 def test_list_components_and_get_component_details(
-    ipc: Callable[[str], GreengrassCoreIPCClientV2],
+    ipc: Callable[[str], GreengrassCoreIPCClientV2], host: StaticHost
 ) -> None:
-    """ListComponents and GetComponentDetails report name, version, state and configuration."""
+    """With the Greengrass CLI deployed and a policy under aws.greengrass.Cli, ListComponents
+    and GetComponentDetails report name, version, state and configuration."""
+    _deploy_cli(host)
     client = ipc(READER)
     listed = {c.component_name: (c.version, c.state) for c in client.list_components().components}
     assert listed == {
         PUBLISHER: ("1.2.0", "RUNNING"),
         READER: ("0.1.0", "RUNNING"),
         NO_ACL: ("3.0.0", "FINISHED"),
+        CLI: ("2.14.3", "RUNNING"),
     }
     details = client.get_component_details(component_name=NO_ACL).component_details
     assert (details.component_name, details.version, details.state, details.configuration) == (
@@ -589,6 +608,60 @@ def test_list_components_and_get_component_details(
     )
     with pytest.raises(ResourceNotFoundError):
         client.get_component_details(component_name="com.example.Missing")
+
+
+def test_cli_operations_without_a_cli_policy_are_unauthorized(
+    ipc: Callable[[str], GreengrassCoreIPCClientV2], host: StaticHost
+) -> None:
+    """CLI operations are authorized by accessControl under aws.greengrass.Cli: a caller
+    without such a policy (even one allowed everything on MQTT) is UnauthorizedError,
+    for its own component too, whether the CLI is deployed or not."""
+    client = ipc(PUBLISHER)
+    for deployed in (False, True):
+        if deployed:
+            _deploy_cli(host)
+        with pytest.raises(UnauthorizedError):
+            client.list_components()
+        with pytest.raises(UnauthorizedError):
+            client.get_component_details(component_name=PUBLISHER)
+        with pytest.raises(UnauthorizedError):
+            client.restart_component(component_name=PUBLISHER)
+
+
+def test_cli_policy_resources_name_the_components(
+    ipc: Callable[[str], GreengrassCoreIPCClientV2], host: StaticHost
+) -> None:
+    """A GetComponentDetails policy whose resources name one component allows only that one."""
+    _deploy_cli(host)
+    acl = {
+        CLI: {
+            "own": {
+                "operations": ["aws.greengrass#GetComponentDetails"],
+                "resources": [NO_ACL],
+            }
+        }
+    }
+    narrow = "com.example.Narrow"
+    host.add(ComponentInfo(narrow, "1.0.0", "RUNNING", {}, recipe_with_acl(narrow, acl)))
+    client = ipc(narrow)
+    assert client.get_component_details(component_name=NO_ACL).component_details.state == "FINISHED"
+    with pytest.raises(UnauthorizedError):
+        client.get_component_details(component_name=PUBLISHER)
+    with pytest.raises(UnauthorizedError):
+        client.list_components()
+
+
+def test_cli_operations_without_the_cli_component_are_a_service_error(
+    ipc: Callable[[str], GreengrassCoreIPCClientV2],
+) -> None:
+    """An authorized caller on a device without aws.greengrass.Cli gets ServiceError: the
+    operations exist only when the CLI component is deployed."""
+    client = ipc(READER)
+    with pytest.raises(ServiceError) as listed:
+        client.list_components()
+    assert CLI in str(listed.value.message)
+    with pytest.raises(ServiceError):
+        client.get_component_details(component_name=READER)
 
 
 def test_raw_unknown_operation_is_a_service_error_and_ping_is_answered(

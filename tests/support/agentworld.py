@@ -79,11 +79,17 @@ def config(thing_name: str, state_dir: Path, **overrides: Any) -> AgentConfig:
 
 
 def reconciler(
-    world: World, thing_name: str, tmp_path: Path, platform: str = "x86-64-cpu", **overrides: Any
+    world: World,
+    thing_name: str,
+    tmp_path: Path,
+    platform: str = "x86-64-cpu",
+    *,
+    credentials: tuple[str, str] | None = None,
+    **overrides: Any,
 ) -> Reconciler:
     cfg = config(thing_name, tmp_path / thing_name, **overrides)
     ledger = Ledger(Path(cfg.state_dir) / "agent.sqlite")
-    return make_reconciler(world, cfg, PLATFORMS[platform], ledger)
+    return make_reconciler(world, cfg, PLATFORMS[platform], ledger, credentials=credentials)
 
 
 FIXTURES = ROOT / "tests" / "fixtures" / "platforms"

@@ -14,7 +14,7 @@ from agent.clock import JitteredInterval
 from agent.health import HealthReporter, next_health_delay
 from agent.ledger import Ledger, OutgoingMessage
 from agent.model import Phase, Rollout
-from agent.reporting.events import HealthReport
+from agent.reporting.events import HealthReport, utc_iso
 from agent.reporting.outbox import enqueue
 from localcloud.clock import VirtualClock
 
@@ -152,18 +152,20 @@ def test_cleared_error_is_no_longer_reported(ledger: Ledger, tmp_path: Path) -> 
     assert report.status == "HEALTHY"
 
 
-def test_deployed_model_with_lifecycle_from_the_nucleus(ledger: Ledger, tmp_path: Path) -> None:
-    """The deployed model comes from the ledger facts; its lifecycle state is asked from
-    the nucleus for that component now."""
+def test_deployed_model_with_a_live_lifecycle_reading(ledger: Ledger, tmp_path: Path) -> None:
+    """The deployed model comes from the ledger facts; a live lifecycle provider is asked
+    for that component at each report, and the report says the state is live and when."""
     situation = Situation()
     situation.lifecycle = {"proj.x86-64-cpu": "RUNNING"}
-    health = reporter(ledger, tmp_path, VirtualClock(), situation)
+    clock = VirtualClock()
+    health = reporter(ledger, tmp_path, clock, situation)
     ledger.put(
         {
             "deployed_version": "3",
             "deployed_component_name": "proj.x86-64-cpu",
             "deployed_component_version": "3.0.0",
             "deployed_at": repr(1_790_000_000.0),
+            "deployed_lifecycle_state": "STARTING",
         }
     )
     deployed = health.build().deployed
@@ -173,6 +175,8 @@ def test_deployed_model_with_lifecycle_from_the_nucleus(ledger: Ledger, tmp_path
         "componentName": "proj.x86-64-cpu",
         "componentVersion": "3.0.0",
         "lifecycleState": "RUNNING",
+        "lifecycleStateSource": "live",
+        "lifecycleStateObservedAt": utc_iso(clock.now()),
     }
     assert situation.lifecycle_calls == ["proj.x86-64-cpu"]
     situation.lifecycle = {"proj.x86-64-cpu": "BROKEN"}
@@ -180,11 +184,10 @@ def test_deployed_model_with_lifecycle_from_the_nucleus(ledger: Ledger, tmp_path
     assert deployed is not None and deployed.lifecycle_state == "BROKEN"
 
 
-def test_deployed_model_without_or_with_failing_lifecycle_provider(
-    ledger: Ledger, tmp_path: Path
-) -> None:
-    """Without a nucleus the lifecycle state is null; a provider that raises does not
-    break the report either."""
+def test_deployed_model_lifecycle_as_the_rollout_saw_it(ledger: Ledger, tmp_path: Path) -> None:
+    """Without a live provider (or when it fails or knows nothing) the state is the one the
+    rollout saw in Greengrass when the component started, marked ``rollout`` with the time
+    it was seen; with no such observation it is null and has no source."""
     ledger.put(
         {
             "deployed_version": "2",
@@ -194,14 +197,25 @@ def test_deployed_model_without_or_with_failing_lifecycle_provider(
     )
     plain = reporter(ledger, tmp_path, VirtualClock(), Situation(), lifecycle=None)
     deployed = plain.build().deployed
-    assert deployed is not None and deployed.lifecycle_state is None
+    assert deployed is not None
+    assert (deployed.lifecycle_state, deployed.lifecycle_state_source) == (None, None)
+
+    ledger.put({"deployed_lifecycle_state": "RUNNING", "deployed_at": repr(1_790_000_000.0)})
 
     def broken(component: str) -> str | None:
-        raise ConnectionError("nucleus gone")
+        raise ConnectionError("provider gone")
 
-    failing = reporter(ledger, tmp_path, VirtualClock(), Situation(), lifecycle=broken)
-    deployed = failing.build().deployed
-    assert deployed is not None and deployed.lifecycle_state is None
+    for provider in (None, broken, lambda component: None):
+        health = reporter(ledger, tmp_path, VirtualClock(), Situation(), lifecycle=provider)
+        deployed = health.build().deployed
+        assert deployed is not None
+        assert deployed.model_dump(by_alias=True, exclude={"model_version"}) == {
+            "componentName": "c",
+            "componentVersion": "2.0.0",
+            "lifecycleState": "RUNNING",
+            "lifecycleStateSource": "rollout",
+            "lifecycleStateObservedAt": utc_iso(1_790_000_000.0),
+        }
 
 
 def test_active_rollout_is_summarised(ledger: Ledger, tmp_path: Path) -> None:
