@@ -232,6 +232,13 @@ def format_problems(error: ValidationError) -> list[str]:
     return lines
 
 
+def problems_message(problems: list[str]) -> str:
+    """One line for a single problem (what a log collector shows whole), else one per problem."""
+    if len(problems) == 1:
+        return f"invalid configuration: {problems[0]}"
+    return "invalid configuration:\n  " + "\n  ".join(problems)
+
+
 def check_before_start(config: AgentConfig, env: Mapping[str, str]) -> None:
     """What ``run`` needs beyond valid values: the transport's settings and files, a usable
     ``stateDir`` and ``platformRoot``. Creates nothing and contacts nothing.
@@ -243,9 +250,7 @@ def check_before_start(config: AgentConfig, env: Mapping[str, str]) -> None:
     problems = _transport_problems(config.reporting, nucleus_available(env))
     problems += _directory_problems(config)
     if problems:
-        raise ConfigurationError(
-            "invalid configuration:\n  " + "\n  ".join(problems), problems=problems
-        )
+        raise ConfigurationError(problems_message(problems), problems=problems)
 
 
 def _transport_problems(reporting: ReportingSettings, under_greengrass: bool) -> list[str]:
@@ -353,9 +358,7 @@ def load_config(
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
         problems = format_problems(exc)
-        raise ConfigurationError(
-            "invalid configuration:\n  " + "\n  ".join(problems), problems=problems
-        ) from exc
+        raise ConfigurationError(problems_message(problems), problems=problems) from exc
 
 
 def _drop_empty(data: dict[str, Any]) -> dict[str, Any]:
