@@ -33,7 +33,8 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .summary{font-size:16px;font-weight:600;color:#0b5cad;margin:6px 0 16px}
 .muted{color:#667}
 table{border-collapse:collapse;margin:6px 0 12px}
-th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left}
+th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left;vertical-align:top}
+td:first-child{white-space:nowrap}
 th{background:#f1f3f7;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .bar{display:inline-block;width:240px;height:12px;background:#e6e9ef;border-radius:3px;vertical-align:middle}
 .bar>span{display:block;height:12px;background:#2e9d55;border-radius:3px}
@@ -201,6 +202,15 @@ def render_html(
             f"<h2>Silent devices ({len(snapshot.silent)}): no health for more than "
             f"{2 * snapshot.health_interval:g} s</h2>"
         )
+        out.append('<table id="silent"><tr><th>device</th><th>platform</th><th>silent for</th>'
+                   "<th>last health</th></tr>")
+        for s in snapshot.silent:
+            out.append(
+                f"<tr><td>{_e(s.thing)}</td><td>{_e(s.platform)}</td>"
+                f'<td class="n silent">{s.silent_seconds:.0f} s</td>'
+                f"<td>{_e(_when(s.last_health_at) or 'never')}</td></tr>"
+            )
+        out.append("</table>")
     out += _platform_sections(snapshot, devices, silent)
     out.append(
         f'<p class="muted">{snapshot.messages} messages read, {snapshot.duplicates} duplicates, '

@@ -521,7 +521,7 @@ def _summarize(
         target_version=target,
         on_target=on_target,
         in_progress=in_progress,
-        problems=tuple(sorted(problems, key=lambda p: (p.problem, p.thing))),
+        problems=tuple(sorted(problems, key=lambda p: (_SEVERITY.get(p.problem, 0), p.thing))),
         silent=tuple(sorted(silent, key=lambda s: (-s.silent_seconds, s.thing))),
         phases=tuple(p for p in phases if p in used),
         by_version_phase={
@@ -535,6 +535,10 @@ def _summarize(
         duplicates=duplicates,
         health_interval=health_interval,
     )
+
+
+#: Problem order in lists: stopped rollouts first, then platform, then health.
+_SEVERITY: dict[str, int] = {"UNSUPPORTED": 1, "UNHEALTHY": 2, "DEGRADED": 3}
 
 
 def _version_key(item: tuple[str, object]) -> int:

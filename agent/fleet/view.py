@@ -136,7 +136,7 @@ def _problems(snapshot: FleetSnapshot) -> Table:
     table = Table(title=f"devices that need a look ({total})", title_justify="left")
     table.add_column("device")
     table.add_column("platform")
-    table.add_column("state", style="bold red")
+    table.add_column("state", style="bold red", no_wrap=True, min_width=17)
     table.add_column("version", justify="right")
     table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=70)
     for p in snapshot.problems[:LIST_ROWS]:
@@ -149,7 +149,8 @@ def _problems(snapshot: FleetSnapshot) -> Table:
 def _silent(snapshot: FleetSnapshot) -> Table:
     total = len(snapshot.silent)
     limit = duration(2 * snapshot.health_interval)
-    table = Table(title=f"silent devices: no health for more than {limit} ({total})", title_justify="left")
+    table = Table(title=f"silent devices: no health for more than {limit} ({total})",
+                  title_justify="left", min_width=60)
     table.add_column("device")
     table.add_column("platform")
     table.add_column("silent for", justify="right", style="magenta")
