@@ -80,6 +80,8 @@ class PublishingFleet:
         self.pace = pace
         self.stop = stop or threading.Event()
         self.published = 0
+        #: Whether the last publish went through (what a device's health says of its link).
+        self.connected = True
         rng = random.Random(seed)
         self.devices: list[LiveDevice] = []
         self._queue: list[tuple[float, int, int, int]] = []
@@ -100,6 +102,7 @@ class PublishingFleet:
                 ledger, thing_name=thing, topic=topics["health"], clock=clock,
                 started_at=clock.now(), state_provider=lambda: "RUNNING",
                 lifecycle_provider=self._lifecycle(thing), state_dir=state_dir,
+                transport_connected=lambda: self.connected,
             )
             device = LiveDevice(
                 thing, platform, reconciler, ledger, health,
@@ -193,7 +196,9 @@ class PublishingFleet:
             try:
                 self.publish(message.topic, message.payload, message.retain)
             except Exception:
+                self.connected = False
                 return  # stays queued; sent again after the device's next event
+            self.connected = True
             device.ledger.ack(message.sequence)
             self.published += 1
 
