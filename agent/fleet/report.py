@@ -34,7 +34,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .muted{color:#667}
 table{border-collapse:collapse;margin:6px 0 12px}
 th,td{border:1px solid #d5d9e0;padding:3px 8px;text-align:left;vertical-align:top}
-td:first-child{white-space:nowrap}
+td{white-space:nowrap}td.err{white-space:normal;min-width:320px}
 th{background:#f1f3f7;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .bar{display:inline-block;width:240px;height:12px;background:#e6e9ef;border-radius:3px;vertical-align:middle}
 .bar>span{display:block;height:12px;background:#2e9d55;border-radius:3px}
@@ -194,7 +194,7 @@ def render_html(
                 f"<tr><td>{_e(p.thing)}</td><td>{_e(p.platform)}</td>"
                 f'<td class="bad">{_e(p.problem)}</td>'
                 f'<td class="n">{_e("" if p.version is None else f"v{p.version}")}</td>'
-                f"<td>{_e(p.error)}</td><td>{_e(_when(p.since))}</td></tr>"
+                f'<td class="err">{_e(p.error)}</td><td>{_e(_when(p.since))}</td></tr>'
             )
         out.append("</table>")
     if snapshot.silent:
@@ -279,7 +279,7 @@ def _platform_sections(
                 f"<td class='{phase_class}'>{_e(d.phase or '')}</td>"
                 f"<td class='n'>{_e('' if d.status_version is None else f'v{d.status_version}')}</td>"
                 f"<td class='{'silent' if d.thing in silent else ''}'>{_e(health)}</td>"
-                f"<td>{_e(d.last_error or '')}</td></tr>"
+                f"<td class='err'>{_e(d.last_error or '')}</td></tr>"
             )
         out.append("</table>")
     return out

@@ -9,6 +9,7 @@ thousand; the numbers always count every device.
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -18,6 +19,8 @@ from agent.fleet.state import DONE_PHASE, PROBLEM_PHASES, FleetSnapshot
 
 #: Rows shown in the problem and silent lists.
 LIST_ROWS = 12
+#: Header rule only: fewer lines to redraw, and it reads well in a narrow terminal.
+_BOX = box.SIMPLE_HEAD
 
 _SHORT_PHASES = {
     "CHECKING": "checking",
@@ -99,7 +102,7 @@ def _progress(snapshot: FleetSnapshot) -> Table:
 
 
 def _version_phase(snapshot: FleetSnapshot) -> Table:
-    table = Table(title="devices per model version and latest phase", title_justify="left")
+    table = Table(title="devices per model version and latest phase", title_justify="left", box=_BOX)
     table.add_column("version", justify="right")
     for phase in snapshot.phases:
         table.add_column(_SHORT_PHASES.get(phase, phase), justify="right", style=_phase_style(phase))
@@ -112,7 +115,7 @@ def _version_phase(snapshot: FleetSnapshot) -> Table:
 
 
 def _platforms(snapshot: FleetSnapshot) -> Table:
-    table = Table(title="per platform", title_justify="left")
+    table = Table(title="per platform", title_justify="left", box=_BOX)
     table.add_column("platform")
     table.add_column("devices", justify="right")
     table.add_column("runs (version: devices)")
@@ -133,12 +136,12 @@ def _platforms(snapshot: FleetSnapshot) -> Table:
 
 def _problems(snapshot: FleetSnapshot) -> Table:
     total = len(snapshot.problems)
-    table = Table(title=f"devices that need a look ({total})", title_justify="left")
-    table.add_column("device")
-    table.add_column("platform")
+    table = Table(title=f"devices that need a look ({total})", title_justify="left", box=_BOX)
+    table.add_column("device", no_wrap=True)
+    table.add_column("platform", no_wrap=True)
     table.add_column("state", style="bold red", no_wrap=True, min_width=17)
     table.add_column("version", justify="right")
-    table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=70)
+    table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=64)
     for p in snapshot.problems[:LIST_ROWS]:
         table.add_row(p.thing, p.platform, p.problem, "" if p.version is None else f"v{p.version}", p.error or "")
     if total > LIST_ROWS:
@@ -150,9 +153,9 @@ def _silent(snapshot: FleetSnapshot) -> Table:
     total = len(snapshot.silent)
     limit = duration(2 * snapshot.health_interval)
     table = Table(title=f"silent devices: no health for more than {limit} ({total})",
-                  title_justify="left", min_width=60)
-    table.add_column("device")
-    table.add_column("platform")
+                  title_justify="left", min_width=60, box=_BOX)
+    table.add_column("device", no_wrap=True)
+    table.add_column("platform", no_wrap=True)
     table.add_column("silent for", justify="right", style="magenta")
     for s in snapshot.silent[:LIST_ROWS]:
         table.add_row(s.thing, s.platform, duration(s.silent_seconds))
