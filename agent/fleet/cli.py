@@ -162,6 +162,8 @@ def _watch(args: argparse.Namespace, state: Any, stop: threading.Event) -> int:
     from agent.fleet.view import render
 
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=120)  # CI logs: rich would assume 80 columns
     started = time.monotonic()
     deadline = None if args.timeout is None else started + args.timeout
 

@@ -136,12 +136,13 @@ def _platforms(snapshot: FleetSnapshot) -> Table:
 
 def _problems(snapshot: FleetSnapshot) -> Table:
     total = len(snapshot.problems)
-    table = Table(title=f"devices that need a look ({total})", title_justify="left", box=_BOX)
+    table = Table(title=f"devices that need a look ({total})", title_justify="left", box=_BOX,
+                  expand=True)
     table.add_column("device", no_wrap=True)
     table.add_column("platform", no_wrap=True)
     table.add_column("state", style="bold red", no_wrap=True, min_width=17)
-    table.add_column("version", justify="right")
-    table.add_column("last error", overflow="ellipsis", no_wrap=True, max_width=64)
+    table.add_column("version", justify="right", no_wrap=True, min_width=7)
+    table.add_column("last error", overflow="ellipsis", no_wrap=True, ratio=1)
     for p in snapshot.problems[:LIST_ROWS]:
         table.add_row(p.thing, p.platform, p.problem, "" if p.version is None else f"v{p.version}", p.error or "")
     if total > LIST_ROWS:

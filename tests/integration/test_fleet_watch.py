@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -32,14 +33,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FLEET = 200
 
 
-class WatchProcess:
-    """``python -m agent fleet ...`` as a subprocess, its output collected line by line."""
+class CollectedProcess:
+    """A subprocess (by default ``python -m agent fleet ...``), its output collected line
+    by line."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], *, module: tuple[str, ...] = ("agent", "fleet")) -> None:
         self._changed = threading.Condition()
         self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "fleet", *args],
+            [sys.executable, "-m", *module, *args],
             cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "140"},
         )
@@ -113,8 +115,8 @@ def fleet_publisher(broker: MosquittoBroker, pki: Pki) -> Iterator[Callable[[str
 
 
 @contextmanager
-def watching(args: list[str]) -> Iterator[WatchProcess]:
-    watch = WatchProcess(args)
+def watching(args: list[str]) -> Iterator[CollectedProcess]:
+    watch = CollectedProcess(args)
     try:
         watch.wait_for("stderr", lambda line: "subscribed to" in line, 60)
         yield watch
@@ -233,6 +235,32 @@ def test_watch_exit_codes_for_bad_options_and_an_unreachable_broker(pki: Pki) ->
                  "--key", str(client.key_path), "--ca", str(pki.ca_path), "--timeout", "5")
     assert closed.returncode == 4, closed.stderr
     assert "cannot subscribe" in closed.stderr
+
+
+@pytest.mark.timeout(300)
+def test_localcloud_serve_devices_is_watched_with_the_command_it_prints(mosquitto_binary: str) -> None:
+    """`python -m localcloud serve --devices 8` starts its own Mosquitto and fleet and
+    prints a `fleet watch` command; that command, run as printed, sees v1 reach all 8
+    devices and exits 0. SIGTERM then stops the fleet with exit code 0."""
+    serve = CollectedProcess(["serve", "--devices", "8", "--speed", "600", "--releases", "1",
+                              "--failing-installs", "0", "--silent", "0"], module=("localcloud",))
+    try:
+        serve.wait_for("stdout", lambda line: line == "}", 60)
+        announced = json.loads("\n".join(serve.lines["stdout"]))
+        command = shlex.split(announced["watch"])
+        assert command[:4] == ["python", "-m", "agent", "fleet"]
+        watch = CollectedProcess([*command[4:], "--until-version", "1", "--expect", "8",
+                                  "--timeout", "200"])
+        try:
+            code = watch.finish(240)
+        finally:
+            watch.kill()
+        assert code == 0, watch.text()
+        assert "fleet: v1 runs on all 8 devices" in watch.lines["stdout"]
+        serve.process.terminate()
+        assert serve.finish(60) == 0, serve.text()
+    finally:
+        serve.kill()
 
 
 @pytest.fixture(scope="module")
