@@ -20,6 +20,7 @@ import heapq
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,9 @@ class PublishingFleet:
         self.connected = True
         rng = random.Random(seed)
         self.devices: list[LiveDevice] = []
+        #: Each device's deployed version as its ledger says, and devices per version.
+        self._deployed: list[str | None] = [None] * devices
+        self._deployed_counts: Counter[str] = Counter({"None": devices})
         self._queue: list[tuple[float, int, int, int]] = []
         self._order = 0
         shared = None
@@ -142,8 +146,7 @@ class PublishingFleet:
 
     def running(self, version: int | None = None) -> int:
         """How many devices run ``version`` (default: the newest release)."""
-        wanted = str(version or self.version)
-        return sum(1 for d in self.devices if d.ledger.get("deployed_version") == wanted)
+        return self._deployed_counts[str(version or self.version)]
 
     def run(self, seconds: float, until: Callable[[], bool] | None = None) -> bool:
         """Run for ``seconds`` of simulated time, or until ``until()``; False if stopped."""
@@ -176,6 +179,11 @@ class PublishingFleet:
         if kind == _STEP:
             delay = device.reconciler.step()
             self._schedule(now + max(delay, 0.05), index, _STEP)
+            deployed = device.ledger.get("deployed_version")
+            if deployed != self._deployed[index]:
+                self._deployed_counts[str(self._deployed[index])] -= 1
+                self._deployed_counts[str(deployed)] += 1
+                self._deployed[index] = deployed
             if any(m.kind == "status" for m in device.ledger.pending(20)):
                 # The daemon reports health right after every state change.
                 self._send(device, [device.health.message()])
