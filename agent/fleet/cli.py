@@ -184,7 +184,7 @@ def _watch(args: argparse.Namespace, state: Any, stop: threading.Event) -> int:
             with Live(get_renderable=frame, console=console, refresh_per_second=args.refresh,
                       transient=True):
                 while not ended():
-                    stop.wait(0.1)
+                    stop.wait(0.25)
         else:
             last_line, last_at = "", 0.0
             while not ended():
@@ -193,7 +193,7 @@ def _watch(args: argparse.Namespace, state: Any, stop: threading.Event) -> int:
                 if now - last_at >= args.log_every and line != last_line:
                     print(f"[{now - started:6.0f} s] {line}", flush=True)
                     last_line, last_at = line, now
-                stop.wait(0.1)
+                stop.wait(0.25)
     except KeyboardInterrupt:
         pass
     reached = done()
