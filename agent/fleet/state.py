@@ -340,6 +340,8 @@ class FleetState:
         if timestamp is None or sequence is None:
             self.unreadable += 1
             return False
+        # Device time first: "heard" is on the fleet's clock even for the very first message.
+        self.clock.observe(timestamp)
         device = self._devices.get(thing)
         heard = self.clock.now()
         if device is None:
@@ -353,7 +355,6 @@ class FleetState:
         if len(device.seen_order) > SEEN_PER_DEVICE:
             device.seen.discard(device.seen_order.popleft())
         self.messages += 1
-        self.clock.observe(timestamp)
         order = (timestamp, sequence)
         newest = device.newest.get(kind)
         if newest is not None and order < newest:

@@ -190,6 +190,17 @@ def test_silent_after_twice_the_health_interval_on_the_fleet_clock() -> None:
     assert [(s.thing, round(s.silent_seconds)) for s in silent] == [("quiet", 121)]
 
 
+def test_a_fleet_whose_clock_is_ahead_of_the_watcher_is_not_silent_at_once() -> None:
+    """Devices an hour ahead of the watcher's wall clock (or a simulated fleet): the first
+    message sets the fleet clock, so a device heard once is not silent right away."""
+    state, ticker = fresh(health_interval=60)
+    state.ingest("s", status("ahead", 1, T0 + 3600, 1, "CHECKING"))
+    ticker.now = 5.0
+    assert state.snapshot().silent == ()
+    ticker.now = 121.0
+    assert [s.thing for s in state.snapshot().silent] == ["ahead"]
+
+
 def test_device_time_moves_the_fleet_clock_forward_only() -> None:
     """A late message with an old timestamp does not move the fleet clock back."""
     ticker = Ticker()
