@@ -94,3 +94,23 @@ def test_sigv4_is_chosen_without_a_certificate_and_filters_follow_the_topics(tmp
         "status": "plant-7/+/l4v/status",
         "health": "l4v-edge/+/health",
     }
+
+
+def test_sigv4_websocket_client_is_built_with_the_shared_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SigV4 variant hands the transport's common options (reconnect, callbacks,
+    session) to awsiot's WebSocket builder, which accepts them; nothing connects yet."""
+    import threading
+
+    from agent.fleet.connection import SigV4WebSocketTransport
+    from agent.reporting.mqtt import DirectMqttConfig
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    transport = SigV4WebSocketTransport(
+        DirectMqttConfig(endpoint="abc-ats.iot.eu-west-1.amazonaws.com", client_id="op",
+                         cert_path="", key_path="", ca_path="", port=443, session_expiry=0),
+        "eu-west-1",
+    )
+    client = transport._build_client(1, threading.Event())
+    assert type(client).__name__ == "Client"
+    assert not transport.is_connected()
