@@ -7,12 +7,16 @@ as its own process, exactly as an operator or a CI job starts it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import re
 import shlex
+import struct
 import subprocess
 import sys
+import termios
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -237,11 +241,45 @@ def test_watch_exit_codes_for_bad_options_and_an_unreachable_broker(pki: Pki) ->
     assert "cannot subscribe" in closed.stderr
 
 
+def run_in_terminal(argv: list[str], *, timeout: float) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal of 120x50, as in a person's terminal; returns
+    its exit code and everything it drew."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=slave,
+                               stderr=slave, env={**os.environ, "TERM": "xterm-256color"})
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal closed with the process
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        code = process.wait(timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        reader.join(10)
+        os.close(master)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
 @pytest.mark.timeout(300)
 def test_localcloud_serve_devices_is_watched_with_the_command_it_prints(mosquitto_binary: str) -> None:
     """`python -m localcloud serve --devices 8` starts its own Mosquitto and fleet and
-    prints a `fleet watch` command; that command, run as printed, sees v1 reach all 8
-    devices and exits 0. SIGTERM then stops the fleet with exit code 0."""
+    prints a `fleet watch` command; that command, run as printed through the
+    `l4v-edge-agent` console script in a terminal, shows the live view, sees v1 reach
+    all 8 devices and exits 0. SIGTERM then stops the fleet with exit code 0."""
     serve = CollectedProcess(["serve", "--devices", "8", "--speed", "600", "--releases", "1",
                               "--failing-installs", "0", "--silent", "0"], module=("localcloud",))
     try:
@@ -249,14 +287,15 @@ def test_localcloud_serve_devices_is_watched_with_the_command_it_prints(mosquitt
         announced = json.loads("\n".join(serve.lines["stdout"]))
         command = shlex.split(announced["watch"])
         assert command[:4] == ["python", "-m", "agent", "fleet"]
-        watch = CollectedProcess([*command[4:], "--until-version", "1", "--expect", "8",
-                                  "--timeout", "200"])
-        try:
-            code = watch.finish(240)
-        finally:
-            watch.kill()
-        assert code == 0, watch.text()
-        assert "fleet: v1 runs on all 8 devices" in watch.lines["stdout"]
+        console_script = Path(sys.executable).parent / "l4v-edge-agent"
+        code, screen = run_in_terminal(
+            [str(console_script), *command[3:], "--until-version", "1", "--expect", "8",
+             "--timeout", "200"], timeout=240,
+        )
+        assert code == 0, screen
+        assert "\x1b[?25l" in screen  # rich's live display took the terminal (cursor hidden)
+        assert "progress toward v1" in screen and "per platform" in screen, screen
+        assert "fleet: v1 runs on all 8 devices" in screen, screen
         serve.process.terminate()
         assert serve.finish(60) == 0, serve.text()
     finally:
