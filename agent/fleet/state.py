@@ -58,6 +58,8 @@ PROBLEM_HEALTH: frozenset[str] = frozenset({"DEGRADED", "UNHEALTHY"})
 NO_STATUS = "NO_STATUS"
 #: How many (epoch, sequence) keys are remembered per device for de-duplication.
 SEEN_PER_DEVICE = 256
+#: Lifecycle states of the deployed model component that make the device a problem.
+BROKEN_LIFECYCLE: frozenset[str | None] = frozenset({"BROKEN", "ERRORED"})
 #: Lifecycle states of a deployed component that count as running it.
 RUNNING_LIFECYCLE: frozenset[str | None] = frozenset({None, "RUNNING", "FINISHED"})
 
@@ -160,6 +162,8 @@ class DeviceView:
             return "UNSUPPORTED"
         if self.phase in PROBLEM_PHASES:
             return self.phase
+        if self.lifecycle_state in BROKEN_LIFECYCLE:
+            return f"COMPONENT_{self.lifecycle_state}"
         if self.health in PROBLEM_HEALTH:
             return self.health
         return None
@@ -224,7 +228,7 @@ class FleetSnapshot:
         target = f"v{self.target_version}" if self.target_version is not None else "no version yet"
         share = 100.0 * self.on_target / self.devices if self.devices else 0.0
         problems = Counter(p.problem for p in self.problems)
-        failed = sum(n for k, n in problems.items() if k in PROBLEM_PHASES or k == "UNSUPPORTED")
+        failed = sum(n for k, n in problems.items() if k not in PROBLEM_HEALTH)
         degraded = sum(n for k, n in problems.items() if k in PROBLEM_HEALTH)
         return (
             f"{self.devices} devices · {target} running on {self.on_target} ({share:.0f} %) · "

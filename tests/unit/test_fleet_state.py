@@ -235,3 +235,15 @@ def test_report_escapes_what_devices_send() -> None:
     page = render_html(state.snapshot(), state.devices(), None, title="t")
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_a_broken_model_component_is_a_problem_and_not_running() -> None:
+    """Health saying the deployed component is BROKEN: the device is listed as
+    COMPONENT_BROKEN, counted as failed, and does not count as running that version."""
+    state, _ = fresh(target_version=2)
+    data = json.loads(health("a", 1, T0, 2))
+    data["deployed"]["lifecycleState"] = "BROKEN"
+    state.ingest("h", json.dumps(data).encode())
+    snap = state.snapshot()
+    assert [p.problem for p in snap.problems] == ["COMPONENT_BROKEN"]
+    assert snap.on_target == 0 and "1 failed" in snap.summary()
