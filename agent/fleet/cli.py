@@ -115,14 +115,16 @@ def main(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     except errors.ConfigurationError as exc:
         print(f"fleet: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
+    from agent.fleet.connection import open_subscription
     from agent.fleet.state import FleetState
 
     state = FleetState(health_interval=args.health_interval, target_version=args.until_version)
-    from agent.fleet.connection import open_subscription
-
     try:
         transport = open_subscription(settings, state.receive)
-    except (errors.TransportError, errors.ConfigurationError) as exc:
+    except errors.ConfigurationError as exc:  # e.g. a certificate the TLS library refuses
+        print(f"fleet: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except errors.TransportError as exc:
         print(f"fleet: cannot subscribe at {settings.endpoint}:{settings.port}: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     print(f"fleet: subscribed to {', '.join(settings.filters().values())} at "
