@@ -214,9 +214,9 @@ def test_watch_shows_failed_and_silent_devices_and_the_gate_fails(
     assert re.search(r"fleet: v1 not on 5 device\(s\)", gate.stdout), gate.stdout
 
 
-def test_watch_exit_codes_for_bad_options_and_an_unreachable_broker(pki: Pki) -> None:
-    """Options are checked before connecting (exit 2, naming the option); a broker that
-    does not answer is exit 4."""
+def test_watch_exit_codes_for_bad_options_and_an_unreachable_broker(pki: Pki, tmp_path: Path) -> None:
+    """Options are checked before connecting (exit 2, naming the option), and so is
+    certificate material the TLS library refuses; a broker that does not answer is exit 4."""
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "agent", "fleet", "watch", *args],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
@@ -233,6 +233,11 @@ def test_watch_exit_codes_for_bad_options_and_an_unreachable_broker(pki: Pki) ->
     no_key = run("--endpoint", "127.0.0.1", "--cert", str(client.cert_path),
                  "--key", str(client.key_path) + ".missing", "--ca", str(pki.ca_path))
     assert no_key.returncode == 2 and "key" in no_key.stderr, no_key.stderr
+    not_pem = tmp_path / "not-a-certificate.pem"
+    not_pem.write_text("hello\n")
+    garbage = run("--endpoint", "127.0.0.1", "--cert", str(not_pem), "--key", str(client.key_path),
+                  "--ca", str(pki.ca_path))
+    assert garbage.returncode == 2 and "cannot load TLS material" in garbage.stderr, garbage.stderr
     from tests.support.mosquitto import free_port
 
     closed = run("--endpoint", "127.0.0.1", "--port", str(free_port()), "--cert", str(client.cert_path),
