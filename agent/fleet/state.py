@@ -395,6 +395,7 @@ class FleetState:
         device.health_error = _error_text(data.get("lastError"))
         device.outbox_depth = _int(data.get("outboxDepth"))
         deployed = data.get("deployed")
+        device.lifecycle_state = None
         if isinstance(deployed, dict):
             version = _int(deployed.get("modelVersion"))
             state = deployed.get("lifecycleState")
@@ -480,7 +481,7 @@ def _summarize(
         version = "-" if d.status_version is None else str(d.status_version)
         by_version_phase.setdefault(version, Counter())[d.phase or NO_STATUS] += 1
         running["-" if d.running_version is None else str(d.running_version)] += 1
-        done = target is not None and d.running_version is not None and d.running_version >= target
+        done = _on_target(d, target)
         on_target += done
         problem = d.problem
         if problem is not None:
@@ -503,14 +504,10 @@ def _summarize(
         PlatformRow(
             platform=key,
             devices=len(members),
-            on_target=sum(
-                1 for d in members
-                if target is not None and d.running_version is not None and d.running_version >= target
-            ),
+            on_target=sum(1 for d in members if _on_target(d, target)),
             in_progress=sum(
                 1 for d in members
-                if d.problem is None and d.phase not in (None, DONE_PHASE)
-                and not (target is not None and (d.running_version or 0) >= target)
+                if d.problem is None and d.phase not in (None, DONE_PHASE) and not _on_target(d, target)
             ),
             problems=sum(1 for d in members if d.problem is not None),
             silent=sum(1 for d in members if d.thing in silent_things),
@@ -539,6 +536,16 @@ def _summarize(
         unreadable=unreadable,
         duplicates=duplicates,
         health_interval=health_interval,
+    )
+
+
+def _on_target(device: DeviceView, target: int | None) -> bool:
+    """The device runs ``target`` or newer, and its model component is not broken."""
+    return (
+        target is not None
+        and device.running_version is not None
+        and device.running_version >= target
+        and device.lifecycle_state not in BROKEN_LIFECYCLE
     )
 
 

@@ -238,10 +238,12 @@ def test_report_escapes_what_devices_send() -> None:
 
 
 def test_a_broken_model_component_is_a_problem_and_not_running() -> None:
-    """Health saying the deployed component is BROKEN: the device is listed as
-    COMPONENT_BROKEN, counted as failed, and does not count as running that version."""
+    """Health saying the deployed component went BROKEN: the device is listed as
+    COMPONENT_BROKEN, counted as failed, and no longer counts as running that version."""
     state, _ = fresh(target_version=2)
-    data = json.loads(health("a", 1, T0, 2))
+    state.ingest("h", health("a", 1, T0, 2))
+    assert state.snapshot().on_target == 1
+    data = json.loads(health("a", 2, T0 + 60, 2))
     data["deployed"]["lifecycleState"] = "BROKEN"
     state.ingest("h", json.dumps(data).encode())
     snap = state.snapshot()
