@@ -56,8 +56,9 @@ PHASE_ORDER: tuple[str, ...] = (
 PROBLEM_HEALTH: frozenset[str] = frozenset({"DEGRADED", "UNHEALTHY"})
 #: Column of devices that published no status yet.
 NO_STATUS = "NO_STATUS"
-#: How many (epoch, sequence) keys are remembered per device for de-duplication.
-SEEN_PER_DEVICE = 256
+#: How many (epoch, sequence) keys are remembered per device for de-duplication; older
+#: re-deliveries are caught by the (timestamp, sequence) order anyway.
+SEEN_PER_DEVICE = 64
 #: Lifecycle states of the deployed model component that make the device a problem.
 BROKEN_LIFECYCLE: frozenset[str | None] = frozenset({"BROKEN", "ERRORED"})
 #: Lifecycle states of a deployed component that count as running it.
