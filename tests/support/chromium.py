@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -42,11 +44,13 @@ class HeadlessChromium:
 
     def __init__(self, binary: str, *, width: int = 1100, height: int = 1400, timeout: float = 30.0) -> None:
         self.timeout = timeout
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-profile-")
+        # The helpers killed in close() may leave a half-written file behind for a moment.
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-profile-", ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
             [binary, *_FLAGS, f"--user-data-dir={self._profile.name}",
              "--remote-debugging-port=0", f"--window-size={width},{height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: its helpers are ended with it
         )
         self._socket: Any = None
         self._ids = 0
@@ -116,15 +120,25 @@ class HeadlessChromium:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
+        """Close the browser (asked politely first), end its helper processes, drop the profile."""
         if self._socket is not None:
             with contextlib.suppress(Exception):
+                self.call("Browser.close")
+            with contextlib.suppress(Exception):
                 self._socket.close()
-        self._process.terminate()
         try:
             self._process.wait(10)
         except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(10)
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        # Helpers (zygote, crash handler) may outlive the browser for a moment and still
+        # write to the profile: end the group Chromium started in, then remove it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._process.pid, signal.SIGKILL)
         self._profile.cleanup()
 
     def __enter__(self) -> HeadlessChromium:
