@@ -1,4 +1,4 @@
-"""``python -m agent``: run | once | plan | status | detect | schemas | config check.
+"""``python -m agent``: run | once | plan | status | detect | schemas | config check | fleet.
 
 Exit codes: 0 success; 1 the rollout did not end RUNNING (``once``) or a read failed;
 2 invalid configuration (the agent refuses to start; ``config check`` found a problem);
@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     ))
     schemas = sub.add_parser("schemas", help="write the message JSON Schemas")
     schemas.add_argument("directory", type=Path, nargs="?", default=Path("schemas"))
+    # Listed for --help only: main() hands `fleet ...` to agent.fleet before parsing, so
+    # the device's own commands never import the operator's code.
+    sub.add_parser("fleet", help="the operator's view of a rollout: fleet watch | fleet report")
     return parser
 
 
@@ -62,6 +65,11 @@ def load(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fleet"]:
+        from agent.fleet.cli import main as fleet_main
+
+        return fleet_main(argv[1:], env)
     args = _parser().parse_args(argv)
     env = os.environ if env is None else env
     from agent.config import check_before_start, effective_configuration

@@ -4,6 +4,10 @@ running ``python -m agent run`` by hand exactly as Greengrass would.
 Prints the endpoint, the topics and the component environment (JSON, or ``export``
 lines with ``--shell``), then serves until SIGINT/SIGTERM. Start the agent with that
 environment and the work directory as its current directory.
+
+``serve --devices N`` serves a simulated fleet instead (``localcloud.livefleet``): N
+agents publishing to a local mutual-TLS Mosquitto through model releases, and prints
+the ``python -m agent fleet watch`` command that watches them.
 """
 
 from __future__ import annotations
@@ -44,7 +48,57 @@ def _parser() -> argparse.ArgumentParser:
         help="JSON object merged into the agent configuration deployed to the device",
     )
     serve.add_argument("--shell", action="store_true", help="print `export` lines instead of JSON")
+    fleet = serve.add_argument_group("a simulated fleet for `python -m agent fleet watch`")
+    fleet.add_argument("--devices", type=int, default=None,
+                       help="serve N simulated agents publishing to a local Mosquitto instead")
+    fleet.add_argument("--speed", type=float, default=60.0,
+                       help="simulated seconds per real second (default 60)")
+    fleet.add_argument("--releases", type=int, default=2, help="model versions released in turn")
+    fleet.add_argument("--failing-installs", type=int, default=3,
+                       help="installs that fail in the last release")
+    fleet.add_argument("--silent", type=int, default=2,
+                       help="devices powered off during the last release")
     return parser
+
+
+def serve_fleet(args: argparse.Namespace) -> int:
+    """``serve --devices N``: the fleet on a local Mosquitto, until SIGINT/SIGTERM."""
+    from localcloud.livefleet import serve_fleet as run_fleet
+    from localcloud.mosquitto import find_mosquitto
+
+    binary = find_mosquitto()
+    if binary is None:
+        print("localcloud: --devices needs the mosquitto broker (apt-get install mosquitto)",
+              file=sys.stderr)
+        return 2
+    if args.devices < 4 or args.speed <= 0 or args.releases < 1:
+        print("localcloud: --devices must be >= 4 (one per platform), --speed > 0, "
+              "--releases >= 1", file=sys.stderr)
+        return 2
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="l4v-fleet-"))
+    stop = threading.Event()
+
+    def announce(broker: dict[str, Any]) -> None:
+        command = (f"python -m agent fleet watch --endpoint {broker['endpoint']} "
+                   f"--port {broker['port']} --cert {shlex.quote(broker['cert'])} "
+                   f"--key {shlex.quote(broker['key'])} --ca {shlex.quote(broker['ca'])}")
+        print(json.dumps({**broker, "watch": command}, indent=2), flush=True)
+
+    def note(text: str) -> None:
+        print(f"localcloud: {text}", file=sys.stderr, flush=True)
+
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run_fleet(
+            args.devices, workdir, mosquitto=binary, stop=stop, pace=args.speed,
+            releases=args.releases, failing_installs=args.failing_installs, silent=args.silent,
+            announce=announce, note=note,
+        )
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+    print("localcloud: stopped", file=sys.stderr)
+    return 0
 
 
 def _shell(report: dict[str, Any]) -> str:
@@ -94,7 +148,7 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args)
+        return serve(args) if args.devices is None else serve_fleet(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

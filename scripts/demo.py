@@ -193,6 +193,8 @@ def main() -> int:
     print()
     print(summary(outcomes))
     print(f"\ndemo: total {time.monotonic() - started:.1f} s — {'OK' if ok else 'FAILED'}")
+    print("demo: to watch a whole simulated fleet roll out, run `python -m localcloud serve "
+          "--devices 50` and, in a second terminal, the `fleet watch` command it prints")
     return 0 if ok else 1
 
 

@@ -271,9 +271,6 @@ class DirectMqttTransport:
     def _build_client(self, generation: int, stopped: threading.Event) -> Any:
         config = self._config
         prefix = config.setting_prefix
-        cert = _check_readable(config.cert_path, f"{prefix}.cert_path", "client certificate")
-        key = _check_readable(config.key_path, f"{prefix}.key_path", "private key")
-        ca = _check_readable(config.ca_path, f"{prefix}.ca_path", "CA certificate")
         low, high = config.reconnect_min_seconds, config.reconnect_max_seconds
         if low <= 0 or high < low:
             raise ConfigurationError(
@@ -285,13 +282,10 @@ class DirectMqttTransport:
         attempt_ms = max(1, int(config.connect_timeout * 1000))
         socket_options = io.SocketOptions()
         socket_options.connect_timeout_ms = attempt_ms
-        try:
-            return mqtt5_client_builder.mtls_from_path(
+        return self._new_client(
+            dict(
                 endpoint=config.endpoint,
                 port=config.port,
-                cert_filepath=cert,
-                pri_key_filepath=key,
-                ca_filepath=ca,
                 client_id=config.client_id,
                 enable_metrics_collection=False,
                 session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_POST_SUCCESS,
@@ -313,6 +307,18 @@ class DirectMqttTransport:
                 ),
                 on_lifecycle_disconnection=lambda d: self._on_disconnection(generation, d),
                 on_lifecycle_stopped=lambda _d: stopped.set(),
+            )
+        )
+
+    def _new_client(self, options: dict[str, Any]) -> Any:
+        """The awscrt client with mutual TLS; ``options`` are the builder's common arguments."""
+        prefix = self._config.setting_prefix
+        cert = _check_readable(self._config.cert_path, f"{prefix}.cert_path", "client certificate")
+        key = _check_readable(self._config.key_path, f"{prefix}.key_path", "private key")
+        ca = _check_readable(self._config.ca_path, f"{prefix}.ca_path", "CA certificate")
+        try:
+            return mqtt5_client_builder.mtls_from_path(
+                cert_filepath=cert, pri_key_filepath=key, ca_filepath=ca, **options
             )
         except Exception as exc:
             raise ConfigurationError(

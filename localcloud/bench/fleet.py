@@ -152,13 +152,14 @@ class Stage:
         return f"{self.version}.0.0"
 
 
-def build_stage(scenario: Scenario) -> Stage:
+def build_stage(scenario: Scenario, clock: VirtualClock | None = None) -> Stage:
     """Seed a new World (this resets moto), add the fleet, turn faults on, release v1.
 
     Every device already runs the agent component, deployed to its own thing. The
-    setup goes through the world's internal clients: no faults, no call log.
+    setup goes through the world's internal clients: no faults, no call log. ``clock``
+    (default: a new VirtualClock) lets a live fleet start at the wall clock's time.
     """
-    clock = VirtualClock()
+    clock = clock or VirtualClock()
     world = World(clock, seed=scenario.seed)
     world.client("s3").create_bucket(Bucket=BUCKET)
     world.lookoutvision.create_project(PROJECT)
