@@ -124,6 +124,8 @@ class Scenario:
     platform_check_seconds: float = 900.0
     platform_job_poll_seconds: float = 300.0
     platform_watch_seconds: float = 60.0
+    #: ... and how soon it retries a throttled or 5xx call (jittered 50-150 %).
+    platform_retry_seconds: float = 30.0
     agent_deadline_seconds: float = 3 * 3600.0
     baseline_deadline_seconds: float = 8 * 3600.0
 
@@ -150,6 +152,7 @@ class Scenario:
                 "check": self.platform_check_seconds,
                 "jobPoll": self.platform_job_poll_seconds,
                 "deploymentWatch": self.platform_watch_seconds,
+                "retryAfterThrottlingOr5xx": self.platform_retry_seconds,
             },
             "deadlineSeconds": {
                 "agent": self.agent_deadline_seconds,
@@ -337,19 +340,23 @@ def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
 
 @dataclass(frozen=True)
 class BaselineDesign:
-    """How a hand-written baseline agent behaves: its paces per phase and whether a
-    packaging job is per device or shared by every device of a platform."""
+    """How a hand-written baseline agent behaves: its paces per phase, how soon it
+    retries a throttled or 5xx call (``retry_jitter`` 0: exactly then; 0.5: 50-150 % of
+    it), and whether a packaging job is per device or shared by every device of a
+    platform."""
 
     name: str
     check_seconds: float
     job_poll_seconds: float
     watch_seconds: float
+    retry_seconds: float
+    retry_jitter: float
     job_per_platform: bool
 
     @classmethod
     def naive(cls, scenario: Scenario) -> BaselineDesign:
         tick = scenario.baseline_tick_seconds
-        return cls("naive", tick, tick, tick, job_per_platform=False)
+        return cls("naive", tick, tick, tick, tick, 0.0, job_per_platform=False)
 
     @classmethod
     def per_platform(cls, scenario: Scenario) -> BaselineDesign:
@@ -358,6 +365,8 @@ class BaselineDesign:
             scenario.platform_check_seconds,
             scenario.platform_job_poll_seconds,
             scenario.platform_watch_seconds,
+            scenario.platform_retry_seconds,
+            0.5,
             job_per_platform=True,
         )
 
@@ -369,18 +378,25 @@ class BaselineDevice:
     (DescribeModelPackagingJob each tick) -> DEPLOY (ListDeployments, GetDeployment,
     CreateDeployment with the same merge rule as the agent) -> DEPLOYING
     (ListEffectiveDeployments, ListInstalledComponents each tick) -> DONE. Any throttled
-    or 5xx answer: try again on the phase's next tick. Any other error: FAILED. The
+    or 5xx answer: try again after the design's retry delay. Any other error: FAILED. The
     naive design starts its own job (``naive-<thing>``); the per-platform design derives
     JobName and ClientToken from platform and version, so the first device of a
     platform starts the job and the others' identical requests replay it.
     """
 
     def __init__(
-        self, thing: str, platform: DetectedPlatform, clients: Any, design: BaselineDesign
+        self,
+        thing: str,
+        platform: DetectedPlatform,
+        clients: Any,
+        design: BaselineDesign,
+        rng: random.Random,
     ) -> None:
         self.thing = thing
         self.platform = platform
         self.design = design
+        self.rng = rng
+        self.retrying = False
         self.lv = clients.client(LFV)
         self.gg = clients.client("greengrassv2")
         self.iot = clients.client("iot")
@@ -405,8 +421,12 @@ class BaselineDevice:
         return f"{self.design.name}-{self.owner}-v{self.version}"
 
     def next_tick_seconds(self) -> float:
-        """Seconds to the next tick, by the phase the device is in now."""
+        """Seconds to the next tick: the retry delay after a throttled or 5xx answer,
+        else the pace of the phase the device is in now."""
         design = self.design
+        if self.retrying:
+            jitter = design.retry_jitter
+            return design.retry_seconds * self.rng.uniform(1 - jitter, 1 + jitter)
         if self.phase == "CHECK":
             return design.check_seconds
         if self.phase in ("START", "WAIT"):
@@ -416,12 +436,14 @@ class BaselineDevice:
     def tick(self) -> None:
         from botocore.exceptions import ClientError
 
+        self.retrying = False
         try:
             self._tick()
         except ClientError as error:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
             if status == 429 or status >= 500:
-                return  # next tick
+                self.retrying = True
+                return
             self.phase, self.error = "FAILED", str(error)
 
     def _tick(self) -> None:
@@ -519,8 +541,11 @@ def run_baseline(scenario: Scenario, design: BaselineDesign | None = None) -> Ou
     # The same shared boto3 clients as the agents get (awsMaxAttempts 1, in-process).
     clients = agent_clients(world, agent_config(design.name, Path(tempfile.gettempdir())))
     rng = random.Random(scenario.seed)
+    # Retry jitter from its own stream: the first ticks stay where they were without it.
+    seeds = random.Random(scenario.seed + 1)
     devices = [
-        BaselineDevice(thing, platform, clients, design) for thing, platform in scenario.platforms()
+        BaselineDevice(thing, platform, clients, design, random.Random(seeds.random()))
+        for thing, platform in scenario.platforms()
     ]
     tracks = [Track(d.thing, component=d.component) for d in devices]
     # Each device's timer phase is where it happened to start (boot time), so its first
