@@ -51,22 +51,29 @@ PUBLIC_VERSIONS: dict[str, tuple[str, ...]] = {
     TES_NAME: ("2.0.3",),
     EDGE_AGENT_NAME: ("1.0.0", "1.1.0"),
 }
-#: Control-plane request-rate quotas: requests per second, per operation, account and
-#: Region (the scope of one emulator). Adjustable per world through
-#: ``GreengrassEmulator.rate_quotas``; see localcloud/README.md for where they come from.
+#: Control-plane request-rate quotas per account and Region (the scope of one emulator), as
+#: the AWS General Reference documents them ("AWS IoT Greengrass V2 endpoints and quotas",
+#: Service quotas, "Quotas for API operations"; neither is adjustable): CreateComponentVersion
+#: 1 request/s; every other control-plane operation 30 requests/s **combined** (10 in the
+#: Regions of ``REDUCED_CONTROL_PLANE_RATES``). Keys of ``GreengrassEmulator.rate_quotas``:
+#: an operation name gives that operation its own quota; ``OTHER_OPERATIONS`` is the quota
+#: every operation without its own key shares. See localcloud/README.md.
+OTHER_OPERATIONS = "*"
+CONTROL_PLANE_RATE = 30.0
+REDUCED_CONTROL_PLANE_RATES: dict[str, float] = {
+    "cn-north-1": 10.0,
+    "us-gov-west-1": 10.0,
+    "us-gov-east-1": 10.0,
+}
 DEFAULT_RATE_QUOTAS: dict[str, float] = {
-    "CreateComponentVersion": 10.0,
-    "CreateDeployment": 10.0,
-    "CancelDeployment": 10.0,
-    "DescribeComponent": 20.0,
-    "GetComponent": 20.0,
-    "ListComponentVersions": 20.0,
-    "GetDeployment": 20.0,
-    "ListDeployments": 20.0,
-    "GetCoreDevice": 20.0,
-    "ListCoreDevices": 20.0,
-    "ListEffectiveDeployments": 20.0,
-    "ListInstalledComponents": 20.0,
+    "CreateComponentVersion": 1.0,
+    OTHER_OPERATIONS: CONTROL_PLANE_RATE,
+}
+#: quotaCode labels of the emulator's ThrottlingException. AWS documents no Service Quotas
+#: code for these (non-adjustable) quotas; the labels name the quota that was hit.
+QUOTA_LABELS: dict[str, str] = {
+    "CreateComponentVersion": "CreateComponentVersion-requests-per-second",
+    OTHER_OPERATIONS: "control-plane-requests-per-second",
 }
 #: IoT jobs notify at most this many things per minute.
 MAX_ROLLOUT_PER_MINUTE = 1000.0
@@ -448,8 +455,11 @@ class GreengrassEmulator:
         self._next_due = float("inf")
         self._sequence = 0
         self._iot_client: Any = None
-        #: Requests/s per operation (None or absent: unlimited); see DEFAULT_RATE_QUOTAS.
+        #: Requests/s per quota (None: unlimited); see DEFAULT_RATE_QUOTAS.
         self.rate_quotas: dict[str, float | None] = dict(DEFAULT_RATE_QUOTAS)
+        region = getattr(world, "region", None)
+        if region in REDUCED_CONTROL_PLANE_RATES:
+            self.rate_quotas[OTHER_OPERATIONS] = REDUCED_CONTROL_PLANE_RATES[region]
         self._request_times: dict[str, deque[float]] = {}
         self.router: Router = _GreengrassRouter(self._unknown_operation)
         prefix = "/greengrass/v2"
@@ -826,24 +836,28 @@ class GreengrassEmulator:
         """ThrottlingException when ``operation`` is over its rate quota (world clock).
 
         Called by ``World.dispatch`` for external requests (the world's own internal calls
-        are not counted). A sliding window of one second: at most ``rate`` requests of the
-        operation in any second of world time; throttled requests do not count.
+        are not counted). The quota is the operation's own key of ``rate_quotas`` if it has
+        one, else the shared ``OTHER_OPERATIONS`` one. A sliding window of one second: at
+        most ``rate`` requests under the quota in any second of world time; throttled
+        requests do not count.
         """
-        rate = self.rate_quotas.get(operation)
+        quota = operation if operation in self.rate_quotas else OTHER_OPERATIONS
+        rate = self.rate_quotas.get(quota)
         if rate is None:
             return
         now = self.world.clock.now()
-        stamps = self._request_times.setdefault(operation, deque())
+        stamps = self._request_times.setdefault(quota, deque())
         while stamps and stamps[0] <= now - 1.0:
             stamps.popleft()
         if len(stamps) >= rate:
             wait = max(1, math.ceil(stamps[0] + 1.0 - now))
+            scope = "" if quota == OTHER_OPERATIONS else f"{operation} "
             raise ServiceError(
                 "ThrottlingException",
-                f"Rate exceeded: {operation} is limited to {rate:g} requests per second",
+                f"Rate exceeded: {scope}control-plane requests are limited to {rate:g} per second",
                 429,
                 headers={"Retry-After": str(wait)},  # retryAfterSeconds, bound to this header
-                quotaCode=f"{operation}-requests-per-second",
+                quotaCode=QUOTA_LABELS.get(quota, f"{quota}-requests-per-second"),
                 serviceCode=QUOTA_SERVICE_CODE,
             )
         stamps.append(now)

@@ -1,25 +1,31 @@
 """Fleet rollout benchmark: 1,000 real agents against the 5 requests/s account quota.
 
-One process, the local world's virtual clock. Two runs on identical fresh worlds:
+One process, the local world's virtual clock. Three runs on identical fresh worlds:
 
 * **agent** - the real agent code (``Reconciler`` + boto3 adapters + its own SQLite
   ledger, identity and random source per device), stepped by
   :class:`localcloud.fleet.Fleet`;
-* **baseline** - a naive agent written here: a fixed 60-second tick per device (no
+* **naive baseline** - an agent written here: a fixed 60-second tick per device (no
   jitter), one packaging job per device (``naive-<thing>``, its own ClientToken and
   component ``<project>.<thing>``), DescribeModelPackagingJob on every tick, then the
   same merge-and-CreateDeployment rule as the agent; a throttled or failed call is
-  simply tried again on the next tick.
+  simply tried again on the next tick;
+* **per-platform baseline** - the stronger hand-written agent: one packaging job per
+  platform (a JobName and ClientToken derived from platform and version, so every
+  device of a platform starts or replays the same job), ListModels every 900 s (first
+  checks spread over 900 s), DescribeModelPackagingJob every 300 s, then the same
+  merge-and-CreateDeployment rule and a 60-second deployment watch.
 
-Both face the same world: one model release, packaging taking ``packaging_seconds``,
-the Lookout for Vision account quota enforced by the emulator and a share of random
-5xx answers from Lookout for Vision and Greengrass. The figures go to
-``<out>/fleet.json`` and a plot to ``<out>/fleet.png``; :func:`main` prints a table and
-returns 1 when the agent misses a target.
+All face the same world: one model release, packaging taking ``packaging_seconds``,
+the Lookout for Vision account quota enforced by the emulator, the Greengrass
+control-plane quotas as the world emulates them, and a share of random 5xx answers
+from Lookout for Vision and Greengrass. The figures go to ``<out>/fleet.json`` and a
+plot to ``<out>/fleet.png``; :func:`main` prints a table and returns 1 when the agent
+misses a target.
 
 botocore's own retries sleep in real time and would not move the virtual clock, so
 every client here uses ``awsMaxAttempts=1``: the agent's own back-off (on the virtual
-clock) and the baseline's next tick do the retrying.
+clock) and the baselines' next tick do the retrying.
 """
 
 from __future__ import annotations
@@ -82,6 +88,9 @@ FULL_MIX: tuple[tuple[str, int], ...] = (
 
 RUNNING_STATES = ("RUNNING", "FINISHED")
 LFV = "lookoutvision"
+GG = "greengrass"
+#: The services whose throttled share the bench reports (call-log service names).
+SERVICES = (LFV, GG)
 
 #: What a fleet operator sets on top of the agent's defaults for this benchmark.
 AGENT_OVERRIDES: dict[str, Any] = {
@@ -110,6 +119,13 @@ class Scenario:
     error_rate: float = 0.05
     seed: int = 1
     baseline_tick_seconds: float = 60.0
+    #: The per-platform baseline's paces: ListModels, DescribeModelPackagingJob, and the
+    #: deployment watch (a throttled or failed call waits for the phase's next tick).
+    platform_check_seconds: float = 900.0
+    platform_job_poll_seconds: float = 300.0
+    platform_watch_seconds: float = 60.0
+    #: ... and how soon it retries a throttled or 5xx call (jittered 50-150 %).
+    platform_retry_seconds: float = 30.0
     agent_deadline_seconds: float = 3 * 3600.0
     baseline_deadline_seconds: float = 8 * 3600.0
 
@@ -129,13 +145,30 @@ class Scenario:
             "packagingSeconds": self.packaging_seconds,
             "lookoutvisionQuotaPerSecond": self.quota_per_second,
             "random5xxShare": {"lookoutvision": self.error_rate, "greengrass": self.error_rate},
+            "greengrassRateQuotasPerSecond": greengrass_quotas(),
             "seed": self.seed,
             "baselineTickSeconds": self.baseline_tick_seconds,
+            "platformBaselineSeconds": {
+                "check": self.platform_check_seconds,
+                "jobPoll": self.platform_job_poll_seconds,
+                "deploymentWatch": self.platform_watch_seconds,
+                "retryAfterThrottlingOr5xx": self.platform_retry_seconds,
+            },
             "deadlineSeconds": {
                 "agent": self.agent_deadline_seconds,
                 "baseline": self.baseline_deadline_seconds,
             },
         }
+
+
+def greengrass_quotas() -> dict[str, float | None]:
+    """The world's default Greengrass request-rate quotas (requests/s), readable names."""
+    from localcloud.greengrass import DEFAULT_RATE_QUOTAS, OTHER_OPERATIONS
+
+    return {
+        ("other operations, combined" if key == OTHER_OPERATIONS else key): rate
+        for key, rate in DEFAULT_RATE_QUOTAS.items()
+    }
 
 
 @dataclass
@@ -192,6 +225,7 @@ class Track:
     thing: str
     component: str | None = None
     lookoutvision_calls: int = 0
+    greengrass_calls: int = 0
     deployed_at: float | None = None  # the step that created its deployment
     confirmed_at: float | None = None  # the step that saw the new version RUNNING
     failed: bool = False
@@ -221,9 +255,12 @@ class _CallMeter:
         calls = self._calls
         end = len(calls)
         if track.confirmed_at is None:
-            track.lookoutvision_calls += sum(
-                1 for i in range(self._mark, end) if calls[i].service == LFV
-            )
+            for i in range(self._mark, end):
+                service = calls[i].service
+                if service == LFV:
+                    track.lookoutvision_calls += 1
+                elif service == GG:
+                    track.greengrass_calls += 1
         self._mark = end
 
 
@@ -299,22 +336,68 @@ def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
     return Outcome("agent", stage, list(tracks.values()), clock.now(), time.perf_counter() - started)
 
 
-# -- the naive baseline ----------------------------------------------------------------
+# -- the hand-written baselines ----------------------------------------------------------
 
 
-class NaiveDevice:
-    """The naive agent of one device: on every fixed tick, do what the phase says.
+@dataclass(frozen=True)
+class BaselineDesign:
+    """How a hand-written baseline agent behaves: its paces per phase, how soon it
+    retries a throttled or 5xx call (``retry_jitter`` 0: exactly then; 0.5: 50-150 % of
+    it), and whether a packaging job is per device or shared by every device of a
+    platform."""
 
-    CHECK (ListModels) -> START (StartModelPackagingJob, its own job) -> WAIT
+    name: str
+    check_seconds: float
+    job_poll_seconds: float
+    watch_seconds: float
+    retry_seconds: float
+    retry_jitter: float
+    job_per_platform: bool
+
+    @classmethod
+    def naive(cls, scenario: Scenario) -> BaselineDesign:
+        tick = scenario.baseline_tick_seconds
+        return cls("naive", tick, tick, tick, tick, 0.0, job_per_platform=False)
+
+    @classmethod
+    def per_platform(cls, scenario: Scenario) -> BaselineDesign:
+        return cls(
+            "per-platform",
+            scenario.platform_check_seconds,
+            scenario.platform_job_poll_seconds,
+            scenario.platform_watch_seconds,
+            scenario.platform_retry_seconds,
+            0.5,
+            job_per_platform=True,
+        )
+
+
+class BaselineDevice:
+    """A hand-written agent of one device: on every tick, do what the phase says.
+
+    CHECK (ListModels) -> START (StartModelPackagingJob) -> WAIT
     (DescribeModelPackagingJob each tick) -> DEPLOY (ListDeployments, GetDeployment,
     CreateDeployment with the same merge rule as the agent) -> DEPLOYING
     (ListEffectiveDeployments, ListInstalledComponents each tick) -> DONE. Any throttled
-    or 5xx answer: try again on the next tick. Any other error: FAILED.
+    or 5xx answer: try again after the design's retry delay. Any other error: FAILED. The
+    naive design starts its own job (``naive-<thing>``); the per-platform design derives
+    JobName and ClientToken from platform and version, so the first device of a
+    platform starts the job and the others' identical requests replay it.
     """
 
-    def __init__(self, thing: str, platform: DetectedPlatform, clients: Any) -> None:
+    def __init__(
+        self,
+        thing: str,
+        platform: DetectedPlatform,
+        clients: Any,
+        design: BaselineDesign,
+        rng: random.Random,
+    ) -> None:
         self.thing = thing
         self.platform = platform
+        self.design = design
+        self.rng = rng
+        self.retrying = False
         self.lv = clients.client(LFV)
         self.gg = clients.client("greengrassv2")
         self.iot = clients.client("iot")
@@ -326,22 +409,42 @@ class NaiveDevice:
         self.error: str | None = None
 
     @property
+    def owner(self) -> str:
+        """Who the job and component belong to: the device, or its platform."""
+        return self.platform.key if self.design.job_per_platform else self.thing
+
+    @property
     def component(self) -> str:
-        return f"{PROJECT}.{self.thing}"
+        return f"{PROJECT}.{self.owner}"
 
     @property
     def job_name(self) -> str:
-        return f"naive-{self.thing}-v{self.version}"
+        return f"{self.design.name}-{self.owner}-v{self.version}"
+
+    def next_tick_seconds(self) -> float:
+        """Seconds to the next tick: the retry delay after a throttled or 5xx answer,
+        else the pace of the phase the device is in now."""
+        design = self.design
+        if self.retrying:
+            jitter = design.retry_jitter
+            return design.retry_seconds * self.rng.uniform(1 - jitter, 1 + jitter)
+        if self.phase == "CHECK":
+            return design.check_seconds
+        if self.phase in ("START", "WAIT"):
+            return design.job_poll_seconds
+        return design.watch_seconds
 
     def tick(self) -> None:
         from botocore.exceptions import ClientError
 
+        self.retrying = False
         try:
             self._tick()
         except ClientError as error:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
             if status == 429 or status >= 500:
-                return  # next tick
+                self.retrying = True
+                return
             self.phase, self.error = "FAILED", str(error)
 
     def _tick(self) -> None:
@@ -399,7 +502,7 @@ class NaiveDevice:
         target: dict[str, Any] = {
             "ComponentName": self.component,
             "ComponentVersion": f"{self.version}.0.0",
-            "S3OutputLocation": {"Bucket": BUCKET, "Prefix": f"naive/{self.thing}/"},
+            "S3OutputLocation": {"Bucket": BUCKET, "Prefix": f"{self.design.name}/{self.owner}/"},
         }
         platform = self.platform
         if platform.target_device is not None:
@@ -425,24 +528,32 @@ class NaiveDevice:
                 if full.get(key):
                     request[key] = full[key]
         request["components"][self.component] = {"componentVersion": f"{self.version}.0.0"}
-        request["clientToken"] = self.job_name
+        request["clientToken"] = f"{self.thing}-{self.job_name}"
         return str(self.gg.create_deployment(**request)["deploymentId"])
 
 
-def run_baseline(scenario: Scenario) -> Outcome:
-    """The naive agents through the same release on a fresh, identical world."""
+def run_baseline(scenario: Scenario, design: BaselineDesign | None = None) -> Outcome:
+    """A hand-written baseline (default: the naive one) through the same release on a
+    fresh, identical world."""
+    design = design or BaselineDesign.naive(scenario)
     started = time.perf_counter()
     stage = build_stage(scenario)
     world, clock = stage.world, stage.clock
     # The same shared boto3 clients as the agents get (awsMaxAttempts 1, in-process).
-    clients = agent_clients(world, agent_config("naive", Path(tempfile.gettempdir())))
+    clients = agent_clients(world, agent_config(design.name, Path(tempfile.gettempdir())))
     rng = random.Random(scenario.seed)
-    devices = [NaiveDevice(thing, platform, clients) for thing, platform in scenario.platforms()]
+    # Retry jitter from its own stream: the first ticks stay where they were without it.
+    seeds = random.Random(scenario.seed + 1)
+    devices = [
+        BaselineDevice(thing, platform, clients, design, random.Random(seeds.random()))
+        for thing, platform in scenario.platforms()
+    ]
     tracks = [Track(d.thing, component=d.component) for d in devices]
-    tick = scenario.baseline_tick_seconds
-    # Fixed ticks, no jitter; each device's tick phase is where its timer happened to
-    # start (boot time), so the first tick after the release is within one period.
-    queue = [(stage.release_at + rng.uniform(0, tick), i) for i in range(len(devices))]
+    # Each device's timer phase is where it happened to start (boot time), so its first
+    # check after the release falls within one check period.
+    queue = [
+        (stage.release_at + rng.uniform(0, design.check_seconds), i) for i in range(len(devices))
+    ]
     heapq.heapify(queue)
     meter = _CallMeter(world)
     deadline = stage.release_at + scenario.baseline_deadline_seconds
@@ -462,8 +573,8 @@ def run_baseline(scenario: Scenario) -> Outcome:
         elif device.phase == "FAILED":
             track.failed = True
         else:
-            heapq.heappush(queue, (due + tick, index))
-    return Outcome("baseline", stage, tracks, clock.now(), time.perf_counter() - started)
+            heapq.heappush(queue, (due + device.next_tick_seconds(), index))
+    return Outcome(design.name, stage, tracks, clock.now(), time.perf_counter() - started)
 
 
 # -- figures ---------------------------------------------------------------------------
@@ -509,7 +620,11 @@ def figures(outcome: Outcome) -> dict[str, Any]:
     running = running_times(outcome)
     devices = len(outcome.tracks)
     lfv_counts = [float(t.lookoutvision_calls) for t in outcome.tracks]
+    gg_counts = [float(t.greengrass_calls) for t in outcome.tracks]
+    gg_per_second = Counter(int(c.time - release) for c in calls if c.service == GG)
     total = len(calls)
+    service_calls = Counter(c.service for c in calls)
+    service_throttled = Counter(c.service for c in calls if c.status == 429)
     return {
         "devices": devices,
         "packagingJobs": len(jobs),
@@ -522,10 +637,19 @@ def figures(outcome: Outcome) -> dict[str, Any]:
         "throttledCalls": sum(throttled.values()),
         "throttledPerOperation": dict(sorted(throttled.items())),
         "throttledShare": (sum(throttled.values()) / total) if total else 0.0,
+        "throttledShareByService": {
+            service: _share(service_throttled[service], service_calls[service])
+            for service in SERVICES
+        },
+        "throttledSharePerOperation": {
+            key: _share(throttled[key], per_operation[key]) for key in sorted(throttled)
+        },
         "serverErrors": sum(1 for c in calls if c.status >= 500),
         "lookoutvisionCalls": sum(lfv_per_second.values()),
         "peakLookoutvisionRequestsPerSecond": max(lfv_per_second.values(), default=0),
         "peakLookoutvisionServedPerSecond": max(lfv_served.values(), default=0),
+        "greengrassCalls": service_calls[GG],
+        "peakGreengrassRequestsPerSecond": max(gg_per_second.values(), default=0),
         "failedRollouts": sum(1 for t in outcome.tracks if t.failed),
         "devicesRunning": len(running),
         "notRunningAtEnd": devices - len(running),
@@ -545,13 +669,24 @@ def figures(outcome: Outcome) -> dict[str, Any]:
             "max": max(delays, default=None),
             "devices": len(delays),
         },
-        "lookoutvisionCallsPerDevice": {
-            "median": percentile(lfv_counts, 50),
-            "p95": percentile(lfv_counts, 95),
-            "max": max(lfv_counts, default=None),
-        },
+        "lookoutvisionCallsPerDevice": per_device(lfv_counts),
+        "greengrassCallsPerDevice": per_device(gg_counts),
         "simulatedSeconds": outcome.end_at - release,
         "wallSeconds": round(outcome.wall_seconds, 1),
+    }
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def per_device(counts: list[float]) -> dict[str, float | None]:
+    """Median, mean, p95 and max of one figure per device."""
+    return {
+        "median": percentile(counts, 50),
+        "mean": round(sum(counts) / len(counts), 2) if counts else None,
+        "p95": percentile(counts, 95),
+        "max": max(counts, default=None),
     }
 
 
@@ -574,11 +709,11 @@ def running_times(outcome: Outcome) -> list[float]:
     return out
 
 
-def lfv_series(outcome: Outcome) -> list[int]:
-    """Lookout for Vision requests (throttled ones included) per simulated second."""
+def request_series(outcome: Outcome, service: str) -> list[int]:
+    """Requests to ``service`` (throttled ones included) per simulated second."""
     release = outcome.stage.release_at
     per_second = Counter(
-        int(c.time - release) for c in outcome.stage.world.calls.calls if c.service == LFV
+        int(c.time - release) for c in outcome.stage.world.calls.calls if c.service == service
     )
     length = max(per_second, default=-1) + 1
     return [per_second.get(i, 0) for i in range(length)]
@@ -594,8 +729,10 @@ TARGETS: list[Target] = [
      "= platforms", lambda v, s: v == len(s.mix)),
     ("failedRollouts", "failed rollouts", lambda f: f["failedRollouts"],
      "0", lambda v, s: v == 0),
-    ("throttledShare", "throttled calls (429), share", lambda f: f["throttledShare"],
-     "< 1 %", lambda v, s: v < 0.01),
+    ("lfvThrottledShare", "throttled share, L4V calls",
+     lambda f: f["throttledShareByService"][LFV], "< 1 %", lambda v, s: v < 0.01),
+    ("ggThrottledShare", "throttled share, Greengrass calls",
+     lambda f: f["throttledShareByService"][GG], "< 1 %", lambda v, s: v < 0.01),
     ("deployDelayP95", "SUCCEEDED -> deployment p95 (s)",
      lambda f: f["deployDelayAfterSucceeded"]["p95"],
      "<= 90 s", lambda v, s: v is not None and v <= 90),
@@ -611,9 +748,13 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("packaging jobs started", lambda f: f["packagingJobs"]),
     ("calls, all services", lambda f: f["calls"]),
     ("L4V calls", lambda f: f["lookoutvisionCalls"]),
+    ("Greengrass calls", lambda f: f["greengrassCalls"]),
     ("throttled calls (429)", lambda f: f["throttledCalls"]),
-    ("throttled calls, share", lambda f: f["throttledShare"]),
+    ("throttled share, all calls", lambda f: f["throttledShare"]),
+    ("throttled share, L4V calls", lambda f: f["throttledShareByService"][LFV]),
+    ("throttled share, Greengrass calls", lambda f: f["throttledShareByService"][GG]),
     ("peak L4V requests/s", lambda f: f["peakLookoutvisionRequestsPerSecond"]),
+    ("peak Greengrass requests/s", lambda f: f["peakGreengrassRequestsPerSecond"]),
     ("failed rollouts", lambda f: f["failedRollouts"]),
     ("not RUNNING at the end", lambda f: f["notRunningAtEnd"]),
     ("release -> 50 % RUNNING (s)", lambda f: f["secondsToRunning"]["p50"]),
@@ -622,7 +763,16 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("SUCCEEDED -> deployment p50 (s)", lambda f: f["deployDelayAfterSucceeded"]["p50"]),
     ("SUCCEEDED -> deployment p95 (s)", lambda f: f["deployDelayAfterSucceeded"]["p95"]),
     ("L4V calls/device/rollout, median", lambda f: f["lookoutvisionCallsPerDevice"]["median"]),
+    ("L4V calls/device/rollout, mean", lambda f: f["lookoutvisionCallsPerDevice"]["mean"]),
+    ("GG calls/device/rollout, median", lambda f: f["greengrassCallsPerDevice"]["median"]),
 ]
+
+#: The contenders in the order of the table and the JSON keys of their figures.
+CONTENDERS: tuple[tuple[str, str], ...] = (
+    ("agent", "agent"),
+    ("naive", "baseline"),
+    ("per-platform", "platformBaseline"),
+)
 
 
 def ratio(agent: Any, baseline: Any) -> float | None:
@@ -659,19 +809,23 @@ def _show(value: Any, label: str = "") -> str:
 
 
 def table(result: dict[str, Any], scenario: Scenario) -> str:
-    agent, baseline = result["agent"], result["baseline"]
+    """The printed comparison: the agent, both baselines, the agent's ratio to each."""
+    columns = [result[key] for _, key in CONTENDERS]
     checks = {label: (target, check) for _, label, _, target, check in TARGETS}
-    lines = [f"{'figure':34} {'agent':>9} {'baseline':>9} {'a/b':>8}  target (agent)"]
+    lines = [
+        f"{'figure':34} {'agent':>9} {'naive':>9} {'per-plat.':>9} {'a/naive':>8} "
+        f"{'a/per-pl.':>9}  target (agent)"
+    ]
     for label, get in ROWS:
-        a, b = get(agent), get(baseline)
-        r = ratio(a, b)
+        a, naive, strong = (get(figures) for figures in columns)
         mark = ""
         if label in checks:
             target, check = checks[label]
             mark = f"{target:9} {'ok' if check(a, scenario) else 'MISSED'}"
-        shown = "-" if r is None else f"{r:.3g}"
+        shown = ["-" if r is None else f"{r:.3g}" for r in (ratio(a, naive), ratio(a, strong))]
         lines.append(
-            f"{label:34} {_show(a, label):>9} {_show(b, label):>9} {shown:>8}  {mark}".rstrip()
+            f"{label:34} {_show(a, label):>9} {_show(naive, label):>9} {_show(strong, label):>9} "
+            f"{shown[0]:>8} {shown[1]:>9}  {mark}".rstrip()
         )
     return "\n".join(lines)
 
@@ -701,27 +855,33 @@ def quiet_agent_logs(path: Path) -> Iterator[Counter[str]]:
             structlog.configure(**saved)
 
 
-def plot(agent: Outcome, baseline: Outcome, scenario: Scenario, path: Path) -> None:
-    """Devices RUNNING and L4V requests/s over simulated minutes, both contenders."""
+def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
+    """Devices RUNNING, L4V and Greengrass requests/s over simulated minutes, every
+    contender (the agent drawn last, on top)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    colours = {"agent": "tab:blue", "baseline": "tab:orange"}
+    from localcloud.greengrass import DEFAULT_RATE_QUOTAS, OTHER_OPERATIONS
+
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(10, 9.5), sharex=True)
+    colours = {"agent": "tab:blue", "naive": "tab:orange", "per-platform": "tab:green"}
     end = 0.0
-    for outcome in (baseline, agent):  # the agent drawn last, on top
+    for outcome in sorted(outcomes, key=lambda o: o.name == "agent"):
+        colour, on_top = colours.get(outcome.name, "tab:grey"), outcome.name == "agent"
         times = sorted(running_times(outcome))
         xs = [0.0] + [t / 60 for t in times]
         ys = list(range(len(times) + 1))
-        top.step(xs, ys, where="post", color=colours[outcome.name], label=outcome.name)
-        series = lfv_series(outcome)
-        bottom.plot(
-            [i / 60 for i in range(len(series))], series, color=colours[outcome.name],
-            linewidth=0.6, alpha=0.8, label=outcome.name, zorder=3 if outcome is agent else 2,
-        )
-        end = max(end, xs[-1], len(series) / 60)
+        top.step(xs, ys, where="post", color=colour, label=outcome.name)
+        end = max(end, xs[-1])
+        for axis, service in ((middle, LFV), (bottom, GG)):
+            series = request_series(outcome, service)
+            axis.plot(
+                [i / 60 for i in range(len(series))], series, color=colour, linewidth=0.6,
+                alpha=0.8, label=outcome.name, zorder=3 if on_top else 2,
+            )
+            end = max(end, len(series) / 60)
     top.axhline(scenario.devices, color="grey", linewidth=0.5)
     top.set_ylabel("devices RUNNING the release")
     top.set_title(
@@ -729,11 +889,18 @@ def plot(agent: Outcome, baseline: Outcome, scenario: Scenario, path: Path) -> N
         f"{scenario.packaging_seconds / 60:.0f} min, {scenario.error_rate:.0%} random 5xx"
     )
     top.legend(loc="lower right")
-    bottom.axhline(
+    middle.axhline(
         scenario.quota_per_second, color="red", linestyle="--", linewidth=1,
         label=f"quota {scenario.quota_per_second} req/s",
     )
-    bottom.set_ylabel("Lookout for Vision requests/s")
+    middle.set_ylabel("Lookout for Vision requests/s")
+    middle.legend(loc="upper right")
+    shared = DEFAULT_RATE_QUOTAS[OTHER_OPERATIONS]
+    bottom.axhline(
+        shared, color="red", linestyle="--", linewidth=1,
+        label=f"quota {shared:g} req/s (all but CreateComponentVersion)",
+    )
+    bottom.set_ylabel("Greengrass requests/s")
     bottom.set_xlabel("simulated minutes since the release")
     bottom.set_xlim(0, end * 1.02 if end else 1)
     bottom.legend(loc="upper right")
@@ -743,15 +910,18 @@ def plot(agent: Outcome, baseline: Outcome, scenario: Scenario, path: Path) -> N
 
 
 def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict[str, Any]:
-    """Run both contenders, write ``fleet.json`` and ``fleet.png`` into ``out``."""
+    """Run the agent and both baselines, write ``fleet.json`` and ``fleet.png`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with quiet_agent_logs(out / "fleet-agent.log") as log_counts:
         agent = run_agent(scenario, state_dir)
         agent_figures = figures(agent)
-    baseline = run_baseline(scenario)  # a new World: moto is reset, the agent's is done
-    baseline_figures = figures(baseline)
-    plot(agent, baseline, scenario, out / "fleet.png")
+    # Each baseline gets a new World (moto is reset; the previous run's figures are taken).
+    naive = run_baseline(scenario, BaselineDesign.naive(scenario))
+    naive_figures = figures(naive)
+    strong = run_baseline(scenario, BaselineDesign.per_platform(scenario))
+    strong_figures = figures(strong)
+    plot([agent, naive, strong], scenario, out / "fleet.png")
     targets = []
     for key, label, get, target, check in TARGETS:
         value = get(agent_figures)
@@ -764,19 +934,20 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
             "note": "agent defaults otherwise; awsMaxAttempts 1 because botocore's retry "
             "sleeps are real time, while the agent's back-off runs on the virtual clock",
         },
-        "baseline": {},
         "agent": agent_figures,
-        "ratioAgentToBaseline": {},
+        "baseline": naive_figures,
+        "platformBaseline": strong_figures,
+        "ratioAgentToBaseline": {
+            label: ratio(get(agent_figures), get(naive_figures)) for label, get in ROWS
+        },
+        "ratioAgentToPlatformBaseline": {
+            label: ratio(get(agent_figures), get(strong_figures)) for label, get in ROWS
+        },
         "targets": targets,
         "agentLogAtWarningOrAbove": dict(log_counts),
         "machine": machine(),
-        "wallSeconds": 0.0,
+        "wallSeconds": round(time.perf_counter() - started, 1),
     }
-    result["baseline"] = baseline_figures
-    result["ratioAgentToBaseline"] = {
-        label: ratio(get(agent_figures), get(baseline_figures)) for label, get in ROWS
-    }
-    result["wallSeconds"] = round(time.perf_counter() - started, 1)
     (out / "fleet.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -784,8 +955,8 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
 def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/bench_fleet",
-        description="Fleet rollout benchmark: the agent vs a naive baseline on the "
-        "local world's virtual clock.",
+        description="Fleet rollout benchmark: the agent vs a naive and a per-platform "
+        "hand-written baseline on the local world's virtual clock.",
     )
     parser.add_argument("--devices", type=int, default=sum(n for _, n in FULL_MIX),
                         help="fleet size (default 1000; the 40/30/20/10 platform mix is scaled)")
@@ -799,8 +970,9 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
         f"bench_fleet: {scenario.devices} devices "
         f"({', '.join(f'{n} {k}' for k, n in scenario.mix)}), one release, packaging "
         f"{scenario.packaging_seconds / 60:.0f} simulated min, L4V quota "
-        f"{scenario.quota_per_second} req/s, {scenario.error_rate:.0%} random 5xx "
-        "(L4V, Greengrass)",
+        f"{scenario.quota_per_second} req/s, Greengrass quotas "
+        f"{', '.join(f'{k} {v:g}/s' for k, v in greengrass_quotas().items() if v is not None)}, "
+        f"{scenario.error_rate:.0%} random 5xx (L4V, Greengrass)",
         file=stdout,
     )
     print(
@@ -812,8 +984,9 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
     print(table(result, scenario), file=stdout)
     missed = [t for t in result["targets"] if not t["met"]]
     print(
-        f"wall {result['wallSeconds']} s (agent {result['agent']['wallSeconds']} s, baseline "
-        f"{result['baseline']['wallSeconds']} s); wrote {args.out / 'fleet.json'}, "
+        f"wall {result['wallSeconds']} s (agent {result['agent']['wallSeconds']} s, naive "
+        f"{result['baseline']['wallSeconds']} s, per-platform "
+        f"{result['platformBaseline']['wallSeconds']} s); wrote {args.out / 'fleet.json'}, "
         f"{args.out / 'fleet.png'}",
         file=stdout,
     )
@@ -832,7 +1005,8 @@ if __name__ == "__main__":
 __all__ = [
     "FULL_MIX",
     "PLATFORMS",
-    "NaiveDevice",
+    "BaselineDesign",
+    "BaselineDevice",
     "Outcome",
     "Scenario",
     "main",

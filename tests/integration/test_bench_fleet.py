@@ -9,16 +9,18 @@ from agent.aws.session import AwsClients
 from localcloud.bench import fleet as bench
 
 
-def test_quick_fleet_benchmark_writes_figures_and_the_agent_shares_one_job_per_platform(
+def test_quick_fleet_benchmark_compares_the_agent_with_both_baselines_per_service(
     tmp_path: Path,
 ) -> None:
     """Scenario: 50 real agents (20 Jetson Xavier, 15 x86_64+T4, 10 ARM64 CPU, 5 x86_64
-    CPU) and then 50 naive baseline agents, each on a fresh local world on the virtual
-    clock: one model release, 15 simulated minutes of packaging, the 5 requests/s
-    Lookout for Vision quota and 5 % random 5xx answers from Lookout for Vision and
-    Greengrass. The bench writes fleet.json and fleet.png; the agent starts one packaging
-    job per platform, fails no rollout and brings every device to RUNNING, while the
-    baseline starts a job per device."""
+    CPU), then 50 naive baseline agents, then 50 per-platform baseline agents, each on a
+    fresh local world on the virtual clock: one model release, 15 simulated minutes of
+    packaging, the 5 requests/s Lookout for Vision quota, the emulated Greengrass quotas
+    and 5 % random 5xx answers from Lookout for Vision and Greengrass. The bench writes
+    fleet.json and fleet.png; the agent and the per-platform baseline start one packaging
+    job per platform and the naive baseline one per device; every contender brings every
+    device to RUNNING; the throttled shares are reported per service (and per operation)
+    and agree with the call counts; the throttling targets are per service."""
     out = tmp_path / "results"
     lines: list[str] = []
 
@@ -37,23 +39,45 @@ def test_quick_fleet_benchmark_writes_figures_and_the_agent_shares_one_job_per_p
     assert result["scenario"]["mix"] == {
         "jetson-xavier": 20, "x86-64-nvidia-sm75": 15, "arm64-cpu": 10, "x86-64-cpu": 5,
     }
-    agent, baseline = result["agent"], result["baseline"]
-    assert agent["devices"] == baseline["devices"] == 50
-    assert agent["packagingJobs"] == 4
-    assert agent["failedRollouts"] == 0
-    assert agent["devicesRunning"] == 50
-    assert agent["deploymentsCreated"] == 50
-    assert agent["secondsToRunning"]["p100"] is not None
-    assert agent["peakLookoutvisionServedPerSecond"] <= 5  # the emulator enforces the quota
-    assert baseline["packagingJobs"] == 50
-    assert result["ratioAgentToBaseline"]["packaging jobs started"] == 4 / 50
-    assert {t["key"] for t in result["targets"]} == {
-        "packagingJobs", "failedRollouts", "throttledShare", "deployDelayP95",
-        "secondsTo100", "lfvCallsMedian",
+    assert result["scenario"]["greengrassRateQuotasPerSecond"] == {
+        "CreateComponentVersion": 1.0, "other operations, combined": 30.0,
     }
-    assert code == (0 if all(t["met"] for t in result["targets"]) else 1)
+    agent, naive, strong = result["agent"], result["baseline"], result["platformBaseline"]
+    assert agent["devices"] == naive["devices"] == strong["devices"] == 50
+    assert agent["packagingJobs"] == strong["packagingJobs"] == 4
+    assert naive["packagingJobs"] == 50
+    for figures in (agent, naive, strong):
+        assert figures["failedRollouts"] == 0
+        assert figures["devicesRunning"] == 50
+        assert figures["deploymentsCreated"] == 50
+        assert figures["secondsToRunning"]["p100"] is not None
+        assert figures["peakLookoutvisionServedPerSecond"] <= 5  # the emulator enforces the quota
+        by_service = figures["throttledShareByService"]
+        assert set(by_service) == {"lookoutvision", "greengrass"}
+        lfv_throttled = sum(
+            n for key, n in figures["throttledPerOperation"].items()
+            if key.startswith("lookoutvision:")
+        )
+        assert by_service["lookoutvision"] == lfv_throttled / figures["lookoutvisionCalls"]
+        for key, share in figures["throttledSharePerOperation"].items():
+            assert share == figures["throttledPerOperation"][key] / figures["callsPerOperation"][key]
+        assert figures["lookoutvisionCallsPerDevice"]["mean"] is not None
+    # Sharing a job per platform costs the per-platform baseline far fewer L4V calls.
+    assert strong["lookoutvisionCalls"] < naive["lookoutvisionCalls"]
+    assert result["ratioAgentToBaseline"]["packaging jobs started"] == 4 / 50
+    assert result["ratioAgentToPlatformBaseline"]["packaging jobs started"] == 1.0
+    targets = {t["key"]: t for t in result["targets"]}
+    assert set(targets) == {
+        "packagingJobs", "failedRollouts", "lfvThrottledShare", "ggThrottledShare",
+        "deployDelayP95", "secondsTo100", "lfvCallsMedian",
+    }
+    assert targets["lfvThrottledShare"]["value"] == agent["throttledShareByService"]["lookoutvision"]
+    assert targets["ggThrottledShare"]["value"] == agent["throttledShareByService"]["greengrass"]
+    assert code == (0 if all(t["met"] for t in targets.values()) else 1)
     text = "".join(lines)
     assert "packaging jobs started" in text and "awsMaxAttempts=1" in text
+    assert "per-plat." in text and "throttled share, L4V calls" in text
+    assert "throttled share, Greengrass calls" in text
 
 
 def test_aws_max_attempts_counts_the_first_request() -> None:

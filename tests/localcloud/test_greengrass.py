@@ -69,6 +69,13 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def _next_second(world: World) -> None:
+    """Move the world clock past CreateComponentVersion's 1 request/s quota."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    clock.advance(1.0)
+
+
 def recipe(name: str, version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "RecipeFormatVersion": "2020-01-25",
@@ -148,19 +155,22 @@ def test_create_component_version_from_yaml_recipe(gg: Any) -> None:
     }
 
 
-def test_existing_component_version_is_a_conflict(gg: Any) -> None:
-    """Creating a name+version that exists raises ConflictException (409)."""
+def test_existing_component_version_is_a_conflict(world: World, gg: Any) -> None:
+    """Creating a name+version that exists raises ConflictException (409) (a second
+    later: CreateComponentVersion's quota is 1 request/s)."""
     body = json.dumps(recipe("com.example.Dup")).encode()
     gg.create_component_version(inlineRecipe=body)
+    _next_second(world)
     with pytest.raises(gg.exceptions.ConflictException) as caught:
         gg.create_component_version(inlineRecipe=body)
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
 
 
-def test_create_component_version_replays_same_client_token(gg: Any) -> None:
+def test_create_component_version_replays_same_client_token(world: World, gg: Any) -> None:
     """The same clientToken and recipe within 8 hours returns the first answer, not a conflict."""
     body = json.dumps(recipe("com.example.Token")).encode()
     first = gg.create_component_version(inlineRecipe=body, clientToken="tok-1")
+    _next_second(world)
     again = gg.create_component_version(inlineRecipe=body, clientToken="tok-1")
     assert again["arn"] == first["arn"]
     assert again["creationTimestamp"] == first["creationTimestamp"]
@@ -231,10 +241,11 @@ def test_invalid_recipes_are_rejected(gg: Any, body: Any, why: str) -> None:
         )
 
 
-def test_create_component_version_needs_inline_recipe(raw_gg: Any) -> None:
+def test_create_component_version_needs_inline_recipe(world: World, raw_gg: Any) -> None:
     """Neither source given, or a lambdaFunction source (not emulated), is a ValidationException."""
     with pytest.raises(raw_gg.exceptions.ValidationException):
         raw_gg.create_component_version()
+    _next_second(world)
     with pytest.raises(raw_gg.exceptions.ValidationException):
         raw_gg.create_component_version(
             lambdaFunction={"lambdaArn": "arn:aws:lambda:us-east-1:1:function:f:1"}
@@ -831,6 +842,7 @@ def test_recipe_blob_must_be_base64(world: World) -> None:
         json.dumps({"inlineRecipe": good}).encode(),
     )
     assert status == 201
+    _next_second(world)
     status, payload = raw(
         world, "POST", "/greengrass/v2/createComponentVersion", b'{"inlineRecipe": 7}'
     )

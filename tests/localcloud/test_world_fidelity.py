@@ -372,38 +372,66 @@ def test_component_environment_and_core_device_agree_on_the_nucleus_version(
 # -- 5: Greengrass request-rate quotas ---------------------------------------------------------
 
 
-def test_greengrass_rate_quota_per_operation_and_account(world: World) -> None:
-    """Each Greengrass operation has its own requests/s quota per account and Region: the
-    21st DescribeComponent within one second of world time is ThrottlingException (429)
-    with the modelled quotaCode, serviceCode and retryAfterSeconds, while another
-    operation, another Region and another account still pass; a second later it passes."""
+def test_greengrass_control_plane_quota_is_shared_by_operations_per_account(world: World) -> None:
+    """The documented quota: 30 control-plane requests/s per account and Region, all
+    operations but CreateComponentVersion combined. After 20 DescribeComponent and 10
+    ListCoreDevices within one second of world time, a GetCoreDevice is
+    ThrottlingException (429) with the quota's label, serviceCode and retryAfterSeconds,
+    while another Region and another account still pass; a second later it passes."""
     clock = world.clock
     assert isinstance(clock, VirtualClock)
+    world.greengrass.add_core_device("edge-1")
     gg = gg_client(world, config=ONE_ATTEMPT)
     arn = f"arn:aws:greengrass:{world.region}:aws:components:aws.greengrass.Nucleus:versions:2.14.3"
     for _ in range(20):
         gg.describe_component(arn=arn)
+    for _ in range(10):
+        gg.list_core_devices()
     with pytest.raises(gg.exceptions.ThrottlingException) as throttled:
-        gg.describe_component(arn=arn)
+        gg.get_core_device(coreDeviceThingName="edge-1")
     answer = throttled.value.response
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 429
-    assert answer["quotaCode"] == "DescribeComponent-requests-per-second"
+    assert answer["quotaCode"] == "control-plane-requests-per-second"
     assert answer["serviceCode"] == "greengrass"
     assert answer["retryAfterSeconds"] == 1
     assert answer["ResponseMetadata"]["RequestId"]
-    gg.list_core_devices()  # another operation has its own quota
     west_arn = arn.replace(world.region, OTHER_REGION)
     gg_client(world, config=ONE_ATTEMPT, region_name=OTHER_REGION).describe_component(arn=west_arn)
     gg_client(world, config=ONE_ATTEMPT, **other_account_credentials(world)).describe_component(
         arn=arn
     )
     clock.advance(1.0)
-    gg.describe_component(arn=arn)
+    gg.get_core_device(coreDeviceThingName="edge-1")
+
+
+def test_create_component_version_has_its_own_one_per_second_quota(world: World) -> None:
+    """CreateComponentVersion: 1 request/s per account and Region, outside the shared
+    30/s. The second one within a second is throttled with its own quota label while
+    reads still pass; a second later it passes."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    gg = gg_client(world, config=ONE_ATTEMPT)
+
+    def recipe(version: str) -> bytes:
+        return json.dumps({
+            "RecipeFormatVersion": "2020-01-25", "ComponentName": "com.example.Quota",
+            "ComponentVersion": version,
+            "Manifests": [{"Platform": {"os": "linux"}, "Lifecycle": {"run": "true"}}],
+        }).encode()
+
+    gg.create_component_version(inlineRecipe=recipe("1.0.0"))
+    with pytest.raises(gg.exceptions.ThrottlingException) as throttled:
+        gg.create_component_version(inlineRecipe=recipe("1.0.1"))
+    assert throttled.value.response["quotaCode"] == "CreateComponentVersion-requests-per-second"
+    gg.list_core_devices()  # the shared quota is another bucket
+    clock.advance(1.0)
+    gg.create_component_version(inlineRecipe=recipe("1.0.1"))
 
 
 def test_greengrass_rate_quotas_are_configurable(world: World) -> None:
-    """``rate_quotas`` sets an operation's requests/s (None: unlimited) for one account and
-    Region; botocore's retries at the same instant of world time are throttled too."""
+    """``rate_quotas`` gives an operation its own requests/s (None: unlimited) for one
+    account and Region, outside the shared quota; botocore's retries at the same instant
+    of world time are throttled too."""
     gg = gg_client(world, config=ONE_ATTEMPT)
     world.greengrass.rate_quotas["ListCoreDevices"] = 2
     world.greengrass.rate_quotas["DescribeComponent"] = None
