@@ -167,10 +167,16 @@ def _status(config: Any, *, as_json: bool) -> int:
         return EXIT_FAILED
     ledger = Ledger(path, read_only=True)
     rollouts = ledger.rollouts(limit=20)
-    facts = {k: ledger.get(k) for k in (
-        "deployed_version", "deployed_component_name", "deployed_component_version",
-        "last_check_at", "next_check_at", "last_error_type", "last_error_message",
-    )}
+    known = ledger.facts()
+    facts = {
+        "deployed_version": known.deployed_version,
+        "deployed_component_name": known.deployed_component_name,
+        "deployed_component_version": known.deployed_component_version,
+        "last_check_at": known.last_check_at,
+        "next_check_at": known.next_check_at,
+        "last_error_type": known.last_error.type if known.last_error else None,
+        "last_error_message": known.last_error.message if known.last_error else None,
+    }
     if as_json:
         print(json.dumps(
             {"facts": facts, "outboxDepth": ledger.outbox_depth(),

@@ -32,9 +32,11 @@ from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.session import AwsClients, ClientHook
 from agent.clock import Backoff, Clock, JitteredInterval, SystemClock, wait
 from agent.config import AgentConfig
+from agent.decide import STATUS_OF_PHASE
 from agent.health import HealthReporter
-from agent.ledger import Ledger, OutgoingMessage
+from agent.ledger import Ledger
 from agent.platform import DetectedPlatform, detect_platform, platform_report
+from agent.ports import FactChanges, LastError, OutgoingMessage
 from agent.reconciler import Reconciler, settings_from_config
 from agent.reporting.commands import CommandHandler
 from agent.reporting.events import ErrorInfo, PlatformReport, utc_iso
@@ -181,13 +183,8 @@ class Agent:
             candidate = self.reload(component_configuration)
         except errors.ConfigurationError as exc:
             log.error("configuration update rejected", problems=exc.problems)
-            self.ledger.put(
-                {
-                    "last_error_type": exc.kind,
-                    "last_error_message": "configuration update rejected: " + "; ".join(exc.problems),
-                    "last_error_at": repr(self.clock.now()),
-                }
-            )
+            message = "configuration update rejected: " + "; ".join(exc.problems)
+            self.ledger.update_facts(FactChanges(last_error=LastError(exc.kind, message, self.clock.now())))
             self.health_requested = True
             self.wake.set()
             return
@@ -211,8 +208,9 @@ class Agent:
             if self.reconciler is not None:
                 self.reconciler.settings = settings_from_config(self.config)
                 self.reconciler.request_check()
-        if self.ledger.get("last_error_type") == errors.ConfigurationError.kind:
-            self.ledger.put({"last_error_type": None, "last_error_message": None})
+        error = self.ledger.facts().last_error
+        if error is not None and error.type == errors.ConfigurationError.kind:
+            self.ledger.update_facts(FactChanges(last_error=None))
         log.info("configuration updated", applied=live, at_next_start=later)
         return changed
 
@@ -275,17 +273,8 @@ class Agent:
         latest = self.ledger.rollouts(limit=1)
         if not latest or self.reconciler is None:
             return None
-        from agent.reporting.events import StatusPhase
-
         rollout = latest[0]
-        phase = {
-            "SUCCEEDED": StatusPhase.COMPONENT_RUNNING,
-            "FAILED": StatusPhase.ROLLOUT_FAILED,
-            "PACKAGING": StatusPhase.PACKAGING_RUNNING,
-            "PACKAGING_REQUESTED": StatusPhase.CHECKING,
-            "DEPLOY_REQUESTED": StatusPhase.PACKAGING_SUCCEEDED,
-            "DEPLOYING": StatusPhase.DEPLOYMENT_IN_PROGRESS,
-        }[rollout.phase.value]
+        phase = STATUS_OF_PHASE[rollout.phase]
         error = (
             ErrorInfo(type=rollout.error_type, code=rollout.error_code, message=rollout.error_message or "")
             if rollout.error_type
@@ -632,8 +621,9 @@ def _settled_exit_code(agent: Agent) -> int:
     if latest and latest[0].phase.value == "FAILED":
         log.error("rollout failed", reason=latest[0].error_message)
         return 1
-    if agent.ledger.get("last_error_type") and not agent.ledger.get("deployed_version"):
-        log.error("no rollout", reason=agent.ledger.get("last_error_message"))
+    facts = agent.ledger.facts()
+    if facts.last_error is not None and not facts.deployed_version:
+        log.error("no rollout", reason=facts.last_error.message)
         return 1
     return 0
 

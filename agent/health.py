@@ -118,7 +118,7 @@ class HealthReporter:
                 status = "DEGRADED"
         if reasons:
             log.debug("health degraded", reasons=reasons)
-        last_check = _float_fact(self.ledger.get("last_check_at"))
+        last_check = self.ledger.facts().last_check_at
         return HealthReport(
             thing_name=self.thing_name,
             timestamp=utc_iso(now),
@@ -161,10 +161,10 @@ class HealthReporter:
 
     def _current_error(self) -> ErrorInfo | None:
         """The last error, only while the reconciler still holds it as current."""
-        kind = self.ledger.get("last_error_type")
-        if not kind:
+        error = self.ledger.facts().last_error
+        if error is None:
             return None
-        return ErrorInfo(type=kind, message=self.ledger.get("last_error_message") or "")
+        return ErrorInfo(type=error.type, message=error.message)
 
     def _transport_up(self) -> bool:
         if self.transport_connected is not None:
@@ -176,14 +176,10 @@ class HealthReporter:
         return bool(recorded)
 
     def _deployed(self) -> DeployedModel | None:
-        version = self.ledger.get("deployed_version")
-        name = self.ledger.get("deployed_component_name")
-        component_version = self.ledger.get("deployed_component_version")
-        if not version or not name or not component_version:
-            return None
-        try:
-            model_version = int(version)
-        except ValueError:
+        facts = self.ledger.facts()
+        model_version = facts.deployed_version
+        name, component_version = facts.deployed_component_name, facts.deployed_component_version
+        if not model_version or not name or not component_version:
             return None
         # A live reading when a provider gives one; else what the rollout saw in
         # Greengrass when the component started (the nucleus serves component states only
@@ -203,8 +199,7 @@ class HealthReporter:
                     lifecycle_state_source="live",
                     lifecycle_state_observed_at=utc_iso(self.clock.now()),
                 )
-        observed = self.ledger.get("deployed_lifecycle_state")
-        observed_at = _float_fact(self.ledger.get("deployed_at"))
+        observed, observed_at = facts.deployed_lifecycle_state, facts.deployed_at
         return DeployedModel(
             model_version=model_version,
             component_name=name,
@@ -265,12 +260,3 @@ class HealthReporter:
 def next_health_delay(interval: JitteredInterval, rng: random.Random) -> float:
     """Seconds until the next periodic report: the interval with its jitter applied."""
     return max(1.0, interval.next(rng))
-
-
-def _float_fact(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

@@ -14,6 +14,7 @@ from agent.clock import JitteredInterval
 from agent.health import HealthReporter, next_health_delay
 from agent.ledger import Ledger, OutgoingMessage
 from agent.model import Phase, Rollout
+from agent.ports import FactChanges, LastError
 from agent.reporting.events import HealthReport, utc_iso
 from agent.reporting.outbox import enqueue
 from localcloud.clock import VirtualClock
@@ -125,13 +126,11 @@ def test_last_check_and_current_error_are_reported(ledger: Ledger, tmp_path: Pat
     reported as ISO-8601."""
     clock = VirtualClock(start=1_800_000_000.0)
     health = reporter(ledger, tmp_path, clock, Situation())
-    ledger.put(
-        {
-            "last_check_at": repr(1_800_000_000.25),
-            "last_error_type": "ThrottledError",
-            "last_error_message": "slow down",
-            "last_error_at": repr(1_800_000_000.0),
-        }
+    ledger.update_facts(
+        FactChanges(
+            last_check_at=1_800_000_000.25,
+            last_error=LastError("ThrottledError", "slow down", 1_800_000_000.0),
+        )
     )
     report = health.build()
     assert report.status == "DEGRADED"
@@ -144,9 +143,9 @@ def test_cleared_error_is_no_longer_reported(ledger: Ledger, tmp_path: Path) -> 
     """Once the reconciler clears last_error_* (last_error_at may remain), the report no
     longer mentions the error and is HEALTHY again."""
     health = reporter(ledger, tmp_path, VirtualClock(), Situation())
-    ledger.put({"last_error_type": "ServiceUnavailableError", "last_error_message": "503"})
+    ledger.update_facts(FactChanges(last_error=LastError("ServiceUnavailableError", "503")))
     assert health.build().last_error is not None
-    ledger.put({"last_error_type": None, "last_error_message": None})
+    ledger.update_facts(FactChanges(last_error=None))
     report = health.build()
     assert report.last_error is None
     assert report.status == "HEALTHY"
@@ -159,14 +158,14 @@ def test_deployed_model_with_a_live_lifecycle_reading(ledger: Ledger, tmp_path: 
     situation.lifecycle = {"proj.x86-64-cpu": "RUNNING"}
     clock = VirtualClock()
     health = reporter(ledger, tmp_path, clock, situation)
-    ledger.put(
-        {
-            "deployed_version": "3",
-            "deployed_component_name": "proj.x86-64-cpu",
-            "deployed_component_version": "3.0.0",
-            "deployed_at": repr(1_790_000_000.0),
-            "deployed_lifecycle_state": "STARTING",
-        }
+    ledger.update_facts(
+        FactChanges(
+            deployed_version=3,
+            deployed_component_name="proj.x86-64-cpu",
+            deployed_component_version="3.0.0",
+            deployed_at=1_790_000_000.0,
+            deployed_lifecycle_state="STARTING",
+        )
     )
     deployed = health.build().deployed
     assert deployed is not None
@@ -188,19 +187,15 @@ def test_deployed_model_lifecycle_as_the_rollout_saw_it(ledger: Ledger, tmp_path
     """Without a live provider (or when it fails or knows nothing) the state is the one the
     rollout saw in Greengrass when the component started, marked ``rollout`` with the time
     it was seen; with no such observation it is null and has no source."""
-    ledger.put(
-        {
-            "deployed_version": "2",
-            "deployed_component_name": "c",
-            "deployed_component_version": "2.0.0",
-        }
+    ledger.update_facts(
+        FactChanges(deployed_version=2, deployed_component_name="c", deployed_component_version="2.0.0")
     )
     plain = reporter(ledger, tmp_path, VirtualClock(), Situation(), lifecycle=None)
     deployed = plain.build().deployed
     assert deployed is not None
     assert (deployed.lifecycle_state, deployed.lifecycle_state_source) == (None, None)
 
-    ledger.put({"deployed_lifecycle_state": "RUNNING", "deployed_at": repr(1_790_000_000.0)})
+    ledger.update_facts(FactChanges(deployed_lifecycle_state="RUNNING", deployed_at=1_790_000_000.0))
 
     def broken(component: str) -> str | None:
         raise ConnectionError("provider gone")
@@ -301,14 +296,14 @@ def test_agent_state_that_cannot_work_is_unhealthy(
     even with an error also current."""
     situation = Situation()
     situation.state = state
-    ledger.put({"last_error_type": "ThrottledError", "last_error_message": "x"})
+    ledger.update_facts(FactChanges(last_error=LastError("ThrottledError", "x")))
     report = reporter(ledger, tmp_path, VirtualClock(), situation).build()
     assert (report.status, report.agent_state) == ("UNHEALTHY", state)
 
 
 def test_unsupported_platform_error_is_unhealthy(ledger: Ledger, tmp_path: Path) -> None:
     """A current UnsupportedPlatformError means the device can take no model: UNHEALTHY."""
-    ledger.put({"last_error_type": "UnsupportedPlatformError", "last_error_message": "arm32"})
+    ledger.update_facts(FactChanges(last_error=LastError("UnsupportedPlatformError", "arm32")))
     assert reporter(ledger, tmp_path, VirtualClock(), Situation()).build().status == "UNHEALTHY"
 
 

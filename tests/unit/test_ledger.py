@@ -13,6 +13,7 @@ import pytest
 
 from agent import errors
 from agent.ledger import Ledger, OutgoingMessage
+from agent.ports import FactChanges
 
 
 def note(text: str) -> OutgoingMessage:
@@ -153,14 +154,14 @@ def test_plan_opens_the_ledger_read_only(tmp_path: Path) -> None:
     with no file it is an empty ledger in memory and creates nothing."""
     path = tmp_path / "state" / "agent.sqlite"
     missing = Ledger(path, read_only=True)
-    assert missing.get("deployed_version") is None and not path.parent.exists()
+    assert missing.facts().deployed_version is None and not path.parent.exists()
     missing.close()
     Ledger(path).close()
     writer = Ledger(path)
-    writer.put({"deployed_version": "3"})
+    writer.update_facts(FactChanges(deployed_version=3))
     writer.close()
     reader = Ledger(path, read_only=True)
-    assert reader.get("deployed_version") == "3" and reader.epoch
+    assert reader.facts().deployed_version == 3 and reader.epoch
     with pytest.raises(errors.StateStorageError):
-        reader.put({"thing_arn": "x"})
+        reader.update_facts(FactChanges(thing_arn="x"))
     reader.close()
