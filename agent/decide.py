@@ -234,18 +234,24 @@ class Observation:
 
 @dataclass
 class Answers:
-    """The calls made in this step and what each answered (a value or an AgentError)."""
+    """The calls made in this step, in order, and what each answered (a value or an
+    AgentError). The same call asked twice (a component checked again after a conflict)
+    is asked of the port twice."""
 
     made: list[tuple[Call, Any]] = field(default_factory=list)
 
     def add(self, call: Call, answer: Any) -> None:
         self.made.append((call, answer))
 
-    def lookup(self, call: Call) -> tuple[bool, Any]:
-        for made, answer in self.made:
-            if made == call:
-                return True, answer
-        return False, None
+    def answer(self, position: int, call: Call) -> tuple[bool, Any]:
+        """The answer to the ``position``-th call of the step, which must be ``call``
+        (the decision code is deterministic, so a replay asks the same calls in order)."""
+        if position >= len(self.made):
+            return False, None
+        made, answer = self.made[position]
+        if made != call:
+            raise AssertionError(f"call {position} was {made}, now {call}")
+        return True, answer
 
 
 class _Need(Exception):
@@ -265,11 +271,12 @@ class Decider:
         self.platform = platform
         self.rng = rng
         self._answers = Answers()
+        self._asked = 0
 
     # -- public ----------------------------------------------------------------------------
     def decide(self, observation: Observation, answers: Answers) -> Action:
         """The next action for ``observation`` given the calls answered so far."""
-        self._answers = answers
+        self._answers, self._asked = answers, 0
         try:
             return self._decide(observation)
         except _Need as need:
@@ -320,7 +327,8 @@ class Decider:
     def _ask(self, call: Call) -> Any:
         """The answer to ``call`` (re-raising the error it answered with), or stop the
         decision here and return ``call`` as the action."""
-        found, answer = self._answers.lookup(call)
+        found, answer = self._answers.answer(self._asked, call)
+        self._asked += 1
         if not found:
             raise _Need(call)
         if isinstance(answer, errors.AgentError):
@@ -398,7 +406,6 @@ class Decider:
             return self._check_failed(now, error, retry=False)
         deployed = facts.deployed_version or 0
         pinned_or_requested = bool(requested) or self.settings.pinned_version is not None
-        next_check_at = now + self.settings.check_interval.next(self.rng)
 
         def checked(next_check: float) -> FactChanges:
             return FactChanges(
@@ -407,8 +414,11 @@ class Decider:
 
         # Never go back on our own: only a pin or a command may ask for an older version.
         if desired == deployed or (desired < deployed and not pinned_or_requested):
+            next_check_at = now + self.settings.check_interval.next(self.rng)
             return Record(next_check_at - now, facts=checked(next_check_at), detail="up to date")
         previous: Rollout | None = self._ask(FindPreviousRollout(desired))
+        # Jitter is drawn only after the last call: a replay draws nothing twice.
+        next_check_at = now + self.settings.check_interval.next(self.rng)
         attempt = 1
         if previous is not None:
             last = previous
@@ -651,10 +661,8 @@ class Decider:
 
     def _is_model_component(self, component_name: str) -> bool:
         """Whether ``component_name`` is this project's model component for some platform
-        (by ``componentNameTemplate``; without ``{platform}`` it cannot be told)."""
+        (by ``componentNameTemplate``, which always holds ``{platform}``)."""
         template = self.settings.naming.component_name
-        if "{platform}" not in template:
-            return False
         pattern = re.escape(template)
         pattern = pattern.replace(re.escape("{project}"), re.escape(self.settings.project))
         pattern = pattern.replace(re.escape("{platform}"), "[A-Za-z0-9._-]+")
