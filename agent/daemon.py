@@ -30,7 +30,7 @@ from agent import __version__, errors
 from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.session import AwsClients, ClientHook
-from agent.clock import Backoff, Clock, JitteredInterval, SystemClock, wait
+from agent.clock import Backoff, Clock, JitteredInterval, SystemClock
 from agent.config import AgentConfig
 from agent.decide import STATUS_OF_PHASE
 from agent.health import HealthReporter
@@ -588,7 +588,7 @@ def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, u
             if loop.exit_code is not None:
                 return loop.exit_code
             if delay > 0:
-                wait(agent.clock, delay, agent.wake)
+                agent.clock.wait(delay, agent.wake)
     finally:
         loop.stop(shutdown_timeout)
     return 0

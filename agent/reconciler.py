@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from agent import errors
-from agent.clock import Clock, WallClockWatch
+from agent.clock import TimeSource, WallClockWatch
 from agent.config import AgentConfig
 from agent.decide import (
     Action,
@@ -94,7 +94,7 @@ class Reconciler:
         packaging: PackagingPort,
         deployments: DeploymentPort,
         ledger: RolloutStore,
-        clock: Clock,
+        clock: TimeSource,
         rng: random.Random | None = None,
     ) -> None:
         self.platform = platform

@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from agent.clock import Backoff, Clock, wait
+from agent.clock import Backoff, Clock
 from agent.errors import AgentError, TransportError
 from agent.ledger import Ledger, OutgoingMessage, QueuedMessage
 from agent.reporting.transport import Transport
@@ -277,12 +277,12 @@ class Publisher:
         transport was disconnected (it reconnects by itself), the wait also ends as soon as
         it says it is connected again: the backlog goes out at once, not after the back-off."""
         if self._transport is None or not self._disconnected_failures:
-            wait(self.clock, delay, self._stopping)
+            self.clock.wait(delay, self._stopping)
             return
         remaining = delay
         while remaining > 0:
             step = min(remaining, RECONNECT_CHECK_SECONDS)
-            if wait(self.clock, step, self._stopping):
+            if self.clock.wait(step, self._stopping):
                 return
             remaining -= step
             if self.connected():
@@ -295,7 +295,7 @@ class Publisher:
             self._progress.notify_all()
         if self.ledger.outbox_depth() > 0:
             return
-        wait(self.clock, self.poll_interval, self._wake)
+        self.clock.wait(self.poll_interval, self._wake)
 
     def _pass(self) -> bool:
         """Publish pending messages oldest first; False at the first failure."""
