@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     from agent.config import load_config
-    from agent.greengrass_config import read_component_configuration
+    from agent.reporting.ipc_configuration import read_component_configuration
 
     component = read_component_configuration(env)
     return load_config(file=args.config, component_configuration=component, env=env)
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         # Live configuration: a deployment that changes our configuration is applied
         # without a restart (or rejected, with the reason in health, if invalid).
         from agent.config import load_config
-        from agent.greengrass_config import ConfigurationWatcher
+        from agent.reporting.ipc_configuration import ConfigurationWatcher
 
         agent.reload = lambda update: load_config(
             file=args.config, component_configuration=update, env=env

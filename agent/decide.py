@@ -12,7 +12,7 @@ one action as a value:
 * a **wait** (:class:`Wait`): nothing is due yet.
 
 ``plan`` runs the same code and prints the actions instead of performing the writing ones.
-The phases of a rollout (``agent.model.Phase``) and the calls that move them::
+The phases of a rollout (``agent.rollout.Phase``) and the calls that move them::
 
     (check finds version V > deployed)
           │
@@ -36,14 +36,6 @@ from typing import Any, cast
 
 from agent import errors
 from agent.clock import Backoff, JitteredInterval, capped_wait
-from agent.model import (
-    NamingTemplates,
-    PackagingRequest,
-    Phase,
-    Rollout,
-    deployment_token,
-    derive_request,
-)
 from agent.platform import DetectedPlatform
 from agent.ports import (
     KEEP,
@@ -56,6 +48,8 @@ from agent.ports import (
     _Keep,
 )
 from agent.reporting.events import ErrorInfo, StatusPhase
+from agent.request import NamingTemplates, PackagingRequest, deployment_token, derive_request
+from agent.rollout import Phase, Rollout
 
 _RUNNING_STATES = {"RUNNING", "FINISHED"}
 _EXECUTION_FAILED = {"FAILED", "TIMED_OUT", "REJECTED", "CANCELED"}

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, Protocol
 
-from agent.model import PackagingRequest, Rollout
+from agent.request import PackagingRequest
+from agent.rollout import Rollout
 
 #: The packaging job statuses the core understands (a backend maps its own to these).
 JOB_STATUSES = frozenset({"CREATED", "RUNNING", "SUCCEEDED", "FAILED"})

@@ -42,17 +42,17 @@ from agent.decide import (
     StartPackaging,
     Wait,
 )
-from agent.model import PackagingRequest, Rollout
 from agent.platform import DetectedPlatform
 from agent.ports import (
     DeploymentPort,
-    DeploymentSpec,
     FactChanges,
     OutgoingMessage,
     PackagingPort,
     RolloutStore,
 )
 from agent.reporting.events import ErrorInfo, StatusEvent, StatusPhase, utc_iso
+from agent.request import PackagingRequest
+from agent.rollout import Rollout
 
 log = structlog.get_logger("agent.reconciler")
 
@@ -148,10 +148,6 @@ class Reconciler:
     def request_for(self, version: int, attempt: int) -> PackagingRequest:
         """The packaging request this device sends for ``version`` (deterministic)."""
         return self.decider.request_for(version, attempt)
-
-    def merged_deployment(self, latest: DeploymentSpec | None, name: str, version: str) -> DeploymentSpec:
-        """The target's latest deployment with our component at ``version``."""
-        return self.decider.merged_deployment(latest, name, version)
 
     # -- wall-clock jumps ------------------------------------------------------------------
     # Due-times are stored as wall-clock epoch seconds (they survive a restart). A jump of

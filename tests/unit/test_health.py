@@ -11,10 +11,10 @@ import pytest
 
 from agent.health import HealthReporter
 from agent.ledger import Ledger, OutgoingMessage
-from agent.model import Phase, Rollout
 from agent.ports import FactChanges, LastError
 from agent.reporting.events import HealthReport, utc_iso
 from agent.reporting.outbox import CONNECTED_FACT, Outbox
+from agent.rollout import Phase, Rollout
 from localcloud.clock import VirtualClock
 
 
