@@ -48,10 +48,10 @@ from agent.ports import (
     FactChanges,
     OutgoingMessage,
     PackagingPort,
+    PackagingRequest,
     RolloutStore,
 )
 from agent.reporting.events import ErrorInfo, StatusEvent, StatusPhase, utc_iso
-from agent.request import PackagingRequest
 from agent.rollout import Rollout
 
 log = structlog.get_logger("agent.reconciler")

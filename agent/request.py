@@ -163,6 +163,15 @@ class PackagingRequest(_Wire):
     description: Description | None = Field(default=None, alias="Description")
     greengrass: GreengrassConfiguration
 
+    @property
+    def component_name(self) -> str:
+        """The Greengrass component the job makes."""
+        return self.greengrass.component_name
+
+    @property
+    def component_version(self) -> str:
+        return self.greengrass.component_version or ""
+
     def api_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for boto3's ``start_model_packaging_job``."""
         kwargs: dict[str, Any] = {

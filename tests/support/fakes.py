@@ -22,9 +22,9 @@ from agent.ports import (
     Facts,
     OutgoingMessage,
     PackagingJob,
+    PackagingRequest,
     _Keep,
 )
-from agent.request import PackagingRequest
 from agent.rollout import Phase, Rollout
 
 THING_ARN = "arn:aws:iot:us-east-1:123456789012:thing/dev-1"
