@@ -38,9 +38,11 @@ from agent.decide import (
     ReadLatestDeployment,
     ReadProgress,
     Record,
+    RequestDeriver,
     RolloutSettings,
     StartPackaging,
     Wait,
+    lookout_for_vision_request,
 )
 from agent.platform import DetectedPlatform
 from agent.ports import (
@@ -84,7 +86,10 @@ def settings_from_config(config: AgentConfig) -> RolloutSettings:
 
 
 class Reconciler:
-    """Drives one device's rollouts. Not thread-safe: one caller at a time."""
+    """Drives one device's rollouts. Not thread-safe: one caller at a time.
+
+    ``packaging`` and ``derive`` together are the packaging backend (its adapter and how
+    its requests are made); the decision code does not know which backend it is."""
 
     def __init__(
         self,
@@ -96,6 +101,7 @@ class Reconciler:
         ledger: RolloutStore,
         clock: TimeSource,
         rng: random.Random | None = None,
+        derive: RequestDeriver = lookout_for_vision_request,
     ) -> None:
         self.platform = platform
         self.packaging = packaging
@@ -103,7 +109,7 @@ class Reconciler:
         self.ledger = ledger
         self.clock = clock
         self.rng = rng or random.Random()
-        self.decider = Decider(settings, platform, self.rng)
+        self.decider = Decider(settings, platform, self.rng, derive)
         self._check_requested = False
         self._wall_watch = WallClockWatch()
 
