@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     from agent.config import load_config
-    from agent.greengrass_config import read_component_configuration
+    from agent.reporting.ipc_configuration import read_component_configuration
 
     component = read_component_configuration(env)
     return load_config(file=args.config, component_configuration=component, env=env)
@@ -89,7 +88,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             # Files, directories and the transport: refused here rather than retried forever.
             check_before_start(config, env)
     except errors.ConfigurationError as exc:
-        print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
+        # One problem: one line (what a log collector shows as the reason).
+        reason = exc.problems[0] if len(exc.problems) == 1 else exc.message
+        print(f"l4v-edge-agent: {reason}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "config":
         print(json.dumps(effective_configuration(config), indent=2, ensure_ascii=False))
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     configure_logging(config.log_level, config.log_format)
     if args.command == "status":
         return _status(config, as_json=args.json)
-    from agent.daemon import build_agent, capture_signals, run
+    from agent.daemon import Daemon, build_agent
     from agent.reporting.ipc import nucleus_available
 
     under_greengrass = nucleus_available(env)
@@ -116,25 +117,24 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "once" and agent.reconciler is None:
         print(f"l4v-edge-agent: {agent.platform_error}", file=sys.stderr)
         return EXIT_PLATFORM
-    watcher = None
+    watcher: Any = None
     if under_greengrass and args.command == "run":
         # Live configuration: a deployment that changes our configuration is applied
         # without a restart (or rejected, with the reason in health, if invalid).
         from agent.config import load_config
-        from agent.greengrass_config import ConfigurationWatcher
+        from agent.reporting.ipc_configuration import ConfigurationWatcher
 
         agent.reload = lambda update: load_config(
             file=args.config, component_configuration=update, env=env
         )
         watcher = ConfigurationWatcher(env, agent.configuration_changed, _log_watch_error)
-        watcher.start()
-    stop = threading.Event()
-    try:
-        with capture_signals(stop, agent.wake):
-            return run(agent, stop, until_settled=args.command == "once")
-    finally:
-        if watcher is not None:
-            watcher.stop()
+    daemon = Daemon(
+        agent,
+        until_settled=args.command == "once",
+        on_startup=None if watcher is None else watcher.start,
+        on_shutdown=None if watcher is None else watcher.stop,
+    )
+    return daemon.run()
 
 
 def _log_watch_error(message: str) -> None:
@@ -175,10 +175,16 @@ def _status(config: Any, *, as_json: bool) -> int:
         return EXIT_FAILED
     ledger = Ledger(path, read_only=True)
     rollouts = ledger.rollouts(limit=20)
-    facts = {k: ledger.get(k) for k in (
-        "deployed_version", "deployed_component_name", "deployed_component_version",
-        "last_check_at", "next_check_at", "last_error_type", "last_error_message",
-    )}
+    known = ledger.facts()
+    facts = {
+        "deployed_version": known.deployed_version,
+        "deployed_component_name": known.deployed_component_name,
+        "deployed_component_version": known.deployed_component_version,
+        "last_check_at": known.last_check_at,
+        "next_check_at": known.next_check_at,
+        "last_error_type": known.last_error.type if known.last_error else None,
+        "last_error_message": known.last_error.message if known.last_error else None,
+    }
     if as_json:
         print(json.dumps(
             {"facts": facts, "outboxDepth": ledger.outbox_depth(),

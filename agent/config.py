@@ -35,8 +35,8 @@ from pydantic.alias_generators import to_camel
 from agent import naming
 from agent.clock import Backoff, JitteredInterval
 from agent.errors import ConfigurationError
-from agent.model import MAX_TAGS, NamingTemplates, TagKey, TagValue
 from agent.platform import PlatformOverrides
+from agent.request import MAX_TAGS, NamingTemplates, TagKey, TagValue
 from agent.text import clip, excerpt
 
 _PROJECT = r"^[a-zA-Z0-9][a-zA-Z0-9_\-]{0,254}$"
@@ -232,13 +232,6 @@ def format_problems(error: ValidationError) -> list[str]:
     return lines
 
 
-def problems_message(problems: list[str]) -> str:
-    """One line for a single problem (what a log collector shows whole), else one per problem."""
-    if len(problems) == 1:
-        return f"invalid configuration: {problems[0]}"
-    return "invalid configuration:\n  " + "\n  ".join(problems)
-
-
 def check_before_start(config: AgentConfig, env: Mapping[str, str]) -> None:
     """What ``run`` needs beyond valid values: the transport's settings and files, a usable
     ``stateDir`` and ``platformRoot``. Creates nothing and contacts nothing.
@@ -250,7 +243,9 @@ def check_before_start(config: AgentConfig, env: Mapping[str, str]) -> None:
     problems = _transport_problems(config.reporting, nucleus_available(env))
     problems += _directory_problems(config)
     if problems:
-        raise ConfigurationError(problems_message(problems), problems=problems)
+        raise ConfigurationError(
+            "invalid configuration:\n  " + "\n  ".join(problems), problems=problems
+        )
 
 
 def _transport_problems(reporting: ReportingSettings, under_greengrass: bool) -> list[str]:
@@ -283,11 +278,11 @@ def _directory_problems(config: AgentConfig) -> list[str]:
     existing = next((p for p in (state_dir, *state_dir.absolute().parents) if p.exists()), None)
     if existing is None or not existing.is_dir():
         problems.append(
-            f"stateDir: {excerpt(str(state_dir))} is not a directory and cannot be created "
-            f"({excerpt(str(existing))} is not a directory)"
+            f"stateDir: {excerpt(str(state_dir))} cannot hold the ledger: it is not a directory "
+            f"and cannot be created ({excerpt(str(existing))} is not a directory)"
         )
     elif not os.access(existing, os.W_OK | os.X_OK):
-        problems.append(f"stateDir: {excerpt(str(existing))} is not writable")
+        problems.append(f"stateDir: {excerpt(str(state_dir))} cannot hold the ledger: {excerpt(str(existing))} is not writable")
     if not Path(config.platform_root).is_dir():
         problems.append(f"platformRoot: {excerpt(str(config.platform_root))} is not a directory")
     return problems
@@ -358,7 +353,9 @@ def load_config(
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
         problems = format_problems(exc)
-        raise ConfigurationError(problems_message(problems), problems=problems) from exc
+        raise ConfigurationError(
+            "invalid configuration:\n  " + "\n  ".join(problems), problems=problems
+        ) from exc
 
 
 def _drop_empty(data: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,9 @@ from typing import Any
 import structlog
 
 from agent import errors
-from agent.model import Phase, Rollout
+from agent.ports import KEEP, FactChanges, Facts, Keep, LastError
+from agent.ports import OutgoingMessage as OutgoingMessage  # re-exported: the outbox's message
+from agent.rollout import Phase, Rollout
 
 log = structlog.get_logger("agent.ledger")
 
@@ -76,17 +78,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 _ROLLOUT_COLUMNS = [name for name in Rollout.model_fields if name != "id"]
-
-
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """A message to enqueue; ``render`` gets the sequence number and the ledger's epoch
-    and returns the payload."""
-
-    kind: str
-    topic: str
-    render: Callable[[int, str], bytes]
-    retain: bool = False
 
 
 @dataclass(frozen=True)
@@ -311,16 +302,55 @@ class Ledger:
                 (key, value),
             )
 
+    # -- typed facts ----------------------------------------------------------------------
+    def facts(self) -> Facts:
+        """Every fact, typed (a value that cannot be read is treated as missing)."""
+        with self._reading() as db:
+            rows = db.execute(
+                f"SELECT key, value FROM meta WHERE key IN ({', '.join('?' for _ in _FACT_KEYS)})",
+                _FACT_KEYS,
+            ).fetchall()
+        stored = {str(r["key"]): r["value"] for r in rows if r["value"] is not None}
+        error_type = stored.get("last_error_type")
+        return Facts(
+            deployed_version=_int(stored.get("deployed_version")),
+            deployed_component_name=_str(stored.get("deployed_component_name")),
+            deployed_component_version=_str(stored.get("deployed_component_version")),
+            deployed_at=_float(stored.get("deployed_at")),
+            deployed_lifecycle_state=_str(stored.get("deployed_lifecycle_state")),
+            requested_version=_int(stored.get("requested_version")),
+            last_check_at=_float(stored.get("last_check_at")),
+            next_check_at=_float(stored.get("next_check_at")),
+            last_error=None
+            if not error_type
+            else LastError(
+                str(error_type), str(stored.get("last_error_message") or ""), _float(stored.get("last_error_at"))
+            ),
+            thing_arn=_str(stored.get("thing_arn")),
+        )
+
+    def update_facts(self, changes: FactChanges) -> None:
+        """Set the facts ``changes`` names, in one transaction."""
+        with self.transaction() as db:
+            self._put(db, _encode(changes))
+
+    def job_poll_due(self, rollout_id: int) -> float | None:
+        """When rollout ``rollout_id`` next asks for its packaging job's status."""
+        return _float(self.get(_job_poll_key(rollout_id)))
+
     # -- rollouts -----------------------------------------------------------------------
     def save(
         self,
         rollout: Rollout,
         messages: Sequence[OutgoingMessage] = (),
-        facts: dict[str, str | None] | None = None,
+        facts: FactChanges | None = None,
+        *,
+        job_poll_due: float | Keep | None = KEEP,
     ) -> Rollout:
         """Insert or update ``rollout``, enqueue ``messages`` and set ``facts`` atomically.
 
-        A new rollout gets its ``id`` assigned in place before ``messages`` render.
+        A new rollout gets its ``id`` assigned in place before ``messages`` render. A
+        rollout that has ended forgets its job-status poll due-time.
         """
         with self.transaction() as db:
             values = [_to_sql(getattr(rollout, c)) for c in _ROLLOUT_COLUMNS]
@@ -338,8 +368,13 @@ class Ledger:
                     [*values, rollout.id],
                 )
             self._enqueue(db, messages, rollout.updated_at, self.epoch)
-            if facts:
-                self._put(db, facts)
+            if facts is not None:
+                self._put(db, _encode(facts))
+            key = _job_poll_key(rollout.id or 0)
+            if rollout.phase.ended:
+                db.execute("DELETE FROM meta WHERE key=?", (key,))
+            elif job_poll_due is not KEEP:
+                self._put(db, {key: None if job_poll_due is None else repr(job_poll_due)})
         return rollout
 
     def active_rollout(self) -> Rollout | None:
@@ -466,6 +501,58 @@ def _prepare_state_dir(directory: Path) -> None:
 
 def _state_dir_error(directory: Path, reason: str) -> errors.ConfigurationError:
     return errors.ConfigurationError(f"stateDir: {directory} cannot hold the ledger: {reason}")
+
+
+#: Facts stored under a key of their own name; ``last_error`` spans three keys.
+_FACT_KEYS = [
+    "deployed_version", "deployed_component_name", "deployed_component_version", "deployed_at",
+    "deployed_lifecycle_state", "requested_version", "last_check_at", "next_check_at",
+    "last_error_type", "last_error_message", "last_error_at", "thing_arn",
+]
+
+
+def _job_poll_key(rollout_id: int) -> str:
+    return f"job_poll_due:{rollout_id}"
+
+
+def _encode(changes: FactChanges) -> dict[str, str | None]:
+    """``changes`` as stored text (floats with repr, so they read back exactly). Clearing
+    ``last_error`` clears its type and message and keeps when it happened."""
+    encoded: dict[str, str | None] = {}
+    for name, value in changes.items():
+        if name == "last_error":
+            if value is None:
+                encoded.update(last_error_type=None, last_error_message=None)
+            else:
+                assert isinstance(value, LastError)
+                encoded.update(last_error_type=value.type, last_error_message=value.message)
+                if value.at is not None:
+                    encoded["last_error_at"] = repr(float(value.at))
+        elif value is None:
+            encoded[name] = None
+        elif isinstance(value, float):
+            encoded[name] = repr(value)
+        else:
+            encoded[name] = str(value)
+    return encoded
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None or value == "" else int(value)
+    except ValueError:
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None or value == "" else float(value)
+    except ValueError:
+        return None
 
 
 def _to_sql(value: Any) -> Any:

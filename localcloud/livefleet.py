@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.clock import JitteredInterval
-from agent.health import HealthReporter, next_health_delay
+from agent.health import HealthReporter
 from agent.ledger import Ledger, OutgoingMessage
 from agent.platform import DetectedPlatform, platform_report
 from agent.reconciler import Reconciler
 from agent.reporting.events import PlatformReport, utc_iso
-from agent.reporting.outbox import enqueue
+from agent.reporting.outbox import CONNECTED_FACT, Outbox
 from localcloud.bench.fleet import Scenario, agent_config, build_stage, scaled_mix
 from localcloud.clock import VirtualClock
 from localcloud.fleet import agent_clients, make_reconciler
@@ -54,6 +54,8 @@ class LiveDevice:
     health_every: JitteredInterval
     rng: random.Random
     silent: bool = False
+    #: the link state last recorded in the ledger (None: not yet)
+    link_up: bool | None = None
 
 
 class PublishingFleet:
@@ -107,20 +109,20 @@ class PublishingFleet:
                 ledger, thing_name=thing, topic=topics["health"], clock=clock,
                 started_at=clock.now(), state_provider=lambda: "RUNNING",
                 lifecycle_provider=self._lifecycle(thing), state_dir=state_dir,
-                transport_connected=lambda: self.connected,
             )
             device = LiveDevice(
                 thing, platform, reconciler, ledger, health,
                 JitteredInterval(health_interval, config.reporting.health_jitter), device_rng,
             )
             self.devices.append(device)
+            self._note_link(device, self.connected)
             # As the daemon starts: platform report and health at once.
             self._send(device, [_platform_message(thing, topics["platform"], platform, clock.now()),
                                 health.message()])
             self._drain(device)
             index = len(self.devices) - 1
             self._schedule(clock.now() + rng.uniform(0, config.check_interval_seconds), index, _STEP)
-            self._schedule(clock.now() + next_health_delay(device.health_every, device_rng), index, _HEALTH)
+            self._schedule(clock.now() + max(1.0, device.health_every.next(device_rng)), index, _HEALTH)
 
     # -- control -----------------------------------------------------------------------
     def release(self) -> int:
@@ -190,7 +192,7 @@ class PublishingFleet:
                 self._send(device, [device.health.message()])
         else:
             self._send(device, [device.health.message()])
-            self._schedule(now + next_health_delay(device.health_every, device.rng), index, _HEALTH)
+            self._schedule(now + max(1.0, device.health_every.next(device.rng)), index, _HEALTH)
         self._drain(device)
 
     def _schedule(self, due: float, index: int, kind: int) -> None:
@@ -198,18 +200,26 @@ class PublishingFleet:
         heapq.heappush(self._queue, (due, self._order, index, kind))
 
     def _send(self, device: LiveDevice, messages: list[OutgoingMessage]) -> None:
-        enqueue(device.ledger, messages, self.clock.now(), 1000)
+        Outbox(device.ledger, self.clock, max_messages=1000).send(messages)
 
     def _drain(self, device: LiveDevice) -> None:
         for message in device.ledger.pending(100):
             try:
                 self.publish(message.topic, message.payload, message.retain)
             except Exception:
-                self.connected = False
+                self._note_link(device, False)
                 return  # stays queued; sent again after the device's next event
-            self.connected = True
+            self._note_link(device, True)
             device.ledger.ack(message.sequence)
             self.published += 1
+
+    def _note_link(self, device: LiveDevice, connected: bool) -> None:
+        """Record the link state in the device's ledger, as its publisher would (health
+        reads it from there)."""
+        self.connected = connected
+        if device.link_up is not connected:
+            device.link_up = connected
+            device.ledger.put({CONNECTED_FACT: "true" if connected else "false"})
 
     def _lifecycle(self, thing: str) -> Callable[[str], str | None]:
         def state(component: str) -> str | None:

@@ -75,11 +75,11 @@ def test_deploy_version_arriving_during_a_check_is_not_lost(
     holder.append(agent)
     loop = start_loop(agent, loops)
     loop.turn()  # the check: v2 chosen, the command arrives mid-call
-    assert sent and agent.ledger.get("requested_version") is None  # untouched so far
+    assert sent and agent.ledger.facts().requested_version is None  # untouched so far
     assert "d-1" not in responses(agent)  # not yet taken by the main loop
     loop.turn()
     assert responses(agent)["d-1"]["outcome"] == "ACCEPTED"
-    assert agent.ledger.get("requested_version") == "1"
+    assert agent.ledger.facts().requested_version == 1
     for _ in range(2000):
         clock.advance(max(loop.turn(), 0.1))
         versions = [r.model_version for r in agent.ledger.rollouts()]

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.ledger import Ledger
-from agent.model import PackagingRequest
 from agent.reconciler import Reconciler
+from agent.request import PackagingRequest
 from localcloud.clock import VirtualClock
 from localcloud.fleet import make_reconciler
 from localcloud.world import World
@@ -168,7 +168,8 @@ def test_project_without_a_trained_model_reports_the_error_and_waits(
     reconciler = aw.reconciler(world, "dev-1", tmp_path)
     delay = reconciler.step()
     assert delay > 0 and reconciler.ledger.active_rollout() is None
-    assert reconciler.ledger.get("last_error_type") == "NoTrainedModelError"
+    last_error = reconciler.ledger.facts().last_error
+    assert last_error is not None and last_error.type == "NoTrainedModelError"
 
 
 def test_restart_at_every_step_boundary_resumes_without_duplicates(
@@ -183,7 +184,7 @@ def test_restart_at_every_step_boundary_resumes_without_duplicates(
         ledger = Ledger(Path(cfg.state_dir) / "agent.sqlite")
         reconciler = make_reconciler(world, cfg, aw.PLATFORMS["x86-64-cpu"], ledger)
         delay = reconciler.step()
-        done = ledger.active_rollout() is None and ledger.get("deployed_version") == "1"
+        done = ledger.active_rollout() is None and ledger.facts().deployed_version == 1
         ledger.close()
         if done:
             break
@@ -205,7 +206,7 @@ def test_action_done_but_not_recorded_is_adopted_not_repeated(
     rollout = reconciler.ledger.active_rollout()
     assert rollout is not None
     request: PackagingRequest = reconciler.request_for(rollout.model_version, rollout.attempt)
-    reconciler.packaging.start_job(request)  # the "lost" call
+    reconciler.packaging.start_packaging(request)  # the "lost" call
     assert drive(reconciler, clock) == "SUCCEEDED"
     assert len(world.lookoutvision.jobs(aw.PROJECT)) == 1
     assert sum(1 for c in world.calls.calls if c.operation == "CreateDeployment" and c.status < 300) == 1

@@ -49,7 +49,7 @@ def test_a_corrupt_ledger_is_replaced_and_the_cloud_side_adopted(
     loop = MainLoop(agent)
     loops.append(loop)
     loop.start()
-    run_until(loop, clock, lambda: agent.ledger.get("deployed_version") == "1")
+    run_until(loop, clock, lambda: agent.ledger.facts().deployed_version == 1)
     old_epoch = agent.ledger.epoch
     loop.stop(shutdown_timeout=0.5)
     creates = sum(1 for c in world.calls.calls if c.operation == "CreateDeployment" and c.status < 300)
@@ -65,7 +65,7 @@ def test_a_corrupt_ledger_is_replaced_and_the_cloud_side_adopted(
     assert first_health["sequence"] == 2  # after the platform report
     assert first_health["status"] == "DEGRADED"
     assert "corrupt" in first_health["ledgerReset"]
-    run_until(loop, clock, lambda: agent.ledger.get("deployed_version") == "1")
+    run_until(loop, clock, lambda: agent.ledger.facts().deployed_version == 1)
     assert len(world.lookoutvision.jobs(aw.PROJECT)) == 1
     assert sum(1 for c in world.calls.calls if c.operation == "CreateDeployment" and c.status < 300) == creates
     later = aw.messages(agent.ledger, "health")[-1]
@@ -116,7 +116,7 @@ def test_a_full_disk_degrades_the_agent_and_it_recovers(
     assert recovered["status"] == "DEGRADED"
     assert recovered["lastError"]["type"] == "StateStorageError"
     assert "recovered" in recovered["lastError"]["message"]
-    agent.health_requested = True
+    agent.requests.health = True
     loop.turn()
     after = aw.messages(agent.ledger, "health")[-1]
     assert after["sequence"] > recovered["sequence"]

@@ -226,13 +226,14 @@ def test_agent_configured_for_another_region_finds_nothing(world: World, tmp_pat
     aw.add_device(world, "dev-1")
     wrong = aw.reconciler(world, "dev-1", tmp_path, region=OTHER_REGION)
     wrong.step()
-    assert wrong.ledger.get("last_error_type") == "NotFoundError"
-    assert "(RequestId: " in (wrong.ledger.get("last_error_message") or "")
+    error = wrong.ledger.facts().last_error
+    assert error is not None and error.type == "NotFoundError"
+    assert "(RequestId: " in error.message
     assert wrong.ledger.active_rollout() is None
     assert world.lookoutvision.jobs() == []
     right = aw.reconciler(world, "dev-1", tmp_path / "right")
     right.step()
-    assert right.ledger.get("last_error_type") is None
+    assert right.ledger.facts().last_error is None
     assert right.ledger.active_rollout() is not None
 
 

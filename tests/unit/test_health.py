@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.clock import JitteredInterval
-from agent.health import HealthReporter, next_health_delay
+from agent.health import HealthReporter
 from agent.ledger import Ledger, OutgoingMessage
-from agent.model import Phase, Rollout
+from agent.ports import FactChanges, LastError
 from agent.reporting.events import HealthReport, utc_iso
-from agent.reporting.outbox import enqueue
+from agent.reporting.outbox import CONNECTED_FACT, Outbox
+from agent.rollout import Phase, Rollout
 from localcloud.clock import VirtualClock
 
 
@@ -32,7 +31,6 @@ class Situation:
     def __init__(self) -> None:
         self.state = "RUNNING"
         self.lifecycle: dict[str, str] = {}
-        self.transport_up = True
         self.lifecycle_calls: list[str] = []
 
     def lifecycle_of(self, component: str) -> str | None:
@@ -58,7 +56,6 @@ def reporter(
         state_provider=lambda: situation.state,
         lifecycle_provider=provider if callable(provider) else None,
         state_dir=tmp_path / "state",
-        transport_connected=lambda: situation.transport_up,
     )
 
 
@@ -125,13 +122,11 @@ def test_last_check_and_current_error_are_reported(ledger: Ledger, tmp_path: Pat
     reported as ISO-8601."""
     clock = VirtualClock(start=1_800_000_000.0)
     health = reporter(ledger, tmp_path, clock, Situation())
-    ledger.put(
-        {
-            "last_check_at": repr(1_800_000_000.25),
-            "last_error_type": "ThrottledError",
-            "last_error_message": "slow down",
-            "last_error_at": repr(1_800_000_000.0),
-        }
+    ledger.update_facts(
+        FactChanges(
+            last_check_at=1_800_000_000.25,
+            last_error=LastError("ThrottledError", "slow down", 1_800_000_000.0),
+        )
     )
     report = health.build()
     assert report.status == "DEGRADED"
@@ -144,9 +139,9 @@ def test_cleared_error_is_no_longer_reported(ledger: Ledger, tmp_path: Path) -> 
     """Once the reconciler clears last_error_* (last_error_at may remain), the report no
     longer mentions the error and is HEALTHY again."""
     health = reporter(ledger, tmp_path, VirtualClock(), Situation())
-    ledger.put({"last_error_type": "ServiceUnavailableError", "last_error_message": "503"})
+    ledger.update_facts(FactChanges(last_error=LastError("ServiceUnavailableError", "503")))
     assert health.build().last_error is not None
-    ledger.put({"last_error_type": None, "last_error_message": None})
+    ledger.update_facts(FactChanges(last_error=None))
     report = health.build()
     assert report.last_error is None
     assert report.status == "HEALTHY"
@@ -159,14 +154,14 @@ def test_deployed_model_with_a_live_lifecycle_reading(ledger: Ledger, tmp_path: 
     situation.lifecycle = {"proj.x86-64-cpu": "RUNNING"}
     clock = VirtualClock()
     health = reporter(ledger, tmp_path, clock, situation)
-    ledger.put(
-        {
-            "deployed_version": "3",
-            "deployed_component_name": "proj.x86-64-cpu",
-            "deployed_component_version": "3.0.0",
-            "deployed_at": repr(1_790_000_000.0),
-            "deployed_lifecycle_state": "STARTING",
-        }
+    ledger.update_facts(
+        FactChanges(
+            deployed_version=3,
+            deployed_component_name="proj.x86-64-cpu",
+            deployed_component_version="3.0.0",
+            deployed_at=1_790_000_000.0,
+            deployed_lifecycle_state="STARTING",
+        )
     )
     deployed = health.build().deployed
     assert deployed is not None
@@ -188,19 +183,15 @@ def test_deployed_model_lifecycle_as_the_rollout_saw_it(ledger: Ledger, tmp_path
     """Without a live provider (or when it fails or knows nothing) the state is the one the
     rollout saw in Greengrass when the component started, marked ``rollout`` with the time
     it was seen; with no such observation it is null and has no source."""
-    ledger.put(
-        {
-            "deployed_version": "2",
-            "deployed_component_name": "c",
-            "deployed_component_version": "2.0.0",
-        }
+    ledger.update_facts(
+        FactChanges(deployed_version=2, deployed_component_name="c", deployed_component_version="2.0.0")
     )
     plain = reporter(ledger, tmp_path, VirtualClock(), Situation(), lifecycle=None)
     deployed = plain.build().deployed
     assert deployed is not None
     assert (deployed.lifecycle_state, deployed.lifecycle_state_source) == (None, None)
 
-    ledger.put({"deployed_lifecycle_state": "RUNNING", "deployed_at": repr(1_790_000_000.0)})
+    ledger.update_facts(FactChanges(deployed_lifecycle_state="RUNNING", deployed_at=1_790_000_000.0))
 
     def broken(component: str) -> str | None:
         raise ConnectionError("provider gone")
@@ -255,10 +246,11 @@ def test_backlog_with_transport_down_is_degraded(ledger: Ledger, tmp_path: Path)
     """Queued messages are normal while connected, DEGRADED while the transport is down."""
     situation = Situation()
     health = reporter(ledger, tmp_path, VirtualClock(), situation)
+    ledger.put({CONNECTED_FACT: "true"})
     ledger.enqueue([other(1), other(2)], 0.0)
     report = health.build()
     assert (report.status, report.outbox_depth) == ("HEALTHY", 2)
-    situation.transport_up = False
+    ledger.put({CONNECTED_FACT: "false"})
     assert health.build().status == "DEGRADED"
 
 
@@ -288,12 +280,13 @@ def test_dropped_messages_degrade_the_next_report_once(ledger: Ledger, tmp_path:
     """Messages dropped by the outbox bound since the previous report make that one
     report DEGRADED; the next report is HEALTHY again if nothing else is wrong."""
     health = reporter(ledger, tmp_path, VirtualClock(), Situation())
-    enqueue(ledger, [other(n) for n in range(12)], 0.0, 10)
+    ledger.put({CONNECTED_FACT: "true"})
+    Outbox(ledger, VirtualClock(0.0), 10).send([other(n) for n in range(12)])
     assert health.build().status == "DEGRADED"
     assert health.build().status == "HEALTHY"
 
 
-@pytest.mark.parametrize("state", ["DEGRADED", "UNSUPPORTED_PLATFORM"])
+@pytest.mark.parametrize("state", ["DEGRADED"])
 def test_agent_state_that_cannot_work_is_unhealthy(
     ledger: Ledger, tmp_path: Path, state: str
 ) -> None:
@@ -301,14 +294,14 @@ def test_agent_state_that_cannot_work_is_unhealthy(
     even with an error also current."""
     situation = Situation()
     situation.state = state
-    ledger.put({"last_error_type": "ThrottledError", "last_error_message": "x"})
+    ledger.update_facts(FactChanges(last_error=LastError("ThrottledError", "x")))
     report = reporter(ledger, tmp_path, VirtualClock(), situation).build()
     assert (report.status, report.agent_state) == ("UNHEALTHY", state)
 
 
 def test_unsupported_platform_error_is_unhealthy(ledger: Ledger, tmp_path: Path) -> None:
     """A current UnsupportedPlatformError means the device can take no model: UNHEALTHY."""
-    ledger.put({"last_error_type": "UnsupportedPlatformError", "last_error_message": "arm32"})
+    ledger.update_facts(FactChanges(last_error=LastError("UnsupportedPlatformError", "arm32")))
     assert reporter(ledger, tmp_path, VirtualClock(), Situation()).build().status == "UNHEALTHY"
 
 
@@ -326,11 +319,3 @@ def test_state_dir_not_created_yet_still_reports_disk(ledger: Ledger, tmp_path: 
     )
     assert health.build().resources.disk_free_bytes > 0
 
-
-def test_next_health_delay_stays_within_the_jitter() -> None:
-    """The delay between reports is the interval +/- its jitter."""
-    rng = random.Random(3)
-    interval = JitteredInterval(300.0, 0.1)
-    delays = [next_health_delay(interval, rng) for _ in range(200)]
-    assert all(270.0 <= d <= 330.0 for d in delays)
-    assert len(set(delays)) > 1

@@ -1,0 +1,244 @@
+"""In-memory fakes of the core's ports, for unit tests that run in milliseconds.
+
+Each fake keeps the port's contract (idempotent tokens, conflicts, NotFound, the error
+tree) and nothing else: what the cloud does between calls is set by the test
+(``script``), not simulated. The local world (``localcloud``) remains the place where
+the production adapters meet the wire.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agent import errors
+from agent.ports import (
+    KEEP,
+    DeploymentProgress,
+    DeploymentSpec,
+    FactChanges,
+    Facts,
+    Keep,
+    OutgoingMessage,
+    PackagingJob,
+    PackagingRequest,
+)
+from agent.rollout import Phase, Rollout
+
+THING_ARN = "arn:aws:iot:us-east-1:123456789012:thing/dev-1"
+ARN_PREFIX = "arn:aws:greengrass:us-east-1:123456789012"
+
+
+class FakeClock:
+    """A wall clock that moves only when told to, with its own monotonic time (the wall
+    clock may jump; the monotonic one only advances)."""
+
+    def __init__(self, start: float = 1_790_000_000.0) -> None:
+        self.wall = start
+        self.mono = 1000.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+    def jump(self, seconds: float) -> None:
+        """The wall clock alone moves (an NTP correction)."""
+        self.wall += seconds
+
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        """Waiting moves virtual time; a set ``wake`` ends it at once."""
+        self.waits.append(seconds)
+        if wake.is_set():
+            return True
+        self.advance(max(0.0, seconds))
+        return False
+
+
+class Script:
+    """Errors to answer with, per method, in order (one per call)."""
+
+    def __init__(self) -> None:
+        self._errors: dict[str, list[errors.AgentError]] = {}
+        self.calls: list[str] = []
+
+    def fail(self, method: str, *failures: errors.AgentError) -> None:
+        self._errors.setdefault(method, []).extend(failures)
+
+    def called(self, method: str) -> None:
+        self.calls.append(method)
+        queued = self._errors.get(method)
+        if queued:
+            raise queued.pop(0)
+
+    def count(self, method: str) -> int:
+        return self.calls.count(method)
+
+
+class FakePackaging:
+    """A packaging backend: model versions with statuses, jobs by name."""
+
+    def __init__(self, versions: dict[int, str] | None = None) -> None:
+        self.versions = dict(versions or {1: "TRAINED"})
+        self.jobs: dict[str, PackagingJob] = {}
+        self.tokens: dict[str, str] = {}
+        self.script = Script()
+
+    def latest_version(self, project: str) -> int:
+        self.script.called("latest_version")
+        ready = [v for v, status in self.versions.items() if status in ("TRAINED", "HOSTED")]
+        if not ready:
+            raise errors.NoTrainedModelError(f"project {project} has no trained model")
+        return max(ready)
+
+    def start_packaging(self, request: PackagingRequest) -> str:
+        self.script.called("start_packaging")
+        if request.client_token in self.tokens:
+            return self.tokens[request.client_token]
+        if request.job_name in self.jobs:
+            raise errors.ConflictError(f"job {request.job_name} exists", code="ConflictException")
+        self.tokens[request.client_token] = request.job_name
+        self.jobs[request.job_name] = PackagingJob(
+            name=request.job_name,
+            model_version=request.model_version,
+            status="CREATED",
+            status_message=None,
+            configuration=request.api_kwargs()["Configuration"],
+        )
+        return request.job_name
+
+    def packaging_status(self, project: str, job_name: str) -> PackagingJob:
+        self.script.called("packaging_status")
+        if job_name not in self.jobs:
+            raise errors.NotFoundError(f"no job {job_name}")
+        return self.jobs[job_name]
+
+    def set_job(self, name: str, status: str, **changes: Any) -> None:
+        self.jobs[name] = replace(self.jobs[name], status=status, **changes)
+
+
+class FakeDeployments:
+    """Greengrass as the core sees it: components, deployments per target, progress."""
+
+    def __init__(self) -> None:
+        self.components: set[tuple[str, str]] = set()
+        self.deployments: dict[str, list[DeploymentSpec]] = {}
+        self.tokens: dict[str, str] = {}
+        self.progress_of: dict[str, DeploymentProgress] = {}
+        self.script = Script()
+
+    def thing_arn(self, thing_name: str) -> str:
+        self.script.called("thing_arn")
+        return THING_ARN.replace("dev-1", thing_name)
+
+    def component_version_exists(self, arn_prefix: str, name: str, version: str) -> bool:
+        self.script.called("component_version_exists")
+        assert arn_prefix == ARN_PREFIX, arn_prefix
+        return (name, version) in self.components
+
+    def latest_deployment(self, target_arn: str) -> DeploymentSpec | None:
+        self.script.called("latest_deployment")
+        found = self.deployments.get(target_arn)
+        return found[-1] if found else None
+
+    def create_deployment(self, target_arn: str, spec: DeploymentSpec, client_token: str) -> str:
+        self.script.called("create_deployment")
+        if client_token in self.tokens:
+            return self.tokens[client_token]
+        deployment_id = f"d-{sum(len(v) for v in self.deployments.values()) + 1}"
+        self.tokens[client_token] = deployment_id
+        self.deployments.setdefault(target_arn, []).append(replace(spec, deployment_id=deployment_id))
+        return deployment_id
+
+    def progress(self, thing_name: str, deployment_id: str, component_name: str) -> DeploymentProgress:
+        self.script.called("progress")
+        return self.progress_of.get(
+            deployment_id, DeploymentProgress("ACTIVE", "QUEUED", None, None, None)
+        )
+
+    def set_progress(
+        self, deployment_id: str, execution: str | None, *, deployment: str = "ACTIVE",
+        installed: str | None = None, state: str | None = None, reason: str | None = None,
+    ) -> None:
+        self.progress_of[deployment_id] = DeploymentProgress(deployment, execution, reason, installed, state)
+
+
+@dataclass
+class MemoryStore:
+    """The rollout store in memory (same contract as the SQLite ledger)."""
+
+    stored_facts: Facts = field(default_factory=Facts)
+    stored: dict[int, Rollout] = field(default_factory=dict)
+    job_polls: dict[int, float] = field(default_factory=dict)
+    outbox: list[tuple[int, OutgoingMessage]] = field(default_factory=list)
+    epoch: str = "e-memory"
+
+    def facts(self) -> Facts:
+        return self.stored_facts
+
+    def update_facts(self, changes: FactChanges) -> None:
+        self.stored_facts = self.stored_facts.changed(changes)
+
+    def save(
+        self,
+        rollout: Rollout,
+        messages: Sequence[OutgoingMessage] = (),
+        facts: FactChanges | None = None,
+        *,
+        job_poll_due: float | Keep | None = KEEP,
+    ) -> Rollout:
+        if rollout.id is None:
+            rollout.id = max(self.stored, default=0) + 1
+        self.stored[rollout.id] = rollout.model_copy()
+        for message in messages:
+            self.outbox.append((len(self.outbox) + 1, message))
+        if facts is not None:
+            self.update_facts(facts)
+        if rollout.phase.ended or job_poll_due is None:
+            self.job_polls.pop(rollout.id, None)
+        elif not isinstance(job_poll_due, Keep):
+            self.job_polls[rollout.id] = job_poll_due
+        return rollout
+
+    def active_rollout(self) -> Rollout | None:
+        active = [r for r in self.stored.values() if not r.phase.ended]
+        return max(active, key=lambda r: r.id or 0).model_copy() if active else None
+
+    def rollouts(self, *, model_version: int | None = None, limit: int = 50) -> list[Rollout]:
+        found = [r for r in self.stored.values() if model_version is None or r.model_version == model_version]
+        return [r.model_copy() for r in sorted(found, key=lambda r: -(r.id or 0))[:limit]]
+
+    def job_poll_due(self, rollout_id: int) -> float | None:
+        return self.job_polls.get(rollout_id)
+
+    def failed_deployment_ids(self) -> set[str]:
+        return {
+            r.deployment_id for r in self.stored.values() if r.phase is Phase.FAILED and r.deployment_id
+        }
+
+    def shift_due_times(self, seconds: float) -> None:
+        facts = self.stored_facts
+        if facts.next_check_at is not None:
+            self.stored_facts = replace(facts, next_check_at=facts.next_check_at + seconds)
+        self.job_polls = {k: v + seconds for k, v in self.job_polls.items()}
+        for rollout in self.stored.values():
+            if not rollout.phase.ended:
+                rollout.next_action_at += seconds
+            elif rollout.phase is Phase.FAILED and rollout.ended_at is not None:
+                rollout.ended_at += seconds
+
+    def events(self) -> list[str]:
+        """The status events queued, in order (their phase names)."""
+        import json
+
+        return [
+            json.loads(m.render(seq, self.epoch))["phase"] for seq, m in self.outbox if m.kind == "status"
+        ]
