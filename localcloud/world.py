@@ -102,10 +102,16 @@ class World:
         # Imported here: the emulators import World's helpers.
         from localcloud.greengrass import GreengrassEmulator
         from localcloud.lookoutvision import LookoutVisionEmulator
+        from localcloud.sagemaker import SageMakerEmulator
 
         self.greengrass = GreengrassEmulator(self)
         self.lookoutvision = LookoutVisionEmulator(self)
-        self.emulators = {"greengrass": self.greengrass, "lookoutvision": self.lookoutvision}
+        self.sagemaker = SageMakerEmulator(self)
+        self.emulators = {
+            "greengrass": self.greengrass,
+            "lookoutvision": self.lookoutvision,
+            "sagemaker": self.sagemaker,
+        }
 
     # -- time -----------------------------------------------------------------------
     def tick(self) -> None:
