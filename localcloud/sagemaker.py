@@ -597,10 +597,19 @@ class SageMakerEmulator:
             del self._groups[group.lower()].packages[version]
 
     def create_execution_role(
-        self, name: str = "SageMakerNeoExecutionRole", *, trusted_service: str = SAGEMAKER_PRINCIPAL
+        self,
+        name: str = "SageMakerNeoExecutionRole",
+        *,
+        trusted_service: str = SAGEMAKER_PRINCIPAL,
+        trust_policy: Mapping[str, Any] | None = None,
+        policy: Mapping[str, Any] | None = None,
     ) -> str:
-        """Create an IAM role (in moto) that ``trusted_service`` may assume; return its ARN."""
-        trust = {
+        """Create an IAM role in moto and return its ARN.
+
+        The trust policy is ``trust_policy``, or one letting ``trusted_service`` assume the
+        role. ``policy``, when given, becomes the role's inline policy ``Neo``.
+        """
+        trust = trust_policy or {
             "Version": "2012-10-17",
             "Statement": [
                 {
@@ -610,9 +619,10 @@ class SageMakerEmulator:
                 }
             ],
         }
-        role = self._client("iam").create_role(
-            RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
-        )
+        iam = self._client("iam")
+        role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+        if policy is not None:
+            iam.put_role_policy(RoleName=name, PolicyName="Neo", PolicyDocument=json.dumps(policy))
         return str(role["Role"]["Arn"])
 
     def fail_jobs(
