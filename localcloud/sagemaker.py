@@ -445,6 +445,8 @@ class SageMakerEmulator:
     * ``check_roles`` (True): RoleArn must be a role in (moto's) IAM of this account that
       trusts ``sagemaker.amazonaws.com``.
     * ``models_bucket``: where :meth:`add_model_package` uploads model data by default.
+    * ``denied_operations``: operation names answered with AccessDeniedException (as for
+      a caller whose policy lacks the action).
     """
 
     def __init__(self, world: Any) -> None:
@@ -456,6 +458,7 @@ class SageMakerEmulator:
         self.default_page_size: int = 10
         self.check_roles: bool = True
         self.models_bucket: str = f"sagemaker-models-{world.account_id}"
+        self.denied_operations: set[str] = set()
         self._lock = threading.RLock()
         self._groups: dict[str, _Group] = {}  # lower-cased name -> group
         self._jobs: dict[str, _Job] = {}  # lower-cased name -> job, in creation order
@@ -732,6 +735,12 @@ class SageMakerEmulator:
         self, operation: str, handler: Callable[[dict[str, Any]], Response]
     ) -> Callable[[Request, dict[str, str]], Response]:
         def run(request: Request, _params: dict[str, str]) -> Response:
+            if operation in self.denied_operations:
+                raise ServiceError(
+                    "AccessDeniedException",
+                    f"User is not authorized to perform: sagemaker:{operation}",
+                    400,
+                )
             values = read_input(operation, request)
             with self._lock:
                 return handler(values)
@@ -1214,3 +1223,55 @@ def _artifact_bytes(job: _Job) -> bytes:
             "manifest.json": json.dumps(manifest, sort_keys=True).encode(),
         }
     )
+
+
+# -- out-of-process control (``localcloud.server`` admin API) ------------------------------------
+
+
+def admin(sm: SageMakerEmulator, action: str, data: Mapping[str, Any]) -> Response:
+    """Answer ``POST /_localcloud/sagemaker/<action>`` (see ``localcloud/server.py``).
+
+    KeyError/TypeError/ValueError propagate: the server answers them with a 400.
+    """
+    if action == "model-packages":
+        group = str(data["group"])
+        if group.lower() not in sm._groups:
+            sm.create_model_package_group(group)
+        options = {
+            name: data[key]
+            for key, name in (
+                ("approval", "approval"),
+                ("framework", "framework"),
+                ("frameworkVersion", "framework_version"),
+                ("dataInputConfig", "data_input_config"),
+                ("status", "status"),
+            )
+            if key in data
+        }
+        version = sm.add_model_package(group, **options)
+        return Response.json(200, {"version": version, "arn": sm.package_arn(group, version)})
+    if action == "approval":
+        sm.set_approval_status(str(data["group"]), int(data["version"]), str(data["approval"]))
+        return Response.json(200, {})
+    if action == "role":
+        return Response.json(
+            200,
+            {"arn": sm.create_execution_role(str(data.get("name", "SageMakerNeoExecutionRole")))},
+        )
+    if action == "compilation":
+        sm.compile_seconds = float(data["seconds"])
+        if "startingSeconds" in data:
+            sm.starting_seconds = float(data["startingSeconds"])
+        if "maxActiveJobs" in data:
+            sm.max_active_jobs = (
+                None if data["maxActiveJobs"] is None else int(data["maxActiveJobs"])
+            )
+        return Response.json(200, {})
+    if action == "fail-jobs":
+        sm.fail_jobs(
+            int(data.get("times", 1)),
+            reason=str(data.get("reason", "ClientError: Compilation failed: injected failure")),
+            name_prefix=data.get("namePrefix"),
+        )
+        return Response.json(200, {})
+    return Response.json(404, {"error": f"no admin endpoint sagemaker/{action}"})

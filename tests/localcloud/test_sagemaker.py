@@ -1065,6 +1065,18 @@ def test_raw_valid_request_is_accepted(world: World, sm: SageMakerEmulator) -> N
     assert json.loads(response.body) == {"CompilationJobSummaries": []}
 
 
+def test_denied_operation_is_access_denied(world: World, sm: SageMakerEmulator, api: Any) -> None:
+    """An operation in ``denied_operations`` is AccessDeniedException naming the IAM
+    action, before any validation; other operations still work."""
+    sm.denied_operations = {"CreateCompilationJob"}
+    with pytest.raises(ClientError) as caught:
+        api.create_compilation_job(**job_kwargs(world, CompilationJobName="-invalid"))
+    code, status, message = error_of(caught)
+    assert (code, status) == ("AccessDeniedException", 400)
+    assert "sagemaker:CreateCompilationJob" in message
+    assert api.list_compilation_jobs()["CompilationJobSummaries"] == []
+
+
 def test_role_check_can_be_turned_off(world: World, sm: SageMakerEmulator, api: Any) -> None:
     """With ``check_roles = False`` a role that does not exist is accepted (for worlds that
     do not model IAM); by default it is refused."""
@@ -1075,3 +1087,60 @@ def test_role_check_can_be_turned_off(world: World, sm: SageMakerEmulator, api: 
     sm.check_roles = False
     api.create_compilation_job(**kwargs)
     assert [j.name for j in sm.jobs()] == [kwargs["CompilationJobName"]]
+
+
+def test_http_front_end_and_admin_api_serve_sagemaker(world: World) -> None:
+    """Over the world's HTTP endpoint, a boto3 client reaches the emulator (JSON 1.1 routed
+    by the SigV4 scope), and the admin API registers versions, approves them, makes the
+    Neo role, sets the compilation time and injects a failure; bad admin bodies are 400,
+    unknown SageMaker admin actions 404."""
+    import urllib.error
+    import urllib.request
+
+    import boto3
+
+    from localcloud.server import WorldServer
+    from localcloud.transport import TEST_CREDENTIALS
+
+    def admin(action: str, body: dict[str, Any]) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            f"{server.url}/_localcloud/sagemaker/{action}",
+            data=json.dumps(body).encode(),
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    world.client("s3").create_bucket(Bucket=BUCKET)
+    with WorldServer(world) as server:
+        status, added = admin("model-packages", {"group": GROUP, "approval": "Approved"})
+        assert (status, added["version"]) == (200, 1)
+        assert admin("model-packages", {"group": GROUP})[1]["version"] == 2
+        assert admin("approval", {"group": GROUP, "version": 2, "approval": "Approved"})[0] == 200
+        role = admin("role", {})[1]["arn"]
+        assert admin("compilation", {"seconds": 60, "startingSeconds": 5})[0] == 200
+        assert admin("fail-jobs", {"times": 1, "reason": "ClientError: injected"})[0] == 200
+        assert admin("approval", {"group": GROUP})[0] == 400
+        assert admin("nothing", {})[0] == 404
+        api = boto3.Session(region_name=world.region, **TEST_CREDENTIALS).client(
+            "sagemaker", endpoint_url=server.url
+        )
+        [newest] = api.list_model_packages(
+            ModelPackageGroupName=GROUP,
+            ModelApprovalStatus="Approved",
+            SortBy="CreationTime",
+            SortOrder="Descending",
+            MaxResults=1,
+        )["ModelPackageSummaryList"]
+        assert newest["ModelPackageVersion"] == 2
+        kwargs = job_kwargs(world, RoleArn=role, ModelPackageVersionArn=newest["ModelPackageArn"])
+        api.create_compilation_job(**kwargs)
+        world.clock.advance(60)  # type: ignore[attr-defined]
+        described = api.describe_compilation_job(CompilationJobName=kwargs["CompilationJobName"])
+        assert (described["CompilationJobStatus"], described["FailureReason"]) == (
+            "FAILED",
+            "ClientError: injected",
+        )
