@@ -1144,3 +1144,40 @@ def test_http_front_end_and_admin_api_serve_sagemaker(world: World) -> None:
             "FAILED",
             "ClientError: injected",
         )
+
+
+@pytest.mark.parametrize(
+    "tree",
+    [
+        "jetson-agx-xavier-jetpack46",
+        "jetson-nano-jetpack461",
+        "jetson-tx2-jetpack46",
+        "raspberry-pi-4-armhf",
+        "raspberry-pi-3-armhf",
+        "raspberry-pi-4",
+        "armv7l-board",
+        "jetson-agx-orin-jetpack512",
+        "x86-64-t4",
+        "x86-64-a10g",
+        "x86-64-cpu-server",
+    ],
+)
+def test_every_detected_neo_target_is_accepted(
+    world: World, sm: SageMakerEmulator, api: Any, tree: str, clock: VirtualClock
+) -> None:
+    """The OutputConfig the agent's Neo detection builds for each fixture device, sent by
+    a real botocore client, passes the emulator's model and Neo checks and compiles."""
+    from pathlib import Path
+
+    from agent.platform.neo import detect_neo_platform
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "platforms"
+    detected = detect_neo_platform(fixtures / tree)
+    sm.add_model_package(GROUP, approval="Approved")
+    kwargs = job_kwargs(world, CompilationJobName=f"defects-v1-{detected.key}")
+    kwargs["OutputConfig"] = detected.output_config(f"s3://{BUCKET}/neo/{detected.key}")
+    api.create_compilation_job(**kwargs)
+    clock.advance(sm.compile_seconds)
+    described = api.describe_compilation_job(CompilationJobName=kwargs["CompilationJobName"])
+    assert described["CompilationJobStatus"] == "COMPLETED"
+    assert described["OutputConfig"] == kwargs["OutputConfig"]
