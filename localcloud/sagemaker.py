@@ -72,6 +72,17 @@ _OPTION_VALUE = {
 }
 _MATTR = re.compile(r"[+-][A-Za-z0-9_.-]{1,63}")
 _S3_URI = re.compile(r"s3://([^/]+)/?(.*)")
+#: The inline policy of :meth:`SageMakerEmulator.create_execution_role` by default.
+_S3_READ_WRITE = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": "arn:aws:s3:::*",
+        }
+    ],
+}
 _ARN = re.compile(r"arn:(aws[a-z-]*):([a-z0-9-]+):([a-z0-9-]*):([0-9]{12}):(.+)")
 
 
@@ -610,7 +621,8 @@ class SageMakerEmulator:
         """Create an IAM role in moto and return its ARN.
 
         The trust policy is ``trust_policy``, or one letting ``trusted_service`` assume the
-        role. ``policy``, when given, becomes the role's inline policy ``Neo``.
+        role. The inline policy ``Neo`` is ``policy``, or one allowing s3:GetObject and
+        s3:PutObject on every bucket (Neo needs both; see :meth:`_role_denies`).
         """
         trust = trust_policy or {
             "Version": "2012-10-17",
@@ -624,8 +636,9 @@ class SageMakerEmulator:
         }
         iam = self._client("iam")
         role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-        if policy is not None:
-            iam.put_role_policy(RoleName=name, PolicyName="Neo", PolicyDocument=json.dumps(policy))
+        iam.put_role_policy(
+            RoleName=name, PolicyName="Neo", PolicyDocument=json.dumps(policy or _S3_READ_WRITE)
+        )
         return str(role["Role"]["Arn"])
 
     def fail_jobs(
@@ -695,14 +708,18 @@ class SageMakerEmulator:
         if package_arn and self._package_by_arn(package_arn) is None:
             return self._fail(job, f"ClientError: ModelPackage {package_arn} no longer exists")
         model_uri = job.input_config["S3Uri"]
+        bucket, prefix = _split_s3(job.output["S3OutputLocation"])
+        base = model_uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar.gz") or "model"
+        key = "/".join(p for p in (prefix.strip("/"), f"{base}-{job.target_label()}.tar.gz") if p)
+        for action, uri in (("s3:GetObject", model_uri), ("s3:PutObject", f"s3://{bucket}/{key}")):
+            denied = self._role_denies(job.request["RoleArn"], action, uri)
+            if denied is not None:
+                return self._fail(job, denied)
         if not self._object_exists(model_uri):
             return self._fail(
                 job,
                 f"ClientError: InputConfiguration: Unable to download model data from {model_uri}",
             )
-        bucket, prefix = _split_s3(job.output["S3OutputLocation"])
-        base = model_uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar.gz") or "model"
-        key = "/".join(p for p in (prefix.strip("/"), f"{base}-{job.target_label()}.tar.gz") if p)
         body = _artifact_bytes(job)
         try:
             self._client("s3").put_object(
@@ -910,6 +927,54 @@ class SageMakerEmulator:
             role.get("AssumeRolePolicyDocument"), SAGEMAKER_PRINCIPAL
         ):
             raise _validation(cannot)
+
+    def _role_denies(self, role_arn: str, action: str, uri: str) -> str | None:
+        """Why Neo, running as the role, may not do ``action`` on the S3 object (or None).
+
+        The role's inline and attached policies are read from (moto's) IAM: an explicit
+        Deny wins, else an Allow is needed. Statements with a Condition grant nothing
+        here (the emulator does not evaluate conditions): stricter than IAM.
+        """
+        if not self.check_roles:
+            return None
+        bucket, key = _split_s3(uri)
+        resource = f"arn:aws:s3:::{bucket}/{key}"
+        allowed = False
+        for document in self._role_policies(role_arn.rsplit("/", 1)[-1]):
+            for statement in _statements(document):
+                if not (
+                    _matches(statement.get("Action"), action, ignore_case=True)
+                    and _matches(statement.get("Resource"), resource)
+                ):
+                    continue
+                if statement.get("Effect") == "Deny":
+                    return (
+                        f"ClientError: Access denied: {role_arn} is denied {action} on {resource}"
+                    )
+                if statement.get("Effect") == "Allow" and "Condition" not in statement:
+                    allowed = True
+        if allowed:
+            return None
+        return f"ClientError: Access denied: {role_arn} is not allowed {action} on {resource}"
+
+    def _role_policies(self, role_name: str) -> list[Any]:
+        iam = self._client("iam")
+        documents: list[Any] = []
+        try:
+            for name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
+                documents.append(
+                    iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
+                )
+            attached = iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"]
+            for item in attached:
+                policy = iam.get_policy(PolicyArn=item["PolicyArn"])["Policy"]
+                version = iam.get_policy_version(
+                    PolicyArn=item["PolicyArn"], VersionId=policy["DefaultVersionId"]
+                )
+                documents.append(version["PolicyVersion"]["Document"])
+        except Exception:  # the role was deleted meanwhile: it grants nothing
+            return []
+        return documents
 
     def _input_from_package(self, arn: str) -> dict[str, Any]:
         package = self._package_by_arn(arn)
@@ -1159,18 +1224,35 @@ def _check_input_config(input_config: Mapping[str, Any], where: str) -> None:
 
 
 def _trusts(document: Any, principal: str) -> bool:
-    """Whether an assume-role policy (moto returns it decoded or URL-encoded) allows ``principal``."""
+    """Whether an assume-role policy allows ``principal`` to call sts:AssumeRole."""
+    for statement in _statements(document):
+        services = (statement.get("Principal") or {}).get("Service")
+        if (
+            statement.get("Effect") == "Allow"
+            and _matches(statement.get("Action"), "sts:AssumeRole", ignore_case=True)
+            and principal in (services if isinstance(services, list) else [services])
+        ):
+            return True
+    return False
+
+
+def _statements(document: Any) -> list[dict[str, Any]]:
+    """The statements of a policy document (moto returns it decoded or URL-encoded)."""
     if isinstance(document, str):
         document = json.loads(unquote(document))
     statements = document.get("Statement", []) if isinstance(document, dict) else []
-    for statement in statements if isinstance(statements, list) else [statements]:
-        if statement.get("Effect") != "Allow":
+    items = statements if isinstance(statements, list) else [statements]
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _matches(patterns: Any, value: str, *, ignore_case: bool = False) -> bool:
+    """IAM wildcard matching (``*`` any run, ``?`` one character) of Action/Resource."""
+    items = patterns if isinstance(patterns, list) else [patterns]
+    for pattern in items:
+        if not isinstance(pattern, str):
             continue
-        actions = statement.get("Action")
-        actions = actions if isinstance(actions, list) else [actions]
-        services = (statement.get("Principal") or {}).get("Service")
-        services = services if isinstance(services, list) else [services]
-        if "sts:AssumeRole" in actions and principal in services:
+        regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+        if re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0):
             return True
     return False
 

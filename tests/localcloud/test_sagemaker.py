@@ -1077,6 +1077,80 @@ def test_denied_operation_is_access_denied(world: World, sm: SageMakerEmulator, 
     assert api.list_compilation_jobs()["CompilationJobSummaries"] == []
 
 
+@pytest.mark.parametrize(
+    ("policy", "fragment"),
+    [
+        pytest.param(None, "not allowed s3:GetObject", id="no-policy"),
+        pytest.param(
+            {"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]},
+            "not allowed s3:PutObject on arn:aws:s3:::neo-output/neo/defects/",
+            id="read-only",
+        ),
+        pytest.param(
+            {
+                "Statement": [
+                    {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+                    {
+                        "Effect": "Deny",
+                        "Action": "s3:putobject",
+                        "Resource": "arn:aws:s3:::neo-output/*",
+                    },
+                ]
+            },
+            "is denied s3:PutObject",
+            id="explicit-deny",
+        ),
+        pytest.param(
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["s3:GetObject", "s3:PutObject"],
+                        "Resource": "*",
+                        "Condition": {"Bool": {"aws:SecureTransport": "true"}},
+                    }
+                ]
+            },
+            "not allowed s3:GetObject",
+            id="conditional-allow",
+        ),
+    ],
+)
+def test_neo_role_without_s3_access_fails_the_job(
+    world: World, sm: SageMakerEmulator, api: Any, clock: VirtualClock, policy: Any, fragment: str
+) -> None:
+    """Neo reads the model data and writes the artifact as the role: a role whose policies
+    (read from IAM) do not allow s3:GetObject on the model data and s3:PutObject on the
+    output key, or deny them, makes the job FAIL with an access-denied reason; conditional
+    grants count for nothing (the emulator does not evaluate conditions)."""
+    sm.add_model_package(GROUP, approval="Approved")
+    iam = world.client("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "sagemaker.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    arn = iam.create_role(RoleName="Restricted", AssumeRolePolicyDocument=json.dumps(trust))[
+        "Role"
+    ]["Arn"]
+    if policy is not None:
+        iam.put_role_policy(
+            RoleName="Restricted",
+            PolicyName="p",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", **policy}),
+        )
+    api.create_compilation_job(**job_kwargs(world, RoleArn=arn))
+    clock.advance(sm.compile_seconds)
+    described = api.describe_compilation_job(CompilationJobName="defects-v1-xavier")
+    assert described["CompilationJobStatus"] == "FAILED"
+    assert fragment in described["FailureReason"]
+
+
 def test_role_check_can_be_turned_off(world: World, sm: SageMakerEmulator, api: Any) -> None:
     """With ``check_roles = False`` a role that does not exist is accepted (for worlds that
     do not model IAM); by default it is refused."""

@@ -155,27 +155,43 @@ def test_neo_role_reads_model_data_and_writes_the_output_prefix_only() -> None:
     assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "sagemaker.amazonaws.com"}]
 
 
-def test_the_local_world_lets_neo_assume_the_documented_role(world: World) -> None:
-    """A role made in the local world from iam/neo-execution-role-trust-policy.json (with
-    the Neo policy inline) is accepted by CreateCompilationJob, sent by a real botocore
-    client: the trust policy is one SageMaker can use."""
+def test_the_documented_neo_role_compiles_in_the_local_world(world: World) -> None:
+    """A role made in the local world from iam/neo-execution-role-trust-policy.json with
+    iam/neo-execution-role-policy.json inline (placeholders filled for this world) is
+    accepted by CreateCompilationJob, sent by a real botocore client, and is enough for
+    Neo to read the model data and write the compiled model; with an output location
+    outside ``${OutputPrefix}`` the same role makes the job fail with access denied."""
     sm = world.sagemaker
     sm.create_model_package_group("casting-defects")
     sm.add_model_package("casting-defects", approval="Approved")
     world.client("s3").create_bucket(Bucket="models-out")
     text = NEO_POLICY.read_text()
-    for name, value in PLACEHOLDERS.items():
+    values = {**PLACEHOLDERS, "ModelBucket": sm.models_bucket, "OutputPrefix": "neo/"}
+    for name, value in values.items():
         text = text.replace("${" + name + "}", value)
-    policy = json.loads(text)
     role = sm.create_execution_role(
-        "NeoCompiler", trust_policy=json.loads(NEO_TRUST.read_text()), policy=policy
+        "NeoCompiler", trust_policy=json.loads(NEO_TRUST.read_text()), policy=json.loads(text)
     )
     client = world_client(world, "sagemaker")
-    client.create_compilation_job(
-        CompilationJobName="casting-defects-v1-rasp4b-1",
-        RoleArn=role,
-        ModelPackageVersionArn=sm.package_arn("casting-defects", 1),
-        OutputConfig={"S3OutputLocation": "s3://models-out/neo", "TargetDevice": "rasp4b"},
-        StoppingCondition={"MaxRuntimeInSeconds": 900},
-    )
-    assert [job.name for job in sm.jobs()] == ["casting-defects-v1-rasp4b-1"]
+    for name, location in (
+        ("inside", "s3://models-out/neo/rasp4b"),
+        ("outside", "s3://models-out/other"),
+    ):
+        client.create_compilation_job(
+            CompilationJobName=f"casting-defects-v1-{name}",
+            RoleArn=role,
+            ModelPackageVersionArn=sm.package_arn("casting-defects", 1),
+            OutputConfig={"S3OutputLocation": location, "TargetDevice": "rasp4b"},
+            StoppingCondition={"MaxRuntimeInSeconds": 900},
+        )
+    world.clock.advance(sm.compile_seconds)  # type: ignore[attr-defined]
+    outcome = {
+        job["CompilationJobName"]: job["CompilationJobStatus"]
+        for job in client.list_compilation_jobs()["CompilationJobSummaries"]
+    }
+    assert outcome == {
+        "casting-defects-v1-inside": "COMPLETED",
+        "casting-defects-v1-outside": "FAILED",
+    }
+    failed = client.describe_compilation_job(CompilationJobName="casting-defects-v1-outside")
+    assert "not allowed s3:PutObject on arn:aws:s3:::models-out/other/" in failed["FailureReason"]
