@@ -48,18 +48,6 @@ PACKAGE_STATUSES = ("Pending", "InProgress", "Completed", "Failed", "Deleting")
 ACTIVE_JOB_STATUSES = frozenset({"STARTING", "INPROGRESS", "STOPPING"})
 #: The service principal a Neo execution role must trust.
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
-#: Neo's input frameworks (the InputConfig.Framework enum of the model).
-NEO_FRAMEWORKS = (
-    "TENSORFLOW",
-    "KERAS",
-    "MXNET",
-    "ONNX",
-    "PYTORCH",
-    "XGBOOST",
-    "TFLITE",
-    "DARKNET",
-    "SKLEARN",
-)
 #: Frameworks whose compilation needs the input shape (DataInputConfig).
 NEEDS_INPUT_SHAPE = frozenset({"TENSORFLOW", "KERAS", "MXNET", "PYTORCH", "ONNX", "DARKNET"})
 NVIDIA_OPTIONS = ("gpu-code", "trt-ver", "cuda-ver")
@@ -1201,9 +1189,10 @@ def _check_target(output: Mapping[str, Any]) -> None:
 
 def _check_input_config(input_config: Mapping[str, Any], where: str) -> None:
     framework = input_config.get("Framework")
-    if framework not in NEO_FRAMEWORKS:
+    frameworks = service_model().shape_for("Framework").enum  # Neo's InputConfig.Framework
+    if framework not in frameworks:
         raise _validation(
-            f"{where}: Framework {framework!r} is not one Neo compiles ({', '.join(NEO_FRAMEWORKS)})."
+            f"{where}: Framework {framework!r} is not one Neo compiles ({', '.join(frameworks)})."
         )
     version = input_config.get("FrameworkVersion")
     if version is not None and re.fullmatch(r"[0-9]\.[A-Za-z0-9.]+", version) is None:
