@@ -610,7 +610,7 @@ class SageMakerEmulator:
 
         The trust policy is ``trust_policy``, or one letting ``trusted_service`` assume the
         role. The inline policy ``Neo`` is ``policy``, or one allowing s3:GetObject and
-        s3:PutObject on every bucket (Neo needs both; see :meth:`_role_denies`).
+        s3:PutObject on every bucket (Neo needs both when a job finishes).
         """
         trust = trust_policy or {
             "Version": "2012-10-17",
@@ -699,10 +699,16 @@ class SageMakerEmulator:
         bucket, prefix = _split_s3(job.output["S3OutputLocation"])
         base = model_uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar.gz") or "model"
         key = "/".join(p for p in (prefix.strip("/"), f"{base}-{job.target_label()}.tar.gz") if p)
-        for action, uri in (("s3:GetObject", model_uri), ("s3:PutObject", f"s3://{bucket}/{key}")):
-            denied = self._role_denies(job.request["RoleArn"], action, uri)
-            if denied is not None:
-                return self._fail(job, denied)
+        if self.check_roles:
+            role_arn = job.request["RoleArn"]
+            policies = self._role_policies(role_arn.rsplit("/", 1)[-1])
+            for action, uri in (
+                ("s3:GetObject", model_uri),
+                ("s3:PutObject", f"s3://{bucket}/{key}"),
+            ):
+                denied = _role_denies(role_arn, policies, action, uri)
+                if denied is not None:
+                    return self._fail(job, denied)
         if not self._object_exists(model_uri):
             return self._fail(
                 job,
@@ -916,36 +922,8 @@ class SageMakerEmulator:
         ):
             raise _validation(cannot)
 
-    def _role_denies(self, role_arn: str, action: str, uri: str) -> str | None:
-        """Why Neo, running as the role, may not do ``action`` on the S3 object (or None).
-
-        The role's inline and attached policies are read from (moto's) IAM: an explicit
-        Deny wins, else an Allow is needed. Statements with a Condition grant nothing
-        here (the emulator does not evaluate conditions): stricter than IAM.
-        """
-        if not self.check_roles:
-            return None
-        bucket, key = _split_s3(uri)
-        resource = f"arn:aws:s3:::{bucket}/{key}"
-        allowed = False
-        for document in self._role_policies(role_arn.rsplit("/", 1)[-1]):
-            for statement in _statements(document):
-                if not (
-                    _matches(statement.get("Action"), action, ignore_case=True)
-                    and _matches(statement.get("Resource"), resource)
-                ):
-                    continue
-                if statement.get("Effect") == "Deny":
-                    return (
-                        f"ClientError: Access denied: {role_arn} is denied {action} on {resource}"
-                    )
-                if statement.get("Effect") == "Allow" and "Condition" not in statement:
-                    allowed = True
-        if allowed:
-            return None
-        return f"ClientError: Access denied: {role_arn} is not allowed {action} on {resource}"
-
     def _role_policies(self, role_name: str) -> list[Any]:
+        """The inline and attached policy documents of a role, from (moto's) IAM."""
         iam = self._client("iam")
         documents: list[Any] = []
         try:
@@ -1223,6 +1201,32 @@ def _trusts(document: Any, principal: str) -> bool:
         ):
             return True
     return False
+
+
+def _role_denies(role_arn: str, policies: list[Any], action: str, uri: str) -> str | None:
+    """Why Neo, running as the role, may not do ``action`` on the S3 object (or None).
+
+    ``policies`` are the role's inline and attached policy documents: an explicit Deny
+    wins, else an Allow is needed. Statements with a Condition grant nothing
+    here (the emulator does not evaluate conditions): stricter than IAM.
+    """
+    bucket, key = _split_s3(uri)
+    resource = f"arn:aws:s3:::{bucket}/{key}"
+    allowed = False
+    for document in policies:
+        for statement in _statements(document):
+            if not (
+                _matches(statement.get("Action"), action, ignore_case=True)
+                and _matches(statement.get("Resource"), resource)
+            ):
+                continue
+            if statement.get("Effect") == "Deny":
+                return f"ClientError: Access denied: {role_arn} is denied {action} on {resource}"
+            if statement.get("Effect") == "Allow" and "Condition" not in statement:
+                allowed = True
+    if allowed:
+        return None
+    return f"ClientError: Access denied: {role_arn} is not allowed {action} on {resource}"
 
 
 def _statements(document: Any) -> list[dict[str, Any]]:
