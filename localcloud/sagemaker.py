@@ -87,7 +87,8 @@ def service_model() -> Any:
 
 @functools.cache
 def _boto3_session() -> Any:
-    """One boto3 session per process for the emulator's internal clients."""
+    """One boto3 session per process for the emulator's internal clients (each client
+    gets its own credentials and region)."""
     import boto3
 
     from localcloud.transport import TEST_CREDENTIALS
@@ -1012,20 +1013,25 @@ class SageMakerEmulator:
         s3.put_object(Bucket=bucket, Key=key, Body=_tar_gz({"model.pth": uri.encode()}))
 
     def _client(self, service: str) -> Any:
-        """Internal moto client (no faults, no call log), like ``world.client(service)``,
-        but from one boto3 session per process: tests create many worlds."""
+        """Internal moto client (no faults, no call log) for this emulator's account and
+        region, from one boto3 session per process: tests create many worlds."""
         if service not in self._clients:
             from botocore.config import Config
 
-            from localcloud.transport import attach
+            from localcloud.transport import TEST_CREDENTIALS, attach
             from localcloud.world import INTERNAL_ENDPOINT
 
+            # A per-account scope of the world knows its own credentials; a plain World
+            # acts in its home account with the test credentials.
+            own = getattr(self.world, "client_credentials", None)
+            credentials = own() if callable(own) else dict(TEST_CREDENTIALS)
             config = Config(s3={"addressing_style": "path"}) if service == "s3" else None
             made = _boto3_session().client(
                 service,
                 region_name=self.world.region,
                 endpoint_url=INTERNAL_ENDPOINT,
                 config=config,
+                **credentials,
             )
             self._clients[service] = attach(made, self.world, internal=True)
         return self._clients[service]
