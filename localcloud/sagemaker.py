@@ -467,7 +467,7 @@ class SageMakerEmulator:
         self._active: dict[str, None] = {}
         self._failures: list[_FailurePlan] = []
         self._clients: dict[str, Any] = {}
-        self.router = _TargetRouter(self._unknown_operation)
+        router = _TargetRouter(self._unknown_operation)
         for operation, handler in (
             ("ListModelPackages", self._list_model_packages),
             ("DescribeModelPackage", self._describe_model_package),
@@ -476,7 +476,9 @@ class SageMakerEmulator:
             ("StopCompilationJob", self._stop_compilation_job),
             ("ListCompilationJobs", self._list_compilation_jobs),
         ):
-            self.router.add_operation(operation, self._wrap(operation, handler))
+            router.add_operation(operation, self._wrap(operation, handler))
+        # Typed as the base class: World's Emulator protocol reads it as a Router.
+        self.router: Router = router
 
     # -- control API ------------------------------------------------------------------------
     def create_model_package_group(self, name: str, description: str | None = None) -> str:
