@@ -27,15 +27,15 @@ from typing import Any
 import structlog
 
 from agent import __version__, errors
+from agent.aws.backends import bind, packaging_backend
 from agent.aws.greengrass import GreengrassDeployments
-from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.session import AwsClients, ClientHook
 from agent.clock import Backoff, Clock, JitteredInterval, SystemClock, wait
 from agent.config import AgentConfig
 from agent.decide import STATUS_OF_PHASE
 from agent.health import HealthReporter
 from agent.ledger import Ledger
-from agent.platform import DetectedPlatform, detect_platform, platform_report
+from agent.platform import DetectedPlatform, platform_report
 from agent.ports import FactChanges, LastError, OutgoingMessage
 from agent.reconciler import Reconciler, settings_from_config
 from agent.reporting.commands import CommandHandler
@@ -313,25 +313,23 @@ def build_agent(
     )
     platform: DetectedPlatform | None = None
     platform_error: errors.AgentError | None = None
+    packaging = None
     try:
-        platform = detect_platform(
-            config.platform_root,
-            overrides=config.platform,
-            prefer_target_device=config.prefer_target_device,
-        )
+        platform, packaging = packaging_backend(config, clients)
     except errors.UnsupportedPlatformError as exc:
         platform_error = exc
     reconciler = None
-    if platform is not None:
+    if platform is not None and packaging is not None:
         reconciler = Reconciler(
             settings=settings_from_config(config),
             platform=platform,
-            packaging=LookoutVisionPackaging(clients),
+            packaging=packaging,
             deployments=GreengrassDeployments(clients),
             ledger=ledger,
             clock=clock,
             rng=rng,
         )
+        bind(packaging, reconciler.request_for)
     agent_ref: list[Agent] = []
 
     def state() -> str:

@@ -1,0 +1,465 @@
+"""PackagingPort adapter for SageMaker: Model Registry + Neo + Greengrass components.
+
+* **Latest version**: the newest package (by creation time) of the model package group
+  with the configured ``ModelApprovalStatus`` and status Completed (ListModelPackages).
+* **Start packaging**: the package must give Neo what it needs (framework, framework
+  version, input shape, model data), else a terminal error naming the missing member;
+  then CreateCompilationJob with a job name derived from the request's deterministic job
+  name, so a fleet of identical devices shares one job. Neo has no client token: a
+  ``ResourceInUse`` is adopted when the existing job compiles the same package for the
+  same target, and is a ConflictError otherwise.
+* **Status**: Neo's STARTING/INPROGRESS/STOPPING are CREATED/RUNNING; FAILED and
+  STOPPED are FAILED with Neo's FailureReason. On COMPLETED this backend makes the
+  Greengrass component itself (CreateComponentVersion with an inline recipe whose
+  clientToken is derived from the recipe, so the fleet creates it once; a
+  ConflictException for the identical recipe is adopted) and only then reports
+  SUCCEEDED.
+
+The request the core derives (``agent.model.PackagingRequest``) names the job, the
+component, the output prefix and the tags; the Neo target comes from
+:class:`agent.platform.neo.NeoPlatform`, which can express targets Lookout for Vision
+cannot (``rasp4b``, ``jetson_nano``, 32-bit ARM).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Callable
+from typing import Any
+
+from agent import errors, naming
+from agent.aws.session import AwsClients
+from agent.aws.translate import call
+from agent.config import SageMakerSettings
+from agent.model import PackagingRequest
+from agent.platform import DetectedPlatform
+from agent.platform.neo import NeoPlatform
+from agent.ports import PackagingJob
+
+BACKEND = "sagemaker"
+#: Neo's CompilationJobName: ``^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$``.
+NEO_JOB_NAME_LIMIT = 63
+#: Neo status -> the port's job status.
+_STATUSES = {
+    "STARTING": "CREATED",
+    "INPROGRESS": "RUNNING",
+    "STOPPING": "RUNNING",
+    "COMPLETED": "SUCCEEDED",
+    "FAILED": "FAILED",
+    "STOPPED": "FAILED",
+}
+#: Greengrass recipe ``architecture`` of each Neo target.
+_GREENGRASS_ARCH = {
+    "X86_64": "amd64",
+    "X86": "x86",
+    "ARM64": "aarch64",
+    "ARM_EABIHF": "arm",
+    "ARM_EABI": "arm",
+    "jetson_tx1": "aarch64",
+    "jetson_tx2": "aarch64",
+    "jetson_nano": "aarch64",
+    "jetson_xavier": "aarch64",
+    "rasp3b": "arm",
+    "rasp4b": "arm",
+}
+#: Where the install step extracts the model, relative to the component's work folder.
+MODEL_DIRECTORY = "model"
+PUBLISHER = "l4v-edge-agent"
+
+
+def neo_job_name(job_name: str) -> str:
+    """The request's deterministic job name within Neo's pattern and length (a name that
+    already fits is kept as it is)."""
+    name = naming.fit(job_name, r"a-zA-Z0-9\-", NEO_JOB_NAME_LIMIT).strip("-")
+    return name or "job"
+
+
+def decider_platform(neo: NeoPlatform) -> DetectedPlatform:
+    """The platform the (backend-neutral) decision code names things after: the Neo
+    target's own key.
+
+    The decision code derives a Lookout for Vision-shaped request, whose target fields
+    this backend does not send (it sends ``neo``'s). A Neo target Lookout for Vision
+    cannot express is carried with a placeholder Os/Arch and the Neo key.
+    """
+    flat = {k: ",".join(v) if isinstance(v, list) else v for k, v in neo.compiler_options.items()}
+    fields: dict[str, Any] = {
+        "target_device": neo.target_device,
+        "os": neo.os,
+        "arch": neo.arch,
+        "accelerator": neo.accelerator,
+        "compiler_options": flat,
+        "key": neo.key,
+        "description": neo.description,
+        "evidence": neo.evidence,
+    }
+    try:
+        return DetectedPlatform.model_validate(fields)
+    except ValueError:
+        arch = "X86_64" if (neo.arch or "").startswith("X86") else "ARM64"
+        return DetectedPlatform(
+            os="LINUX", arch=arch, key=neo.key, description=neo.description, evidence=neo.evidence
+        )
+
+
+def model_component_recipe(
+    *,
+    request: PackagingRequest,
+    group: str,
+    package_arn: str,
+    job_name: str,
+    artifact_uri: str,
+    platform: NeoPlatform,
+    runtime: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The inline recipe of the compiled model's component: the same for the same inputs.
+
+    Greengrass unarchives only ZIP, so the Neo ``.tar.gz`` is installed as is and
+    extracted by the install step into ``<work folder>/model``. The configuration's
+    ``ModelPath`` is that folder relative to the Greengrass root: a dependent reads
+    ``{kernel:rootPath}/{<name>:configuration:/ModelPath}``.
+    """
+    name = request.greengrass.component_name
+    version = request.greengrass.component_version or ""
+    file_name = posixpath.basename(artifact_uri)
+    target = platform.target_device or "/".join(
+        part for part in (platform.os, platform.arch, platform.accelerator) if part
+    )
+    recipe: dict[str, Any] = {
+        "RecipeFormatVersion": "2020-01-25",
+        "ComponentName": name,
+        "ComponentVersion": version,
+        "ComponentDescription": (
+            f"SageMaker Neo model {group} v{request.model_version} for {platform.key}"
+        )[:256],
+        "ComponentPublisher": PUBLISHER,
+        "ComponentConfiguration": {
+            "DefaultConfiguration": {
+                "ModelPath": f"work/{name}/{MODEL_DIRECTORY}",
+                "ModelPackageVersionArn": package_arn,
+                "CompilationJobName": job_name,
+                "NeoTarget": target,
+            }
+        },
+        "Manifests": [
+            {
+                "Platform": {
+                    "os": "linux",
+                    "architecture": _GREENGRASS_ARCH[platform.target_device or platform.arch or ""],
+                },
+                "Artifacts": [
+                    {"Uri": artifact_uri, "Unarchive": "NONE", "Permission": {"Read": "OWNER"}}
+                ],
+                "Lifecycle": {
+                    "Install": {
+                        "Script": (
+                            f"rm -rf '{{work:path}}/{MODEL_DIRECTORY}' && "
+                            f"mkdir -p '{{work:path}}/{MODEL_DIRECTORY}' && "
+                            f"tar -xzf '{{artifacts:path}}/{file_name}' "
+                            f"-C '{{work:path}}/{MODEL_DIRECTORY}'"
+                        ),
+                    }
+                },
+            }
+        ],
+    }
+    if runtime:
+        recipe["ComponentDependencies"] = runtime
+    return recipe
+
+
+def recipe_bytes(recipe: dict[str, Any]) -> bytes:
+    """The canonical JSON of ``recipe`` (what is sent and what the token is made from)."""
+    return json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()
+
+
+class SageMakerPackaging:
+    """The packaging port over SageMaker Model Registry, Neo and Greengrass.
+
+    ``request_for(version)`` gives the core's request for a model version (component name,
+    version and tags); it is bound after the reconciler exists (:meth:`bind`).
+    """
+
+    backend = BACKEND
+
+    def __init__(self, clients: AwsClients, settings: SageMakerSettings, platform: NeoPlatform) -> None:
+        self._clients = clients
+        self.settings = settings
+        self.platform = platform
+        self._request_for: Callable[[int], PackagingRequest] | None = None
+
+    def bind(self, request_for: Callable[[int], PackagingRequest]) -> None:
+        """Give the adapter the core's request derivation (component names and tags)."""
+        self._request_for = request_for
+
+    @property
+    def _sm(self) -> Any:
+        return self._clients.client("sagemaker")
+
+    @property
+    def _gg(self) -> Any:
+        return self._clients.client("greengrassv2")
+
+    @property
+    def group(self) -> str:
+        return self.settings.model_package_group_name or ""
+
+    # -- latest version --------------------------------------------------------------------
+    def latest_version(self, project: str) -> int:
+        """The newest Completed package of the group with the configured approval status
+        (ListModelPackages by creation time, newest first); NoTrainedModelError if none."""
+        for summary in self._packages(
+            ModelApprovalStatus=self.settings.approval_status,
+            SortBy="CreationTime",
+            SortOrder="Descending",
+        ):
+            if summary.get("ModelPackageStatus") == "Completed" and summary.get("ModelPackageVersion"):
+                return int(summary["ModelPackageVersion"])
+        raise errors.NoTrainedModelError(
+            f"SageMaker model package group {self.group} has no Completed model package with "
+            f"ModelApprovalStatus {self.settings.approval_status}"
+        )
+
+    def _packages(self, **query: Any) -> Any:
+        """Every summary of the group's packages for ``query``, page by page."""
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group, **query}
+        while True:
+            page = call("ListModelPackages", lambda: self._sm.list_model_packages(**kwargs))
+            yield from page.get("ModelPackageSummaryList", [])
+            token = page.get("NextToken")
+            if not token:
+                return
+            kwargs["NextToken"] = token
+
+    def _package_arn(self, version: int) -> str:
+        for summary in self._packages(SortBy="CreationTime", SortOrder="Descending"):
+            if summary.get("ModelPackageVersion") == version:
+                return str(summary["ModelPackageArn"])
+        raise errors.NotFoundError(
+            f"SageMaker model package group {self.group} has no model package version {version}"
+        )
+
+    # -- packaging -------------------------------------------------------------------------
+    def start_packaging(self, request: PackagingRequest) -> str:
+        """CreateCompilationJob for the request's package version (after checking that the
+        package gives Neo what it needs); returns the job name. An existing job of that
+        name is adopted when it compiles the same package for the same target."""
+        version = int(request.model_version)
+        package_arn = self._package_arn(version)
+        described = call(
+            "DescribeModelPackage",
+            lambda: self._sm.describe_model_package(ModelPackageName=package_arn),
+        )
+        _check_neo_inputs(f"{self.group}/{version}", described)
+        job_name = neo_job_name(request.job_name)
+        output = self.platform.output_config(self._output_location(request))
+        kwargs: dict[str, Any] = {
+            "CompilationJobName": job_name,
+            "RoleArn": self.settings.role_arn or "",
+            "ModelPackageVersionArn": package_arn,
+            "OutputConfig": output,
+            "StoppingCondition": {
+                "MaxRuntimeInSeconds": self.settings.stopping_condition.max_runtime_in_seconds
+            },
+        }
+        try:
+            call("CreateCompilationJob", lambda: self._sm.create_compilation_job(**kwargs))
+        except errors.ConflictError as in_use:
+            existing = self._describe_job(job_name)
+            differences = _differences(existing, package_arn, output)
+            if differences:
+                raise errors.ConflictError(
+                    f"SageMaker Neo compilation job {job_name} exists and compiles something "
+                    f"else ({'; '.join(differences)}): {in_use.message}",
+                    code=in_use.code,
+                ) from in_use
+        return job_name
+
+    def _output_location(self, request: PackagingRequest) -> str:
+        """``sagemaker.s3OutputLocation`` + the request's deterministic prefix."""
+        base = (self.settings.s3_output_location or "").rstrip("/")
+        prefix = (request.greengrass.s3_output_location.prefix or "").strip("/")
+        return f"{base}/{prefix}" if prefix else base
+
+    def _describe_job(self, job_name: str) -> dict[str, Any]:
+        answer: dict[str, Any] = call(
+            "DescribeCompilationJob",
+            lambda: self._sm.describe_compilation_job(CompilationJobName=job_name),
+        )
+        return answer
+
+    def packaging_status(self, project: str, job_name: str) -> PackagingJob:
+        """DescribeCompilationJob; on COMPLETED the component is made (or found) first."""
+        job = self._describe_job(job_name)
+        package_arn = str(job.get("ModelPackageVersionArn") or "")
+        version = _version_in_group(package_arn, self.group)
+        neo_status = str(job.get("CompilationJobStatus", ""))
+        status = _STATUSES.get(neo_status, "RUNNING")
+        message: str | None = None
+        if status == "FAILED":
+            message = (
+                f"SageMaker Neo compilation job {job_name} {neo_status}: "
+                f"{job.get('FailureReason') or 'no FailureReason given'}"
+            )
+        configuration = {
+            "SageMaker": {
+                "ModelPackageVersionArn": package_arn,
+                "OutputConfig": job.get("OutputConfig", {}),
+            }
+        }
+        name = component_version = None
+        ours = version is not None and not _differences(
+            job, package_arn, self.platform.output_config("")
+        )
+        if status == "SUCCEEDED" and ours and version is not None:
+            request = self._request(version)
+            name, component_version = self._make_component(request, package_arn, job_name, job)
+        elif status == "SUCCEEDED":
+            status = "RUNNING"  # not ours to finish: the adoption check refuses it
+        return PackagingJob(
+            name=job_name,
+            model_version=str(version) if version is not None else package_arn,
+            status=status,
+            status_message=message,
+            configuration=configuration,
+            component_name=name,
+            component_version=component_version,
+        )
+
+    def _request(self, version: int) -> PackagingRequest:
+        if self._request_for is None:
+            raise AssertionError("SageMakerPackaging.bind was not called")
+        return self._request_for(version)
+
+    # -- the component -----------------------------------------------------------------------
+    def _make_component(
+        self, request: PackagingRequest, package_arn: str, job_name: str, job: dict[str, Any]
+    ) -> tuple[str, str]:
+        """CreateComponentVersion for the compiled model (idempotent: the clientToken is
+        the recipe's digest); returns (name, version)."""
+        artifact = str((job.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or "")
+        if not artifact.endswith(".tar.gz"):
+            raise errors.PackagingFailedError(
+                f"SageMaker Neo compilation job {job_name} COMPLETED without a .tar.gz "
+                f"artifact (ModelArtifacts.S3ModelArtifacts: {artifact or 'none'})"
+            )
+        runtime = self.settings.runtime_component
+        recipe = model_component_recipe(
+            request=request,
+            group=self.group,
+            package_arn=package_arn,
+            job_name=job_name,
+            artifact_uri=artifact,
+            platform=self.platform,
+            runtime=(
+                {
+                    runtime.name: {
+                        "VersionRequirement": runtime.version_requirement,
+                        "DependencyType": runtime.dependency_type,
+                    }
+                }
+                if runtime.name
+                else None
+            ),
+        )
+        body = recipe_bytes(recipe)
+        digest = hashlib.sha256(body).hexdigest()
+        kwargs: dict[str, Any] = {"inlineRecipe": body, "clientToken": digest[:64]}
+        tags = {t.key: t.value for t in request.greengrass.tags or []}
+        if tags:
+            kwargs["tags"] = tags
+        name, version = recipe["ComponentName"], recipe["ComponentVersion"]
+        try:
+            call("CreateComponentVersion", lambda: self._gg.create_component_version(**kwargs))
+        except errors.ConflictError as conflict:
+            self._adopt_component(package_arn, name, version, recipe, conflict)
+        return name, version
+
+    def _adopt_component(
+        self,
+        package_arn: str,
+        name: str,
+        version: str,
+        recipe: dict[str, Any],
+        conflict: errors.ConflictError,
+    ) -> None:
+        """After a ConflictException: the existing version is adopted when it is the one
+        this recipe makes (same description and publisher: the description names the
+        group, version and target)."""
+        parts = package_arn.split(":")
+        arn = f"arn:{parts[1]}:greengrass:{parts[3]}:{parts[4]}:components:{name}:versions:{version}"
+        try:
+            found = call("DescribeComponent", lambda: self._gg.describe_component(arn=arn))
+        except errors.NotFoundError:
+            raise errors.TransientError(
+                f"component {name} {version} is being created elsewhere: {conflict.message}",
+                code=conflict.code,
+            ) from conflict
+        if (
+            found.get("description") != recipe["ComponentDescription"]
+            or found.get("publisher") != recipe["ComponentPublisher"]
+        ):
+            raise errors.ConflictError(
+                f"component {name} {version} exists with another recipe "
+                f"({found.get('publisher')}: {found.get('description')}); "
+                "change componentVersionTemplate or componentNameTemplate",
+                code=conflict.code,
+            ) from conflict
+
+
+def _check_neo_inputs(package: str, described: dict[str, Any]) -> None:
+    """Raise InvalidRequestError naming the first member Neo needs that the package lacks."""
+    containers = (described.get("InferenceSpecification") or {}).get("Containers") or []
+    if not containers:
+        field = "InferenceSpecification.Containers"
+    else:
+        container = containers[0]
+        needed = (
+            ("Framework", container.get("Framework")),
+            ("FrameworkVersion", container.get("FrameworkVersion")),
+            ("ModelInput.DataInputConfig", (container.get("ModelInput") or {}).get("DataInputConfig")),
+            ("ModelDataUrl", container.get("ModelDataUrl")),
+        )
+        missing = [name for name, value in needed if not value]
+        if not missing:
+            return
+        field = f"InferenceSpecification.Containers[0].{missing[0]}"
+    raise errors.InvalidRequestError(
+        f"SageMaker model package {package}: {field} is missing; Neo needs the framework, "
+        "its version, the input shape and the model data to compile it"
+    )
+
+
+def _version_in_group(package_arn: str, group: str) -> int | None:
+    """The version of ``package_arn`` when it belongs to ``group`` (ARNs are lower-case)."""
+    resource = package_arn.split(":", 5)[-1] if package_arn.count(":") >= 5 else ""
+    kind, _, rest = resource.partition("/")
+    found_group, _, version = rest.rpartition("/")
+    if kind != "model-package" or found_group != group.lower() or not version.isdigit():
+        return None
+    return int(version)
+
+
+def _differences(job: dict[str, Any], package_arn: str, output: dict[str, Any]) -> list[str]:
+    """How an existing job differs from ours in package or target (empty: the same)."""
+    found: list[str] = []
+    if job.get("ModelPackageVersionArn") != package_arn:
+        found.append(f"package {job.get('ModelPackageVersionArn')}, not {package_arn}")
+    theirs = job.get("OutputConfig") or {}
+    for key in ("TargetDevice", "TargetPlatform"):
+        if theirs.get(key) != output.get(key):
+            found.append(f"{key} {theirs.get(key)}, not {output.get(key)}")
+    if _options(theirs.get("CompilerOptions")) != _options(output.get("CompilerOptions")):
+        found.append(f"CompilerOptions {theirs.get('CompilerOptions')}, not {output.get('CompilerOptions')}")
+    return found
+
+
+def _options(text: Any) -> Any:
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
