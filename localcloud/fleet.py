@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from agent.aws.greengrass import GreengrassDeployments
+from agent.aws.backends import bind
 from agent.aws.lookoutvision import LookoutVisionPackaging
+from agent.aws.sagemaker import SageMakerPackaging
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
+from agent.platform.neo import from_detected
+from agent.ports import PackagingPort
 from agent.reconciler import Reconciler, settings_from_config
 from localcloud.clock import VirtualClock
 from localcloud.transport import TEST_CREDENTIALS, attach
@@ -45,7 +49,9 @@ def agent_clients(
     They sign for the agent's configured Region (a wrong one finds nothing, as on AWS)
     with ``credentials`` (default: the world's test keys).
     """
-    endpoints: dict[str, str | None] = {s: INTERNAL_ENDPOINT for s in ("lookoutvision", "greengrassv2", "iot")}
+    endpoints: dict[str, str | None] = {
+        s: INTERNAL_ENDPOINT for s in ("lookoutvision", "sagemaker", "greengrassv2", "iot")
+    }
     return AwsClients(
         region=config.region,
         endpoints=endpoints,
@@ -67,17 +73,23 @@ def make_reconciler(
     credentials: tuple[str, str] | None = None,
     rng: random.Random | None = None,
 ) -> Reconciler:
-    """The agent's reconciler for ``config``, wired to ``world`` in-process."""
+    """The agent's reconciler for ``config`` (its packaging backend, ``platform``'s
+    target), wired to ``world`` in-process."""
     clients = clients or agent_clients(world, config, credentials=credentials)
-    return Reconciler(
+    packaging: PackagingPort = LookoutVisionPackaging(clients)
+    if config.packaging.backend == "sagemaker":
+        packaging = SageMakerPackaging(clients, config.sagemaker, from_detected(platform))
+    reconciler = Reconciler(
         settings=settings_from_config(config),
         platform=platform,
-        packaging=LookoutVisionPackaging(clients),
+        packaging=packaging,
         deployments=GreengrassDeployments(clients),
         ledger=ledger,
         clock=world.clock,
         rng=rng,
     )
+    bind(packaging, reconciler.request_for)
+    return reconciler
 
 
 class Fleet:

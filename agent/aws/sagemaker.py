@@ -150,7 +150,7 @@ def model_component_recipe(
                     "architecture": _GREENGRASS_ARCH[platform.target_device or platform.arch or ""],
                 },
                 "Artifacts": [
-                    {"Uri": artifact_uri, "Unarchive": "NONE", "Permission": {"Read": "OWNER"}}
+                    {"URI": artifact_uri, "Unarchive": "NONE", "Permission": {"Read": "OWNER"}}
                 ],
                 "Lifecycle": {
                     "Install": {
