@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.backends import bind
+from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.sagemaker import SageMakerPackaging
 from agent.aws.session import AwsClients

@@ -1,8 +1,7 @@
 """The IAM documents of the SageMaker backend, checked as documents.
 
-The agent-side adapter does not exist yet, so the both-ways test against real rollouts
-(as ``tests/integration/test_iam_policy.py`` does for Lookout for Vision) comes with
-it. Here: shape, placeholders, that every action names a real operation of botocore's
+The both-ways test against real rollouts is
+``tests/integration/test_iam_policy_sagemaker.py``. Here: shape, placeholders, that every action names a real operation of botocore's
 models, and the scoping of each grant, with the same small policy evaluator.
 """
 
