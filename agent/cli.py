@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def load(args: argparse.Namespace, env: Mapping[str, str]) -> Any:
     from agent.config import load_config
-    from agent.greengrass_config import read_component_configuration
+    from agent.reporting.ipc_configuration import read_component_configuration
 
     component = read_component_configuration(env)
     return load_config(file=args.config, component_configuration=component, env=env)
@@ -89,7 +88,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     configure_logging(config.log_level, config.log_format)
     if args.command == "status":
         return _status(config, as_json=args.json)
-    from agent.daemon import build_agent, capture_signals, run
+    from agent.daemon import Daemon, build_agent
     from agent.reporting.ipc import nucleus_available
 
     under_greengrass = nucleus_available(env)
@@ -108,25 +107,24 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     if args.command == "once" and agent.reconciler is None:
         print(f"l4v-edge-agent: {agent.platform_error}", file=sys.stderr)
         return EXIT_PLATFORM
-    watcher = None
+    watcher: Any = None
     if under_greengrass and args.command == "run":
         # Live configuration: a deployment that changes our configuration is applied
         # without a restart (or rejected, with the reason in health, if invalid).
         from agent.config import load_config
-        from agent.greengrass_config import ConfigurationWatcher
+        from agent.reporting.ipc_configuration import ConfigurationWatcher
 
         agent.reload = lambda update: load_config(
             file=args.config, component_configuration=update, env=env
         )
         watcher = ConfigurationWatcher(env, agent.configuration_changed, _log_watch_error)
-        watcher.start()
-    stop = threading.Event()
-    try:
-        with capture_signals(stop, agent.wake):
-            return run(agent, stop, until_settled=args.command == "once")
-    finally:
-        if watcher is not None:
-            watcher.stop()
+    daemon = Daemon(
+        agent,
+        until_settled=args.command == "once",
+        on_startup=None if watcher is None else watcher.start,
+        on_shutdown=None if watcher is None else watcher.stop,
+    )
+    return daemon.run()
 
 
 def _log_watch_error(message: str) -> None:

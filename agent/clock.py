@@ -1,8 +1,9 @@
 """Time as a port, plus the value objects for intervals and back-off.
 
-The reconciler never reads the system clock: it gets a :class:`Clock`. The daemon uses
-:class:`SystemClock`; simulations pass the local world's virtual clock (anything with
-``now()``), so a fleet's hours run in seconds.
+The core never reads the system clock or sleeps: it gets a :class:`Clock`. The daemon
+uses :class:`SystemClock`; simulations pass a clock of their own (the local world's
+virtual or scaled clock), which decides what waiting means for it, so a fleet's hours run
+in seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class Clock(Protocol):
+class TimeSource(Protocol):
     """Wall-clock time in epoch seconds, and a monotonic time for waiting.
 
     ``now()`` may jump either way (NTP corrections, a dead RTC battery); it dates events
@@ -27,6 +28,16 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
 
+class Clock(TimeSource, Protocol):
+    """A time source that can also wait (the loops that sleep need one; the reconciler
+    only reads the time)."""
+
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        """Wait up to ``seconds`` of this clock's time or until ``wake`` is set; True
+        when woken."""
+        ...
+
+
 class SystemClock:
     """The machine's clock."""
 
@@ -35,6 +46,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        return wake.wait(max(0.0, seconds))
 
 
 #: A wall-clock step smaller than this (seconds) is not treated as a jump.
@@ -62,16 +76,6 @@ def capped_wait(due: float, now: float, longest: float) -> float:
     """Seconds until ``due`` (epoch), never more than ``longest``: a due-time further away
     than any wait that could have set it was stored before the wall clock went back."""
     return max(0.0, min(due - now, longest))
-
-
-def wait(clock: Clock, seconds: float, wake: threading.Event) -> bool:
-    """Wait up to ``seconds`` of ``clock`` time or until ``wake`` is set.
-
-    Returns True when woken. A clock with a ``factor`` (a scaled clock) waits
-    proportionally less real time.
-    """
-    factor = float(getattr(clock, "factor", 1.0))
-    return wake.wait(max(0.0, seconds) / factor)
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from pydantic.alias_generators import to_camel
 from agent import naming
 from agent.clock import Backoff, JitteredInterval
 from agent.errors import ConfigurationError
-from agent.model import MAX_TAGS, NamingTemplates, TagKey, TagValue
 from agent.platform import PlatformOverrides
+from agent.request import MAX_TAGS, NamingTemplates, TagKey, TagValue
 from agent.text import clip, excerpt
 
 _PROJECT = r"^[a-zA-Z0-9][a-zA-Z0-9_\-]{0,254}$"

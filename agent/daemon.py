@@ -1,13 +1,21 @@
-"""Composition and life of the agent: build the parts, run the loop, stop gracefully.
+"""Composition and life of the agent: build the parts, wire them, run the loop, stop.
+
+:func:`build_agent` builds every part (no network I/O), then wires the few that call
+each other (the outbox wakes the publisher, health reads the agent's state): no part
+needs another that does not exist yet. :class:`Daemon` is the process's life::
+
+    startup()    publisher started, platform and first health reports sent
+    main_loop()  MainLoop.turn() until should_exit (or, for ``once``, the rollout ended)
+    shutdown()   outbox flushed within shutdown_timeout, ledger closed
 
 Life cycle (``AgentState``)::
 
     STARTING ─> RUNNING ──────────────> STOPPING ─> STOPPED
            └──> DEGRADED (unsupported platform: health and commands only) ─┘
 
-Signals are captured in one place (:func:`capture_signals`); SIGTERM/SIGINT set the
-stop event, the current step finishes, the outbox gets a bounded chance to flush, and
-the process exits 0 within ``shutdown_timeout`` seconds.
+Signals are captured in one place (:meth:`Daemon.capture_signals`): the first SIGTERM or
+SIGINT sets ``should_exit`` (the current turn finishes, the outbox gets a bounded chance
+to flush); a second one sets ``force_exit`` and the flush is cut short.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -30,7 +38,7 @@ from agent import __version__, errors
 from agent.aws.backends import bind, packaging_backend
 from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.session import AwsClients, ClientHook
-from agent.clock import Backoff, Clock, JitteredInterval, SystemClock, wait
+from agent.clock import Backoff, Clock, JitteredInterval, SystemClock
 from agent.config import AgentConfig
 from agent.decide import STATUS_OF_PHASE
 from agent.health import HealthReporter
@@ -40,7 +48,7 @@ from agent.ports import FactChanges, LastError, OutgoingMessage
 from agent.reconciler import Reconciler, settings_from_config
 from agent.reporting.commands import CommandHandler
 from agent.reporting.events import ErrorInfo, PlatformReport, utc_iso
-from agent.reporting.outbox import Publisher, enqueue
+from agent.reporting.outbox import Outbox, Publisher
 from agent.reporting.transport import MessageHandler, Transport
 
 log = structlog.get_logger("agent.daemon")
@@ -149,6 +157,36 @@ def make_transport(config: AgentConfig, env: Mapping[str, str]) -> Transport:
     return LogTransport()
 
 
+class Requests:
+    """What commands and configuration updates ask of the main loop: flags it reads at
+    its next turn, and the event that cuts its wait short. The command handler's target
+    (its calls come from the main loop's ``commands.process``)."""
+
+    def __init__(self, reconciler: Reconciler | None, platform_error: errors.AgentError | None) -> None:
+        self.wake = threading.Event()
+        self.health = False
+        self.status = False
+        self._reconciler = reconciler
+        self._platform_error = platform_error
+
+    def request_check(self, model_version: int | None = None) -> None:
+        """Check for a new version (or roll out ``model_version``) at the next turn."""
+        if self._reconciler is None:
+            raise errors.UnsupportedPlatformError(
+                found=str(self._platform_error), supported="see the platform report"
+            )
+        self._reconciler.request_check(model_version)
+        self.wake.set()
+
+    def report_health_now(self) -> None:
+        self.health = True
+        self.wake.set()
+
+    def report_status_now(self) -> None:
+        self.status = True
+        self.wake.set()
+
+
 @dataclass
 class Agent:
     """Every part of a running agent, built by :func:`build_agent`."""
@@ -164,10 +202,10 @@ class Agent:
     commands: CommandHandler
     topics: dict[str, str]
     clients: AwsClients
+    outbox: Outbox
+    requests: Requests
+    rng: random.Random
     state: AgentState = AgentState.STARTING
-    wake: threading.Event = field(default_factory=threading.Event)
-    health_requested: bool = False
-    status_requested: bool = False
     started_at: float = 0.0
     #: validates a new component configuration (set by the CLI under Greengrass)
     reload: Callable[[dict[str, Any]], AgentConfig] | None = None
@@ -185,11 +223,10 @@ class Agent:
             log.error("configuration update rejected", problems=exc.problems)
             message = "configuration update rejected: " + "; ".join(exc.problems)
             self.ledger.update_facts(FactChanges(last_error=LastError(exc.kind, message, self.clock.now())))
-            self.health_requested = True
-            self.wake.set()
+            self.requests.report_health_now()
             return
         self.pending_config = candidate
-        self.wake.set()
+        self.requests.wake.set()
 
     def apply_pending_configuration(self) -> list[str]:
         """Apply a validated configuration update (main loop only); returns changed keys.
@@ -214,28 +251,15 @@ class Agent:
         log.info("configuration updated", applied=live, at_next_start=later)
         return changed
 
-    # -- CommandTarget --------------------------------------------------------------------
-    def request_check(self, model_version: int | None = None) -> None:
-        """Main loop only (the command handler's ``process``)."""
-        if self.reconciler is None:
-            raise errors.UnsupportedPlatformError(
-                found=str(self.platform_error), supported="see the platform report"
-            )
-        self.reconciler.request_check(model_version)
-        self.wake.set()
-
-    def report_health_now(self) -> None:
-        self.health_requested = True
-        self.wake.set()
-
-    def report_status_now(self) -> None:
-        self.status_requested = True
-        self.wake.set()
+    @property
+    def wake(self) -> threading.Event:
+        """Set to cut the main loop's wait short."""
+        return self.requests.wake
 
     # -- messages ---------------------------------------------------------------------------
     def send(self, messages: list[OutgoingMessage]) -> None:
-        enqueue(self.ledger, messages, self.clock.now(), self.config.reporting.outbox_max_messages, log)
-        self.publisher.notify()
+        """Into the outbox (bounded); the publisher is woken."""
+        self.outbox.send(messages)
 
     def platform_message(self) -> OutgoingMessage:
         now = self.clock.now()
@@ -245,7 +269,12 @@ class Agent:
             request = self.reconciler.request_for(1, 1) if self.reconciler else None
             request_fields = None
             if request is not None:
-                fields = request.api_kwargs()["Configuration"]["Greengrass"]
+                kwargs = request.api_kwargs()
+                # Lookout for Vision's request nests the component; another backend's
+                # request is shown whole, with the component it makes.
+                fields = kwargs["Configuration"]["Greengrass"] if "Configuration" in kwargs else {
+                    **kwargs, "ComponentName": request.component_name,
+                }
                 # The version depends on the model version to come: show the template.
                 fields["ComponentVersion"] = self.config.component_version_template.replace(
                     "{version}", "<modelVersion>"
@@ -313,52 +342,46 @@ def build_agent(
     )
     platform: DetectedPlatform | None = None
     platform_error: errors.AgentError | None = None
-    packaging = None
+    backend = None
     try:
-        platform, packaging = packaging_backend(config, clients)
+        backend = packaging_backend(config, clients)
+        platform = backend.platform
     except errors.UnsupportedPlatformError as exc:
         platform_error = exc
     reconciler = None
-    if platform is not None and packaging is not None:
+    if backend is not None:
         reconciler = Reconciler(
             settings=settings_from_config(config),
-            platform=platform,
-            packaging=packaging,
+            platform=backend.platform,
+            packaging=backend.packaging,
             deployments=GreengrassDeployments(clients),
             ledger=ledger,
             clock=clock,
             rng=rng,
+            derive=backend.derive,
         )
-        bind(packaging, reconciler.request_for)
-    agent_ref: list[Agent] = []
-
-    def state() -> str:
-        return agent_ref[0].state.value if agent_ref else AgentState.STARTING.value
-
+        bind(backend.packaging, reconciler.request_for)
     health = HealthReporter(
         ledger,
         thing_name=config.thing_name,
         topic=topics["health"],
         clock=clock,
         started_at=clock.now(),
-        state_provider=state,
+        state_provider=lambda: AgentState.STARTING.value,
         lifecycle_provider=lifecycle_provider,
         state_dir=state_dir,
     )
     reporting = config.reporting
-
-    def deliver(messages: list[OutgoingMessage]) -> None:
-        agent_ref[0].send(messages)
-
-    wake = threading.Event()
+    outbox = Outbox(ledger, clock, reporting.outbox_max_messages)
+    requests = Requests(reconciler, platform_error)
     commands = CommandHandler(
         thing_name=config.thing_name,
         response_topic=topics["command_responses"],
         settings=config.commands,
-        target=_LazyTarget(agent_ref),
-        enqueue=deliver,
+        target=requests,
+        enqueue=outbox.send,
         clock=clock,
-        notify=wake.set,
+        notify=requests.wake.set,
     )
     base_factory = transport_factory or (lambda: make_transport(config, env))
     command_topic = topics["commands"] if config.commands.enabled else None
@@ -373,7 +396,6 @@ def build_agent(
         ledger,
         factory,
         clock=clock,
-        max_messages=reporting.outbox_max_messages,
         publish_timeout=reporting.publish_timeout_seconds,
         # The publisher rebuilds a transport that stays down: its retries must not be
         # spaced wider than the configured MQTT reconnect bound.
@@ -383,46 +405,12 @@ def build_agent(
     agent = Agent(
         config=config, clock=clock, ledger=ledger, platform=platform, platform_error=platform_error,
         reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
-        clients=clients, started_at=clock.now(), wake=wake,
+        clients=clients, outbox=outbox, requests=requests, rng=rng, started_at=clock.now(),
     )
-    agent_ref.append(agent)
+    # Wiring: the parts that call back into others, now that all exist.
+    outbox.notify = publisher.notify
+    health.state_provider = lambda: agent.state.value
     return agent
-
-
-class _LazyTarget:
-    """The command target is the Agent, which exists only after the handler is built."""
-
-    def __init__(self, ref: list[Agent]) -> None:
-        self._ref = ref
-
-    def request_check(self, model_version: int | None = None) -> None:
-        self._ref[0].request_check(model_version)
-
-    def report_health_now(self) -> None:
-        self._ref[0].report_health_now()
-
-    def report_status_now(self) -> None:
-        self._ref[0].report_status_now()
-
-
-@contextmanager
-def capture_signals(stop: threading.Event, wake: threading.Event) -> Iterator[None]:
-    """The one place signals are handled: SIGTERM/SIGINT ask for a graceful stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("signal received", signal=signal.Signals(signum).name)
-        stop.set()
-        wake.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 class MainLoop:
@@ -433,10 +421,10 @@ class MainLoop:
     the clock's monotonic time, so a wall clock that jumps never stretches a wait.
     """
 
-    def __init__(self, agent: Agent, *, until_settled: bool = False, rng: random.Random | None = None) -> None:
+    def __init__(self, agent: Agent, *, until_settled: bool = False) -> None:
         self.agent = agent
         self.until_settled = until_settled
-        self.rng = rng or random.Random()
+        self.rng = agent.rng
         config = agent.config
         self.health_interval = JitteredInterval(
             config.reporting.health_interval_seconds, config.reporting.health_jitter
@@ -481,7 +469,7 @@ class MainLoop:
                 self.agent.ledger.replace_corrupt(exc)
             except errors.StateStorageError as no_room:
                 return self._storage_failed(no_room)
-            self.agent.health_requested = True
+            self.agent.requests.health = True
             return 0.0
         if self.storage_failures:
             self._storage_recovered()
@@ -499,7 +487,7 @@ class MainLoop:
         self.agent.health.storage_error = ErrorInfo(
             type=exc.kind, message=f"{exc.message} (since {utc_iso(self.storage_since)})"
         )
-        self.agent.health_requested = True
+        self.agent.requests.health = True
         return delay
 
     def _storage_recovered(self) -> None:
@@ -514,7 +502,7 @@ class MainLoop:
                 message=f"{error.message.rsplit(' (since', 1)[0]} (from {since} until "
                 f"{utc_iso(self.agent.clock.now())}; recovered)",
             )
-        self.agent.health_requested = True
+        self.agent.requests.health = True
         self._report_recovery = True
 
     def _turn(self) -> float:
@@ -532,7 +520,7 @@ class MainLoop:
             # from other threads, which made every check-now cost a health report.
             if _rollout_mark(agent.ledger) != before:
                 agent.publisher.notify()
-                agent.health_requested = True  # health follows every state change at once
+                agent.requests.health = True  # health follows every state change at once
             if self.until_settled and delay > 0 and agent.ledger.active_rollout() is None:
                 self.exit_code = _settled_exit_code(agent)
                 return 0.0
@@ -541,15 +529,15 @@ class MainLoop:
             return 0.0
         if agent.pending_config is not None:
             agent.apply_pending_configuration()
-        if agent.status_requested:
-            agent.status_requested = False
+        if agent.requests.status:
+            agent.requests.status = False
             message = agent.status_message()
             if message is not None:
                 agent.send([message])
         now = clock.monotonic()
-        if agent.health_requested or now >= self.next_health:
+        if agent.requests.health or now >= self.next_health:
             agent.send([agent.health.message()])
-            agent.health_requested = False
+            agent.requests.health = False
             self.next_health = now + self.health_interval.next(self.rng)
             if self._report_recovery:
                 # The recovery has been reported: the storage error is history now.
@@ -560,36 +548,115 @@ class MainLoop:
             waits.append(command_wait)
         return max(0.0, min(waits)) if delay > 0 else 0.0
 
-    def stop(self, shutdown_timeout: float) -> None:
-        """Flush what can be flushed within ``shutdown_timeout`` and close the ledger."""
+    def stop(self, shutdown_timeout: float, *, abort: Callable[[], bool] = lambda: False) -> None:
+        """Flush what can be flushed within ``shutdown_timeout`` (real seconds; less once
+        ``abort()`` says so) and close the ledger."""
         agent = self.agent
         agent.state = AgentState.STOPPING
         deadline = time.monotonic() + shutdown_timeout
-        agent.publisher.flush(timeout=max(0.0, (deadline - time.monotonic()) * 0.6))
-        agent.publisher.stop(timeout=max(0.1, deadline - time.monotonic()))
+        flush_until = time.monotonic() + shutdown_timeout * 0.6
+        while agent.publisher.running and not abort() and time.monotonic() < flush_until:
+            if agent.publisher.flush(timeout=min(0.1, max(0.0, flush_until - time.monotonic()))):
+                break
+        remaining = deadline - time.monotonic()
+        agent.publisher.stop(timeout=max(0.1, min(remaining, 0.2) if abort() else remaining))
         agent.state = AgentState.STOPPED
         agent.ledger.close()
         log.info("stopped", steps=self.steps)
 
 
-def run(agent: Agent, stop: threading.Event, *, shutdown_timeout: float = 5.0, until_settled: bool = False) -> int:
-    """The daemon loop. Returns the process exit code.
+class Daemon:
+    """The agent process's life, in the manner of an ASGI server: :meth:`startup`,
+    :meth:`main_loop`, :meth:`shutdown`; :meth:`run` does all three with the signals
+    captured. ``should_exit`` ends the loop after the current turn; ``force_exit`` (a
+    second signal) cuts the graceful shutdown short.
 
-    ``until_settled`` (``python -m agent once``): force a check and return once no rollout
-    is active: 0 if the device runs the desired version, 1 otherwise.
+    ``until_settled`` (``python -m agent once``): force a check and stop once no rollout
+    is active; the exit code is 0 if the device runs the desired version, 1 otherwise.
     """
-    loop = MainLoop(agent, until_settled=until_settled)
-    loop.start()
-    try:
-        while not stop.is_set():
-            delay = loop.turn()
-            if loop.exit_code is not None:
-                return loop.exit_code
-            if delay > 0:
-                wait(agent.clock, delay, agent.wake)
-    finally:
-        loop.stop(shutdown_timeout)
-    return 0
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        until_settled: bool = False,
+        shutdown_timeout: float = 5.0,
+        forced_shutdown_timeout: float = 0.5,
+        on_startup: Callable[[], None] | None = None,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self.agent = agent
+        self.loop = MainLoop(agent, until_settled=until_settled)
+        self.shutdown_timeout = shutdown_timeout
+        self.forced_shutdown_timeout = forced_shutdown_timeout
+        self._on_startup, self._on_shutdown = on_startup, on_shutdown
+        self.should_exit = False
+        self.force_exit = False
+        self.exit_code = 0
+
+    def run(self) -> int:
+        """Start, loop until asked to stop (or settled), shut down; the exit code."""
+        with self.capture_signals():
+            try:
+                self.startup()
+                self.main_loop()
+            finally:
+                self.shutdown()
+        return self.exit_code
+
+    def startup(self) -> None:
+        """Start publishing, send the platform and first health reports."""
+        self.loop.start()
+        if self._on_startup is not None:
+            self._on_startup()
+
+    def main_loop(self) -> None:
+        """Turn until ``should_exit``; waits are measured on the agent's clock and cut
+        short by its wake event (commands, configuration, signals)."""
+        agent = self.agent
+        while not self.should_exit:
+            delay = self.loop.turn()
+            if self.loop.exit_code is not None:
+                self.exit_code = self.loop.exit_code
+                return
+            if delay > 0 and not self.should_exit:
+                agent.clock.wait(delay, agent.wake)
+
+    def shutdown(self) -> None:
+        """Stop what startup started: at most ``shutdown_timeout`` seconds (after a
+        second signal, ``forced_shutdown_timeout``) for the outbox, then the ledger."""
+        if self._on_shutdown is not None:
+            try:
+                self._on_shutdown()
+            except Exception as exc:
+                log.warning("shutdown hook failed", error=type(exc).__name__)
+        self.loop.stop(self.forced_shutdown_timeout if self.force_exit else self.shutdown_timeout,
+                       abort=lambda: self.force_exit)
+
+    def handle_exit(self, signum: int, _frame: Any = None) -> None:
+        """A stop signal: the first asks for a graceful stop, a second forces it."""
+        name = signal.Signals(signum).name
+        if self.should_exit:
+            log.warning("second signal: stopping now", signal=name)
+            self.force_exit = True
+        else:
+            log.info("signal received: stopping", signal=name)
+        self.should_exit = True
+        self.agent.wake.set()
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """The one place signals are handled (main thread only): SIGTERM and SIGINT go to
+        :meth:`handle_exit`; the previous handlers come back afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
 
 def _rollout_mark(ledger: Ledger) -> tuple[Any, ...]:
@@ -626,4 +693,4 @@ def _settled_exit_code(agent: Agent) -> int:
     return 0
 
 
-__all__ = ["Agent", "AgentState", "MainLoop", "__version__", "build_agent", "capture_signals", "run"]
+__all__ = ["Agent", "AgentState", "Daemon", "MainLoop", "Requests", "__version__", "build_agent"]

@@ -12,7 +12,7 @@ one action as a value:
 * a **wait** (:class:`Wait`): nothing is due yet.
 
 ``plan`` runs the same code and prints the actions instead of performing the writing ones.
-The phases of a rollout (``agent.model.Phase``) and the calls that move them::
+The phases of a rollout (``agent.rollout.Phase``) and the calls that move them::
 
     (check finds version V > deployed)
           │
@@ -31,19 +31,12 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from agent import errors
 from agent.clock import Backoff, JitteredInterval, capped_wait
-from agent.model import (
-    NamingTemplates,
-    PackagingRequest,
-    Phase,
-    Rollout,
-    deployment_token,
-    derive_request,
-)
 from agent.platform import DetectedPlatform
 from agent.ports import (
     KEEP,
@@ -53,9 +46,12 @@ from agent.ports import (
     Facts,
     LastError,
     PackagingJob,
+    PackagingRequest,
     _Keep,
 )
 from agent.reporting.events import ErrorInfo, StatusPhase
+from agent.request import NamingTemplates, deployment_token, derive_request
+from agent.rollout import Phase, Rollout
 
 _RUNNING_STATES = {"RUNNING", "FINISHED"}
 _EXECUTION_FAILED = {"FAILED", "TIMED_OUT", "REJECTED", "CANCELED"}
@@ -108,7 +104,7 @@ class Call:
         """The call as plain data (``plan`` prints it)."""
         data: dict[str, Any] = {"action": type(self).__name__}
         for name, value in vars(self).items():
-            if isinstance(value, PackagingRequest):
+            if hasattr(value, "api_kwargs"):  # a backend's packaging request
                 value = value.api_kwargs()
             elif isinstance(value, DeploymentSpec):
                 value = {"components": value.components, "replacesName": value.name}
@@ -264,14 +260,42 @@ class _Need(Exception):
         self.call = call
 
 
+#: How a backend derives its request: (settings, platform, model version, attempt).
+RequestDeriver = Callable[[RolloutSettings, DetectedPlatform, int, int], PackagingRequest]
+
+
+def lookout_for_vision_request(
+    settings: RolloutSettings, platform: DetectedPlatform, version: int, attempt: int
+) -> PackagingRequest:
+    """The Lookout for Vision StartModelPackagingJob request (the default backend)."""
+    return derive_request(
+        project=settings.project,
+        model_version=version,
+        platform=platform,
+        attempt=attempt,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        templates=settings.naming,
+        tags=settings.component_tags,
+    )
+
+
 class Decider:
     """The decision code for one device. Holds no state between calls; draws jitter from
-    ``rng`` (injected, so tests are deterministic)."""
+    ``rng`` (injected, so tests are deterministic). ``derive`` makes the packaging
+    backend's request; nothing else here knows which backend packages."""
 
-    def __init__(self, settings: RolloutSettings, platform: DetectedPlatform, rng: random.Random) -> None:
+    def __init__(
+        self,
+        settings: RolloutSettings,
+        platform: DetectedPlatform,
+        rng: random.Random,
+        derive: RequestDeriver = lookout_for_vision_request,
+    ) -> None:
         self.settings = settings
         self.platform = platform
         self.rng = rng
+        self.derive = derive
         self._answers = Answers()
         self._asked = 0
 
@@ -288,16 +312,7 @@ class Decider:
 
     def request_for(self, version: int, attempt: int) -> PackagingRequest:
         """The packaging request this device sends for ``version`` (deterministic)."""
-        return derive_request(
-            project=self.settings.project,
-            model_version=version,
-            platform=self.platform,
-            attempt=attempt,
-            bucket=self.settings.bucket,
-            prefix=self.settings.prefix,
-            templates=self.settings.naming,
-            tags=self.settings.component_tags,
-        )
+        return self.derive(self.settings, self.platform, version, attempt)
 
     def merged_deployment(self, latest: DeploymentSpec | None, name: str, version: str) -> DeploymentSpec:
         """The target's latest deployment with our component at ``version``.
@@ -442,8 +457,8 @@ class Decider:
             phase=Phase.PACKAGING_REQUESTED,
             job_name=request.job_name,
             client_token=request.client_token,
-            component_name=request.greengrass.component_name,
-            component_version=request.greengrass.component_version,
+            component_name=request.component_name,
+            component_version=request.component_version,
             # A short jittered pause before StartPackaging: back to back with the
             # version lookup just made, a fleet's checks would reach the account's
             # requests/s quota in pairs.
@@ -492,7 +507,7 @@ class Decider:
     def _start_packaging(self, obs: Observation, rollout: Rollout) -> Action:
         now = obs.now
         request = self.request_for(rollout.model_version, rollout.attempt)
-        name, version = request.greengrass.component_name, request.greengrass.component_version or ""
+        name, version = request.component_name, request.component_version
         if self._component_exists(obs.facts, name, version):
             return self._record(
                 self._to(rollout, Phase.DEPLOY_REQUESTED, now),
@@ -534,7 +549,7 @@ class Decider:
                 f"job {job.name} exists for another model version or platform: {conflict.message}",
                 code=conflict.code,
             ) from conflict
-        name, version = request.greengrass.component_name, request.greengrass.component_version or ""
+        name, version = request.component_name, request.component_version
         if self._component_exists(facts, name, version):
             return None, f"component {name} {version} already exists"
         # Another job (under another name) is producing this component version: wait for

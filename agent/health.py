@@ -20,17 +20,16 @@ Status levels:
 from __future__ import annotations
 
 import os
-import random
 import resource
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import structlog
 
-from agent.clock import Clock, JitteredInterval
+from agent.clock import Clock
 from agent.ledger import Ledger, OutgoingMessage
 from agent.reporting.events import DeployedModel, ErrorInfo, HealthReport, ResourceUse, utc_iso
 from agent.reporting.outbox import dropped_total, transport_connected
@@ -39,7 +38,10 @@ log = structlog.get_logger("agent.health")
 
 #: Agent states that mean the agent cannot do its job. The daemon enters ``DEGRADED``
 #: only when the platform is not supported (health and commands only).
-DEFAULT_UNHEALTHY_STATES: frozenset[str] = frozenset({"DEGRADED", "UNSUPPORTED_PLATFORM", "FAILED"})
+UNHEALTHY_STATES: frozenset[str] = frozenset({"DEGRADED"})
+
+#: Where the process's own CPU and memory figures are read.
+PROC_SELF = Path("/proc/self")
 
 #: Error types that make the device unable to take any model.
 UNHEALTHY_ERRORS: frozenset[str] = frozenset({"UnsupportedPlatformError"})
@@ -61,9 +63,6 @@ class HealthReporter:
         state_provider: Callable[[], str],
         lifecycle_provider: Callable[[str], str | None] | None,
         state_dir: Path,
-        transport_connected: Callable[[], bool] | None = None,
-        unhealthy_states: Collection[str] = DEFAULT_UNHEALTHY_STATES,
-        proc_dir: Path = Path("/proc/self"),
     ) -> None:
         self.ledger = ledger
         self.thing_name = thing_name
@@ -75,9 +74,6 @@ class HealthReporter:
         self.state_provider = state_provider
         self.lifecycle_provider = lifecycle_provider
         self.state_dir = Path(state_dir)
-        self.transport_connected = transport_connected
-        self.unhealthy_states = frozenset(unhealthy_states)
-        self.proc_dir = proc_dir
         self._lock = threading.Lock()
         #: set by the main loop while the ledger cannot be written (reported, not stored)
         self.storage_error: ErrorInfo | None = None
@@ -99,7 +95,7 @@ class HealthReporter:
             self._dropped_seen = dropped
         reasons: list[str] = []
         status: Status = "HEALTHY"
-        if state in self.unhealthy_states or (error is not None and error.type in UNHEALTHY_ERRORS):
+        if state in UNHEALTHY_STATES or (error is not None and error.type in UNHEALTHY_ERRORS):
             status = "UNHEALTHY"
         else:
             if error is not None:
@@ -167,13 +163,8 @@ class HealthReporter:
         return ErrorInfo(type=error.type, message=error.message)
 
     def _transport_up(self) -> bool:
-        if self.transport_connected is not None:
-            try:
-                return bool(self.transport_connected())
-            except Exception:
-                return False
-        recorded = transport_connected(self.ledger)
-        return bool(recorded)
+        """As the publisher last recorded it in the ledger."""
+        return bool(transport_connected(self.ledger))
 
     def _deployed(self) -> DeployedModel | None:
         facts = self.ledger.facts()
@@ -227,7 +218,7 @@ class HealthReporter:
     def _cpu_seconds(self) -> float:
         """User + system CPU time of this process (/proc/self/stat; os.times elsewhere)."""
         try:
-            text = (self.proc_dir / "stat").read_text()
+            text = (PROC_SELF / "stat").read_text()
             # Fields after the command name, which is in parentheses and may hold spaces.
             fields = text[text.rindex(")") + 2 :].split()
             ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
@@ -239,7 +230,7 @@ class HealthReporter:
     def _rss_bytes(self) -> int:
         """Current resident set size (/proc/self/statm); the peak where /proc is missing."""
         try:
-            pages = int((self.proc_dir / "statm").read_text().split()[1])
+            pages = int((PROC_SELF / "statm").read_text().split()[1])
             return pages * int(os.sysconf("SC_PAGE_SIZE"))
         except (OSError, ValueError, IndexError):
             return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
@@ -256,7 +247,3 @@ class HealthReporter:
         used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
         return int(used), int(stats.f_bavail * stats.f_frsize)
 
-
-def next_health_delay(interval: JitteredInterval, rng: random.Random) -> float:
-    """Seconds until the next periodic report: the interval with its jitter applied."""
-    return max(1.0, interval.next(rng))

@@ -29,9 +29,9 @@ from typing import Any
 import structlog
 
 from agent import errors
-from agent.model import Phase, Rollout
 from agent.ports import KEEP, FactChanges, Facts, LastError, _Keep
 from agent.ports import OutgoingMessage as OutgoingMessage  # re-exported: the outbox's message
+from agent.rollout import Phase, Rollout
 
 log = structlog.get_logger("agent.ledger")
 

@@ -24,7 +24,7 @@ from agent.decide import (
     Record,
     StartPackaging,
 )
-from agent.model import Phase
+from agent.rollout import Phase
 
 if TYPE_CHECKING:
     from agent.daemon import Agent

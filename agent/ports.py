@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any, Protocol
 
-from agent.model import PackagingRequest, Rollout
+from agent.rollout import Rollout
 
 #: The packaging job statuses the core understands (a backend maps its own to these).
 JOB_STATUSES = frozenset({"CREATED", "RUNNING", "SUCCEEDED", "FAILED"})
@@ -61,6 +61,36 @@ class DeploymentProgress:
     reason: str | None
     installed_version: str | None  # ListInstalledComponents: the model component's version
     lifecycle_state: str | None
+
+
+class PackagingRequest(Protocol):
+    """What the core reads of a backend's packaging request. Deterministic per (project,
+    model version, platform, attempt): every device of a platform derives the same one,
+    so a fleet shares one job (``client_token``) and one component version."""
+
+    @property
+    def project_name(self) -> str: ...
+
+    @property
+    def job_name(self) -> str: ...
+
+    @property
+    def client_token(self) -> str: ...
+
+    @property
+    def component_name(self) -> str: ...
+
+    @property
+    def component_version(self) -> str: ...
+
+    def same_target(self, configuration: dict[str, Any], model_version: str) -> bool:
+        """Whether an existing job (its backend configuration and model version) makes
+        exactly what this request asks for: the condition for adopting it."""
+        ...
+
+    def api_kwargs(self) -> dict[str, Any]:
+        """The request as the backend's API takes it (``plan`` prints it)."""
+        ...
 
 
 class PackagingPort(Protocol):

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from agent import errors
-from agent.clock import Clock, WallClockWatch
+from agent.clock import TimeSource, WallClockWatch
 from agent.config import AgentConfig
 from agent.decide import (
     Action,
@@ -38,21 +38,23 @@ from agent.decide import (
     ReadLatestDeployment,
     ReadProgress,
     Record,
+    RequestDeriver,
     RolloutSettings,
     StartPackaging,
     Wait,
+    lookout_for_vision_request,
 )
-from agent.model import PackagingRequest, Rollout
 from agent.platform import DetectedPlatform
 from agent.ports import (
     DeploymentPort,
-    DeploymentSpec,
     FactChanges,
     OutgoingMessage,
     PackagingPort,
+    PackagingRequest,
     RolloutStore,
 )
 from agent.reporting.events import ErrorInfo, StatusEvent, StatusPhase, utc_iso
+from agent.rollout import Rollout
 
 log = structlog.get_logger("agent.reconciler")
 
@@ -95,8 +97,9 @@ class Reconciler:
         packaging: PackagingPort,
         deployments: DeploymentPort,
         ledger: RolloutStore,
-        clock: Clock,
+        clock: TimeSource,
         rng: random.Random | None = None,
+        derive: RequestDeriver = lookout_for_vision_request,
     ) -> None:
         self.platform = platform
         self.packaging = packaging
@@ -104,7 +107,7 @@ class Reconciler:
         self.ledger = ledger
         self.clock = clock
         self.rng = rng or random.Random()
-        self.decider = Decider(settings, platform, self.rng)
+        self.decider = Decider(settings, platform, self.rng, derive)
         self._check_requested = False
         self._wall_watch = WallClockWatch()
 
@@ -149,10 +152,6 @@ class Reconciler:
     def request_for(self, version: int, attempt: int) -> PackagingRequest:
         """The packaging request this device sends for ``version`` (deterministic)."""
         return self.decider.request_for(version, attempt)
-
-    def merged_deployment(self, latest: DeploymentSpec | None, name: str, version: str) -> DeploymentSpec:
-        """The target's latest deployment with our component at ``version``."""
-        return self.decider.merged_deployment(latest, name, version)
 
     # -- wall-clock jumps ------------------------------------------------------------------
     # Due-times are stored as wall-clock epoch seconds (they survive a restart). A jump of

@@ -47,6 +47,11 @@ class ScaledClock:
     def monotonic(self) -> float:
         return (time.monotonic() - self._monotonic_origin) * self.factor
 
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        """Wait ``seconds`` of scaled time (``factor`` times less real time) or until
+        ``wake`` is set; True when woken."""
+        return wake.wait(max(0.0, seconds) / self.factor)
+
 
 class VirtualClock:
     """A clock that only moves when told to. Thread-safe."""
@@ -62,6 +67,11 @@ class VirtualClock:
     def monotonic(self) -> float:
         """Virtual time never goes back, so it is its own monotonic clock."""
         return self.now()
+
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        """Virtual time moves only when told to: a waiter waits ``seconds`` of real time
+        at most (its loop looks at the virtual clock again) or until ``wake`` is set."""
+        return wake.wait(max(0.0, seconds))
 
     def advance(self, seconds: float) -> float:
         """Move time forward by ``seconds`` (>= 0) and return the new time."""

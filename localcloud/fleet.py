@@ -15,16 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.aws.backends import bind
+from agent.aws.backends import Backend, bind, sagemaker_backend
 from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.lookoutvision import LookoutVisionPackaging
-from agent.aws.sagemaker import SageMakerPackaging
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
+from agent.decide import lookout_for_vision_request
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
 from agent.platform.neo import from_detected
-from agent.ports import PackagingPort
 from agent.reconciler import Reconciler, settings_from_config
 from localcloud.clock import VirtualClock
 from localcloud.transport import TEST_CREDENTIALS, attach
@@ -76,19 +75,20 @@ def make_reconciler(
     """The agent's reconciler for ``config`` (its packaging backend, ``platform``'s
     target), wired to ``world`` in-process."""
     clients = clients or agent_clients(world, config, credentials=credentials)
-    packaging: PackagingPort = LookoutVisionPackaging(clients)
+    backend = Backend(platform, LookoutVisionPackaging(clients), lookout_for_vision_request)
     if config.packaging.backend == "sagemaker":
-        packaging = SageMakerPackaging(clients, config.sagemaker, from_detected(platform))
+        backend = sagemaker_backend(config, clients, from_detected(platform))
     reconciler = Reconciler(
         settings=settings_from_config(config),
-        platform=platform,
-        packaging=packaging,
+        platform=backend.platform,
+        packaging=backend.packaging,
         deployments=GreengrassDeployments(clients),
         ledger=ledger,
         clock=world.clock,
         rng=rng,
+        derive=backend.derive,
     )
-    bind(packaging, reconciler.request_for)
+    bind(backend.packaging, reconciler.request_for)
     return reconciler
 
 

@@ -3,39 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from agent.aws.lookoutvision import LookoutVisionPackaging
-from agent.aws.sagemaker import SageMakerPackaging, decider_platform
+from agent.aws.sagemaker import SageMakerPackaging, SageMakerRequests, decider_platform
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
-from agent.model import PackagingRequest
+from agent.decide import RequestDeriver, lookout_for_vision_request
 from agent.platform import DetectedPlatform, detect_platform
-from agent.platform.neo import detect_neo_platform
-from agent.ports import PackagingPort
+from agent.platform.neo import NeoPlatform, detect_neo_platform
+from agent.ports import PackagingPort, PackagingRequest
 
 #: How status messages and logs name each backend.
 BACKEND_NAMES = {"lookoutvision": "Amazon Lookout for Vision", "sagemaker": "Amazon SageMaker Neo"}
 
 
-def packaging_backend(
-    config: AgentConfig, clients: AwsClients
-) -> tuple[DetectedPlatform, PackagingPort]:
-    """The platform the decision code names things after and the configured backend's
-    adapter. Raises UnsupportedPlatformError when the backend has no target for this
-    device (detection reads files under ``platformRoot`` only)."""
+@dataclass(frozen=True)
+class Backend:
+    """A packaging backend as the core is wired with it."""
+
+    #: the platform the decision code names things after
+    platform: DetectedPlatform
+    packaging: PackagingPort
+    derive: RequestDeriver
+
+
+def packaging_backend(config: AgentConfig, clients: AwsClients) -> Backend:
+    """The configured backend for this device. Raises UnsupportedPlatformError when the
+    backend has no target for it (detection reads files under ``platformRoot`` only)."""
     if config.packaging.backend == "sagemaker":
         neo = detect_neo_platform(
             config.platform_root,
             overrides=config.platform,
             prefer_target_device=config.prefer_target_device,
         )
-        return decider_platform(neo), SageMakerPackaging(clients, config.sagemaker, neo)
+        return sagemaker_backend(config, clients, neo)
     platform = detect_platform(
         config.platform_root,
         overrides=config.platform,
         prefer_target_device=config.prefer_target_device,
     )
-    return platform, LookoutVisionPackaging(clients)
+    return Backend(platform, LookoutVisionPackaging(clients), lookout_for_vision_request)
+
+
+def sagemaker_backend(config: AgentConfig, clients: AwsClients, neo: NeoPlatform) -> Backend:
+    """The SageMaker backend for the Neo target ``neo``."""
+    return Backend(
+        decider_platform(neo),
+        SageMakerPackaging(clients, config.sagemaker, neo),
+        SageMakerRequests(config.sagemaker, neo),
+    )
 
 
 def bind(packaging: PackagingPort, request_for: Callable[[int, int], PackagingRequest]) -> None:

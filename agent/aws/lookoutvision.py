@@ -12,8 +12,7 @@ from typing import Any
 from agent import errors
 from agent.aws.session import AwsClients
 from agent.aws.translate import call
-from agent.model import PackagingRequest
-from agent.ports import PackagingJob
+from agent.ports import PackagingJob, PackagingRequest
 
 #: Model statuses that can be packaged.
 PACKAGEABLE = frozenset({"TRAINED", "HOSTED"})

@@ -15,8 +15,9 @@
   ConflictException for the identical recipe is adopted) and only then reports
   SUCCEEDED.
 
-The request the core derives (``agent.model.PackagingRequest``) names the job, the
-component, the output prefix and the tags; the Neo target comes from
+The core derives this backend's request with :class:`SageMakerRequests` (its
+``RequestDeriver``): a :class:`CompilationRequest` naming the job, the component, the
+output location and the tags, with the Neo target of
 :class:`agent.platform.neo.NeoPlatform`, which can express targets Lookout for Vision
 cannot (``rasp4b``, ``jetson_nano``, 32-bit ARM).
 """
@@ -26,17 +27,18 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent import errors, naming
 from agent.aws.session import AwsClients
 from agent.aws.translate import call
 from agent.config import SageMakerSettings
-from agent.model import PackagingRequest
+from agent.decide import RolloutSettings
 from agent.platform import DetectedPlatform
 from agent.platform.neo import NeoPlatform
-from agent.ports import PackagingJob
+from agent.ports import PackagingJob, PackagingRequest
 
 BACKEND = "sagemaker"
 #: Neo's CompilationJobName: ``^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$``.
@@ -104,12 +106,99 @@ def decider_platform(neo: NeoPlatform) -> DetectedPlatform:
         )
 
 
+
+@dataclass(frozen=True)
+class CompilationRequest:
+    """One CreateCompilationJob for a package version of the group, and the component it
+    becomes (the core's PackagingRequest protocol). ``kwargs`` lacks the package's ARN,
+    which the adapter looks up in the registry."""
+
+    project_name: str
+    model_version: str
+    job_name: str
+    client_token: str
+    component_name: str
+    component_version: str
+    kwargs: dict[str, Any] = field(hash=False)
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def output_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.kwargs["OutputConfig"]
+        return config
+
+    def api_kwargs(self) -> dict[str, Any]:
+        """CreateCompilationJob's arguments, the package named by group and version."""
+        return {
+            **self.kwargs,
+            "ModelPackageVersionArn": f"<{self.project_name}/{self.model_version}>",
+        }
+
+    def same_target(self, configuration: dict[str, Any], model_version: str) -> bool:
+        """Whether a compilation job (``{"SageMaker": {ModelPackageVersionArn,
+        OutputConfig}}``, ``model_version`` only when its package is in the group)
+        compiles this version for this target."""
+        theirs = (configuration.get("SageMaker") or {}) if isinstance(configuration, dict) else {}
+        return str(model_version) == self.model_version and not _target_differences(
+            theirs.get("OutputConfig") or {}, self.output_config
+        )
+
+
+class SageMakerRequests:
+    """The request deriver of this backend: names from the core's templates and the
+    platform key, the target from ``neo``, the output under ``s3OutputLocation`` + the
+    rendered ``s3Prefix``."""
+
+    def __init__(self, settings: SageMakerSettings, neo: NeoPlatform) -> None:
+        self.settings = settings
+        self.neo = neo
+
+    def __call__(
+        self, rollout: RolloutSettings, platform: DetectedPlatform, version: int, attempt: int
+    ) -> CompilationRequest:
+        values = {
+            "project": rollout.project,
+            "version": str(version),
+            "platform": platform.key,
+            "attempt": str(attempt),
+        }
+        templates = rollout.naming
+        job_name = neo_job_name(naming.render(naming.JOB_NAME, templates.job_name, values))
+        prefix = naming.render(naming.S3_PREFIX, rollout.prefix, values).strip("/")
+        base = (self.settings.s3_output_location or "").rstrip("/")
+        kwargs: dict[str, Any] = {
+            "CompilationJobName": job_name,
+            "RoleArn": self.settings.role_arn or "",
+            "OutputConfig": self.neo.output_config(f"{base}/{prefix}" if prefix else base),
+            "StoppingCondition": {
+                "MaxRuntimeInSeconds": self.settings.stopping_condition.max_runtime_in_seconds
+            },
+        }
+        component_name = naming.render(naming.COMPONENT_NAME, templates.component_name, values)
+        component_version = naming.render(
+            naming.COMPONENT_VERSION, templates.component_version, values
+        )
+        tags = dict(sorted((rollout.component_tags or {}).items()))
+        source = json.dumps(
+            {"kwargs": kwargs, "component": [component_name, component_version], "tags": tags},
+            sort_keys=True,
+        )
+        return CompilationRequest(
+            project_name=rollout.project,
+            model_version=str(version),
+            job_name=job_name,
+            client_token=hashlib.sha256(source.encode()).hexdigest()[:48],
+            component_name=component_name,
+            component_version=component_version,
+            kwargs=kwargs,
+            tags=tags,
+        )
+
+
 def model_component_recipe(
     *,
-    request: PackagingRequest,
-    group: str,
+    request: CompilationRequest,
     package_arn: str,
-    job_name: str,
     artifact_uri: str,
     platform: NeoPlatform,
     runtime: dict[str, dict[str, str]] | None = None,
@@ -121,8 +210,7 @@ def model_component_recipe(
     ``ModelPath`` is that folder relative to the Greengrass root: a dependent reads
     ``{kernel:rootPath}/{<name>:configuration:/ModelPath}``.
     """
-    name = request.greengrass.component_name
-    version = request.greengrass.component_version or ""
+    name, version = request.component_name, request.component_version
     file_name = posixpath.basename(artifact_uri)
     target = platform.target_device or "/".join(
         part for part in (platform.os, platform.arch, platform.accelerator) if part
@@ -132,14 +220,15 @@ def model_component_recipe(
         "ComponentName": name,
         "ComponentVersion": version,
         "ComponentDescription": (
-            f"SageMaker Neo model {group} v{request.model_version} for {platform.key}"
+            f"SageMaker Neo model {request.project_name} v{request.model_version} "
+            f"for {platform.key}"
         )[:256],
         "ComponentPublisher": PUBLISHER,
         "ComponentConfiguration": {
             "DefaultConfiguration": {
                 "ModelPath": f"work/{name}/{MODEL_DIRECTORY}",
                 "ModelPackageVersionArn": package_arn,
-                "CompilationJobName": job_name,
+                "CompilationJobName": request.job_name,
                 "NeoTarget": target,
             }
         },
@@ -178,8 +267,8 @@ def recipe_bytes(recipe: dict[str, Any]) -> bytes:
 class SageMakerPackaging:
     """The packaging port over SageMaker Model Registry, Neo and Greengrass.
 
-    ``request_for(version)`` gives the core's request for a model version (component name,
-    version and tags); it is bound after the reconciler exists (:meth:`bind`).
+    ``request_for(version)`` gives the core's request for a model version (the component
+    to make after COMPLETED); it is bound once the reconciler exists (:meth:`bind`).
     """
 
     backend = BACKEND
@@ -222,7 +311,7 @@ class SageMakerPackaging:
             f"ModelApprovalStatus {self.settings.approval_status}"
         )
 
-    def _packages(self, **query: Any) -> Any:
+    def _packages(self, **query: Any) -> Iterator[dict[str, Any]]:
         """Every summary of the group's packages for ``query``, page by page."""
         kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group, **query}
         while True:
@@ -243,9 +332,12 @@ class SageMakerPackaging:
 
     # -- packaging -------------------------------------------------------------------------
     def start_packaging(self, request: PackagingRequest) -> str:
-        """CreateCompilationJob for the request's package version (after checking that the
-        package gives Neo what it needs); returns the job name. An existing job of that
-        name is adopted when it compiles the same package for the same target."""
+        """CreateCompilationJob for the request's package version, after checking that the
+        package gives Neo what it needs; returns the job name. ``ResourceInUse`` (a job
+        of that name exists) is a ConflictError: the core adopts the job if its
+        ``same_target`` agrees."""
+        if not isinstance(request, CompilationRequest):
+            raise TypeError(f"the SageMaker backend cannot send {type(request).__name__}")
         version = int(request.model_version)
         package_arn = self._package_arn(version)
         described = call(
@@ -253,48 +345,20 @@ class SageMakerPackaging:
             lambda: self._sm.describe_model_package(ModelPackageName=package_arn),
         )
         _check_neo_inputs(f"{self.group}/{version}", described)
-        job_name = neo_job_name(request.job_name)
-        output = self.platform.output_config(self._output_location(request))
-        kwargs: dict[str, Any] = {
-            "CompilationJobName": job_name,
-            "RoleArn": self.settings.role_arn or "",
-            "ModelPackageVersionArn": package_arn,
-            "OutputConfig": output,
-            "StoppingCondition": {
-                "MaxRuntimeInSeconds": self.settings.stopping_condition.max_runtime_in_seconds
-            },
-        }
-        try:
-            call("CreateCompilationJob", lambda: self._sm.create_compilation_job(**kwargs))
-        except errors.ConflictError as in_use:
-            existing = self._describe_job(job_name)
-            differences = _differences(existing, package_arn, output)
-            if differences:
-                raise errors.ConflictError(
-                    f"SageMaker Neo compilation job {job_name} exists and compiles something "
-                    f"else ({'; '.join(differences)}): {in_use.message}",
-                    code=in_use.code,
-                ) from in_use
-        return job_name
+        kwargs = {**request.kwargs, "ModelPackageVersionArn": package_arn}
+        call("CreateCompilationJob", lambda: self._sm.create_compilation_job(**kwargs))
+        return request.job_name
 
-    def _output_location(self, request: PackagingRequest) -> str:
-        """``sagemaker.s3OutputLocation`` + the request's deterministic prefix."""
-        base = (self.settings.s3_output_location or "").rstrip("/")
-        prefix = (request.greengrass.s3_output_location.prefix or "").strip("/")
-        return f"{base}/{prefix}" if prefix else base
-
-    def _describe_job(self, job_name: str) -> dict[str, Any]:
-        answer: dict[str, Any] = call(
+    def packaging_status(self, project: str, job_name: str) -> PackagingJob:
+        """DescribeCompilationJob; on COMPLETED the component is made (or found) first,
+        when the job compiles a package of the group for this device's target."""
+        job: dict[str, Any] = call(
             "DescribeCompilationJob",
             lambda: self._sm.describe_compilation_job(CompilationJobName=job_name),
         )
-        return answer
-
-    def packaging_status(self, project: str, job_name: str) -> PackagingJob:
-        """DescribeCompilationJob; on COMPLETED the component is made (or found) first."""
-        job = self._describe_job(job_name)
         package_arn = str(job.get("ModelPackageVersionArn") or "")
         version = _version_in_group(package_arn, self.group)
+        output = job.get("OutputConfig") or {}
         neo_status = str(job.get("CompilationJobStatus", ""))
         status = _STATUSES.get(neo_status, "RUNNING")
         message: str | None = None
@@ -303,39 +367,36 @@ class SageMakerPackaging:
                 f"SageMaker Neo compilation job {job_name} {neo_status}: "
                 f"{job.get('FailureReason') or 'no FailureReason given'}"
             )
-        configuration = {
-            "SageMaker": {
-                "ModelPackageVersionArn": package_arn,
-                "OutputConfig": job.get("OutputConfig", {}),
-            }
-        }
         name = component_version = None
-        ours = version is not None and not _differences(
-            job, package_arn, self.platform.output_config("")
+        ours = version is not None and not _target_differences(
+            output, self.platform.output_config("")
         )
         if status == "SUCCEEDED" and ours and version is not None:
             request = self._request(version)
             name, component_version = self._make_component(request, package_arn, job_name, job)
         elif status == "SUCCEEDED":
-            status = "RUNNING"  # not ours to finish: the adoption check refuses it
+            status = "RUNNING"  # not ours to finish: the core's adoption check refuses it
         return PackagingJob(
             name=job_name,
             model_version=str(version) if version is not None else package_arn,
             status=status,
             status_message=message,
-            configuration=configuration,
+            configuration={"SageMaker": {"ModelPackageVersionArn": package_arn, "OutputConfig": output}},
             component_name=name,
             component_version=component_version,
         )
 
-    def _request(self, version: int) -> PackagingRequest:
+    def _request(self, version: int) -> CompilationRequest:
         if self._request_for is None:
             raise AssertionError("SageMakerPackaging.bind was not called")
-        return self._request_for(version)
+        request = self._request_for(version)
+        if not isinstance(request, CompilationRequest):
+            raise TypeError(f"the SageMaker backend cannot use {type(request).__name__}")
+        return request
 
     # -- the component -----------------------------------------------------------------------
     def _make_component(
-        self, request: PackagingRequest, package_arn: str, job_name: str, job: dict[str, Any]
+        self, request: CompilationRequest, package_arn: str, job_name: str, job: dict[str, Any]
     ) -> tuple[str, str]:
         """CreateComponentVersion for the compiled model (idempotent: the clientToken is
         the recipe's digest); returns (name, version)."""
@@ -348,9 +409,7 @@ class SageMakerPackaging:
         runtime = self.settings.runtime_component
         recipe = model_component_recipe(
             request=request,
-            group=self.group,
             package_arn=package_arn,
-            job_name=job_name,
             artifact_uri=artifact,
             platform=self.platform,
             runtime=(
@@ -365,29 +424,25 @@ class SageMakerPackaging:
             ),
         )
         body = recipe_bytes(recipe)
-        digest = hashlib.sha256(body).hexdigest()
-        kwargs: dict[str, Any] = {"inlineRecipe": body, "clientToken": digest[:64]}
-        tags = {t.key: t.value for t in request.greengrass.tags or []}
-        if tags:
-            kwargs["tags"] = tags
-        name, version = recipe["ComponentName"], recipe["ComponentVersion"]
+        kwargs: dict[str, Any] = {
+            "inlineRecipe": body,
+            "clientToken": hashlib.sha256(body).hexdigest()[:64],
+        }
+        if request.tags:
+            kwargs["tags"] = request.tags
         try:
             call("CreateComponentVersion", lambda: self._gg.create_component_version(**kwargs))
         except errors.ConflictError as conflict:
-            self._adopt_component(package_arn, name, version, recipe, conflict)
-        return name, version
+            self._adopt_component(package_arn, recipe, conflict)
+        return request.component_name, request.component_version
 
     def _adopt_component(
-        self,
-        package_arn: str,
-        name: str,
-        version: str,
-        recipe: dict[str, Any],
-        conflict: errors.ConflictError,
+        self, package_arn: str, recipe: dict[str, Any], conflict: errors.ConflictError
     ) -> None:
         """After a ConflictException: the existing version is adopted when it is the one
         this recipe makes (same description and publisher: the description names the
         group, version and target)."""
+        name, version = recipe["ComponentName"], recipe["ComponentVersion"]
         parts = package_arn.split(":")
         arn = f"arn:{parts[1]}:greengrass:{parts[3]}:{parts[4]}:components:{name}:versions:{version}"
         try:
@@ -413,7 +468,7 @@ def _check_neo_inputs(package: str, described: dict[str, Any]) -> None:
     """Raise InvalidRequestError naming the first member Neo needs that the package lacks."""
     containers = (described.get("InferenceSpecification") or {}).get("Containers") or []
     if not containers:
-        field = "InferenceSpecification.Containers"
+        field_name = "InferenceSpecification.Containers"
     else:
         container = containers[0]
         needed = (
@@ -425,9 +480,9 @@ def _check_neo_inputs(package: str, described: dict[str, Any]) -> None:
         missing = [name for name, value in needed if not value]
         if not missing:
             return
-        field = f"InferenceSpecification.Containers[0].{missing[0]}"
+        field_name = f"InferenceSpecification.Containers[0].{missing[0]}"
     raise errors.InvalidRequestError(
-        f"SageMaker model package {package}: {field} is missing; Neo needs the framework, "
+        f"SageMaker model package {package}: {field_name} is missing; Neo needs the framework, "
         "its version, the input shape and the model data to compile it"
     )
 
@@ -442,17 +497,15 @@ def _version_in_group(package_arn: str, group: str) -> int | None:
     return int(version)
 
 
-def _differences(job: dict[str, Any], package_arn: str, output: dict[str, Any]) -> list[str]:
-    """How an existing job differs from ours in package or target (empty: the same)."""
-    found: list[str] = []
-    if job.get("ModelPackageVersionArn") != package_arn:
-        found.append(f"package {job.get('ModelPackageVersionArn')}, not {package_arn}")
-    theirs = job.get("OutputConfig") or {}
-    for key in ("TargetDevice", "TargetPlatform"):
-        if theirs.get(key) != output.get(key):
-            found.append(f"{key} {theirs.get(key)}, not {output.get(key)}")
-    if _options(theirs.get("CompilerOptions")) != _options(output.get("CompilerOptions")):
-        found.append(f"CompilerOptions {theirs.get('CompilerOptions')}, not {output.get('CompilerOptions')}")
+def _target_differences(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """How a job's OutputConfig differs from ours in target (empty: the same)."""
+    found = [
+        f"{key} {theirs.get(key)}, not {ours.get(key)}"
+        for key in ("TargetDevice", "TargetPlatform")
+        if theirs.get(key) != ours.get(key)
+    ]
+    if _options(theirs.get("CompilerOptions")) != _options(ours.get("CompilerOptions")):
+        found.append(f"CompilerOptions {theirs.get('CompilerOptions')}, not {ours.get('CompilerOptions')}")
     return found
 
 

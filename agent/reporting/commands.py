@@ -122,7 +122,7 @@ class CommandHandler:
         response_topic: str,
         settings: CommandSettings,
         target: CommandTarget,
-        enqueue: Callable[[list[OutgoingMessage]], None],
+        enqueue: Callable[[list[OutgoingMessage]], object],
         clock: Clock,
         notify: Callable[[], None] | None = None,
     ) -> None:

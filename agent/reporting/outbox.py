@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from agent.clock import Backoff, Clock, wait
+from agent.clock import Backoff, Clock, TimeSource
 from agent.errors import AgentError, TransportError
 from agent.ledger import Ledger, OutgoingMessage, QueuedMessage
 from agent.reporting.transport import Transport
@@ -56,20 +56,30 @@ RECONNECT_CHECK_SECONDS = 0.25
 _counter_lock = threading.Lock()
 
 
-def enqueue(
-    ledger: Ledger,
-    messages: Sequence[OutgoingMessage],
-    now: float,
-    max_messages: int,
-    log: Any = log,
-) -> list[int]:
-    """Add ``messages`` to the outbox, then enforce the bound; returns their sequences.
+class Outbox:
+    """The one way messages enter the outbox: enqueue them in the ledger, enforce the
+    bound (``reporting.outboxMaxMessages``), then wake whoever publishes (``notify``,
+    wired to :meth:`Publisher.notify` once the publisher exists). Thread-safe."""
 
-    The caller should wake the publisher afterwards (:meth:`Publisher.notify`).
-    """
-    sequences = ledger.enqueue(messages, now)
-    enforce_bound(ledger, max_messages, log)
-    return sequences
+    def __init__(
+        self,
+        ledger: Ledger,
+        clock: TimeSource,
+        max_messages: int,
+        notify: Callable[[], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.clock = clock
+        self.max_messages = max_messages
+        self.notify: Callable[[], None] = notify or (lambda: None)
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[int]:
+        """Enqueue ``messages`` (bound enforced) and wake the publisher; returns their
+        sequences."""
+        sequences = self.ledger.enqueue(messages, self.clock.now())
+        enforce_bound(self.ledger, self.max_messages, log)
+        self.notify()
+        return sequences
 
 
 def enforce_bound(ledger: Ledger, max_messages: int, log: Any = log) -> int:
@@ -147,7 +157,6 @@ class Publisher:
         transport_factory: Callable[[], Transport],
         *,
         clock: Clock,
-        max_messages: int,
         publish_timeout: float,
         backoff: Backoff,
         rng: random.Random | None = None,
@@ -157,7 +166,6 @@ class Publisher:
     ) -> None:
         self.ledger = ledger
         self.clock = clock
-        self.max_messages = max_messages
         self.publish_timeout = publish_timeout
         self.connect_timeout = publish_timeout if connect_timeout is None else connect_timeout
         self.backoff = backoff
@@ -213,12 +221,6 @@ class Publisher:
     def notify(self) -> None:
         """Something was enqueued: look at the outbox now (unless backing off)."""
         self._wake.set()
-
-    def enqueue(self, messages: Sequence[OutgoingMessage]) -> list[int]:
-        """Enqueue ``messages`` now (bound enforced) and wake the publisher."""
-        sequences = enqueue(self.ledger, messages, self.clock.now(), self.max_messages, log)
-        self.notify()
-        return sequences
 
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty or ``timeout`` seconds passed; True if empty."""
@@ -277,12 +279,12 @@ class Publisher:
         transport was disconnected (it reconnects by itself), the wait also ends as soon as
         it says it is connected again: the backlog goes out at once, not after the back-off."""
         if self._transport is None or not self._disconnected_failures:
-            wait(self.clock, delay, self._stopping)
+            self.clock.wait(delay, self._stopping)
             return
         remaining = delay
         while remaining > 0:
             step = min(remaining, RECONNECT_CHECK_SECONDS)
-            if wait(self.clock, step, self._stopping):
+            if self.clock.wait(step, self._stopping):
                 return
             remaining -= step
             if self.connected():
@@ -295,7 +297,7 @@ class Publisher:
             self._progress.notify_all()
         if self.ledger.outbox_depth() > 0:
             return
-        wait(self.clock, self.poll_interval, self._wake)
+        self.clock.wait(self.poll_interval, self._wake)
 
     def _pass(self) -> bool:
         """Publish pending messages oldest first; False at the first failure."""

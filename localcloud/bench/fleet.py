@@ -44,8 +44,8 @@ from typing import IO, Any
 
 from agent.config import AgentConfig, load_config
 from agent.ledger import Ledger
-from agent.model import Phase
 from agent.platform import DetectedPlatform
+from agent.rollout import Phase
 from localcloud.clock import VirtualClock
 from localcloud.fleet import Fleet, SimDevice, agent_clients, make_reconciler
 from localcloud.stage import AGENT_COMPONENT, AGENT_RECIPE, AGENT_VERSION, BUCKET, PROJECT

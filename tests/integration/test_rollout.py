@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.ledger import Ledger
-from agent.model import PackagingRequest
 from agent.reconciler import Reconciler
+from agent.request import PackagingRequest
 from localcloud.clock import VirtualClock
 from localcloud.fleet import make_reconciler
 from localcloud.world import World

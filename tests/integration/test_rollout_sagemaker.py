@@ -175,7 +175,7 @@ def test_a_same_named_job_for_another_target_is_not_adopted(
     assert drive(reconciler, clock) == "FAILED"
     failed = reconciler.ledger.rollouts(limit=1)[0]
     assert failed.error_type == "ConflictError"
-    assert "TargetPlatform" in (failed.error_message or "")
+    assert "exists for another model version or platform" in (failed.error_message or "")
     assert not world.greengrass.component_version_exists(COMPONENT, "1.0.0")
 
 

@@ -116,7 +116,7 @@ def test_a_full_disk_degrades_the_agent_and_it_recovers(
     assert recovered["status"] == "DEGRADED"
     assert recovered["lastError"]["type"] == "StateStorageError"
     assert "recovered" in recovered["lastError"]["message"]
-    agent.health_requested = True
+    agent.requests.health = True
     loop.turn()
     after = aw.messages(agent.ledger, "health")[-1]
     assert after["sequence"] > recovered["sequence"]

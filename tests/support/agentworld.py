@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,9 @@ class JumpingClock:
 
     def monotonic(self) -> float:
         return float(self.base.monotonic())
+
+    def wait(self, seconds: float, wake: threading.Event) -> bool:
+        return bool(self.base.wait(seconds, wake))
 
     def jump(self, seconds: float) -> None:
         """Move the wall clock by ``seconds`` (either way) at once."""

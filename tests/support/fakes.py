@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent import errors
-from agent.model import PackagingRequest, Phase, Rollout
 from agent.ports import (
     KEEP,
     DeploymentProgress,
@@ -23,8 +22,10 @@ from agent.ports import (
     Facts,
     OutgoingMessage,
     PackagingJob,
+    PackagingRequest,
     _Keep,
 )
+from agent.rollout import Phase, Rollout
 
 THING_ARN = "arn:aws:iot:us-east-1:123456789012:thing/dev-1"
 ARN_PREFIX = "arn:aws:greengrass:us-east-1:123456789012"

@@ -30,3 +30,16 @@ def test_capped_wait_never_exceeds_the_longest_wait() -> None:
     assert capped_wait(1000.0 + 3 * 86_400, 1000.0, 900.0) == 900.0
     assert capped_wait(1300.0, 1000.0, 900.0) == 300.0
     assert capped_wait(500.0, 1000.0, 900.0) == 0.0
+
+
+def test_the_system_clock_waits_until_woken() -> None:
+    """SystemClock.wait returns True at once when the event is set, False after the
+    time (zero here) when it is not."""
+    import threading
+
+    from agent.clock import SystemClock
+
+    wake = threading.Event()
+    assert SystemClock().wait(0.0, wake) is False
+    wake.set()
+    assert SystemClock().wait(30.0, wake) is True

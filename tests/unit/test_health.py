@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.clock import JitteredInterval
-from agent.health import HealthReporter, next_health_delay
+from agent.health import HealthReporter
 from agent.ledger import Ledger, OutgoingMessage
-from agent.model import Phase, Rollout
 from agent.ports import FactChanges, LastError
 from agent.reporting.events import HealthReport, utc_iso
-from agent.reporting.outbox import enqueue
+from agent.reporting.outbox import CONNECTED_FACT, Outbox
+from agent.rollout import Phase, Rollout
 from localcloud.clock import VirtualClock
 
 
@@ -33,7 +31,6 @@ class Situation:
     def __init__(self) -> None:
         self.state = "RUNNING"
         self.lifecycle: dict[str, str] = {}
-        self.transport_up = True
         self.lifecycle_calls: list[str] = []
 
     def lifecycle_of(self, component: str) -> str | None:
@@ -59,7 +56,6 @@ def reporter(
         state_provider=lambda: situation.state,
         lifecycle_provider=provider if callable(provider) else None,
         state_dir=tmp_path / "state",
-        transport_connected=lambda: situation.transport_up,
     )
 
 
@@ -250,10 +246,11 @@ def test_backlog_with_transport_down_is_degraded(ledger: Ledger, tmp_path: Path)
     """Queued messages are normal while connected, DEGRADED while the transport is down."""
     situation = Situation()
     health = reporter(ledger, tmp_path, VirtualClock(), situation)
+    ledger.put({CONNECTED_FACT: "true"})
     ledger.enqueue([other(1), other(2)], 0.0)
     report = health.build()
     assert (report.status, report.outbox_depth) == ("HEALTHY", 2)
-    situation.transport_up = False
+    ledger.put({CONNECTED_FACT: "false"})
     assert health.build().status == "DEGRADED"
 
 
@@ -283,12 +280,13 @@ def test_dropped_messages_degrade_the_next_report_once(ledger: Ledger, tmp_path:
     """Messages dropped by the outbox bound since the previous report make that one
     report DEGRADED; the next report is HEALTHY again if nothing else is wrong."""
     health = reporter(ledger, tmp_path, VirtualClock(), Situation())
-    enqueue(ledger, [other(n) for n in range(12)], 0.0, 10)
+    ledger.put({CONNECTED_FACT: "true"})
+    Outbox(ledger, VirtualClock(0.0), 10).send([other(n) for n in range(12)])
     assert health.build().status == "DEGRADED"
     assert health.build().status == "HEALTHY"
 
 
-@pytest.mark.parametrize("state", ["DEGRADED", "UNSUPPORTED_PLATFORM"])
+@pytest.mark.parametrize("state", ["DEGRADED"])
 def test_agent_state_that_cannot_work_is_unhealthy(
     ledger: Ledger, tmp_path: Path, state: str
 ) -> None:
@@ -321,11 +319,3 @@ def test_state_dir_not_created_yet_still_reports_disk(ledger: Ledger, tmp_path: 
     )
     assert health.build().resources.disk_free_bytes > 0
 
-
-def test_next_health_delay_stays_within_the_jitter() -> None:
-    """The delay between reports is the interval +/- its jitter."""
-    rng = random.Random(3)
-    interval = JitteredInterval(300.0, 0.1)
-    delays = [next_health_delay(interval, rng) for _ in range(200)]
-    assert all(270.0 <= d <= 330.0 for d in delays)
-    assert len(set(delays)) > 1

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from agent import naming
 from agent.config import AgentConfig
-from agent.model import NamingTemplates, PackagingRequest, derive_request, tag_text_problem
 from agent.platform import DetectedPlatform
 from agent.platform.model import KEY_MAX_LENGTH
+from agent.request import NamingTemplates, PackagingRequest, derive_request, tag_text_problem
 
 BASE = {"thingName": "dev-1", "region": "us-east-1", "projectName": "p", "s3Bucket": "l4v-models"}
 # Long names (up to the API's 255) are drawn on purpose: they are the ones that overflow.

@@ -17,9 +17,9 @@ from agent.errors import TransportError
 from agent.ledger import Ledger, OutgoingMessage
 from agent.reporting.outbox import (
     DROPPED_FACT,
+    Outbox,
     Publisher,
     dropped_total,
-    enqueue,
     transport_connected,
 )
 from agent.reporting.transport import MessageHandler
@@ -119,7 +119,6 @@ def make_publisher(
     transports: list[RecordingTransport],
     *,
     backoff: Backoff = FAST,
-    max_messages: int = 1000,
 ) -> Publisher:
     """A publisher whose factory hands out ``transports`` in turn (the last one repeats)."""
     handed = iter(list(transports))
@@ -132,10 +131,14 @@ def make_publisher(
         ledger,
         factory,
         clock=VirtualClock(),
-        max_messages=max_messages,
         publish_timeout=WAIT,
         backoff=backoff,
     )
+
+
+def send(publisher: Publisher, messages: list[OutgoingMessage], max_messages: int = 1000) -> list[int]:
+    """Messages into the publisher's outbox, as the agent sends them."""
+    return Outbox(publisher.ledger, VirtualClock(), max_messages, notify=publisher.notify).send(messages)
 
 
 def test_publishes_oldest_first_and_empties_outbox(ledger: Ledger) -> None:
@@ -144,7 +147,7 @@ def test_publishes_oldest_first_and_empties_outbox(ledger: Ledger) -> None:
     publisher = make_publisher(ledger, [transport])
     publisher.start()
     try:
-        sequences = publisher.enqueue([message(n) for n in range(5)])
+        sequences = send(publisher, [message(n) for n in range(5)])
         assert publisher.flush(WAIT)
         assert transport.sequences() == sequences
         assert transport.numbers() == [0, 1, 2, 3, 4]
@@ -162,7 +165,7 @@ def test_message_is_acked_only_after_the_transport_acknowledged_it(ledger: Ledge
     publisher = make_publisher(ledger, [transport])
     publisher.start()
     try:
-        first, _second = publisher.enqueue([message(1), message(2)])
+        first, _second = send(publisher, [message(1), message(2)])
         assert transport.wait_until(lambda: len(transport.attempts) == 1)
         assert ledger.outbox_depth() == 2
         assert ledger.pending()[0].sequence == first
@@ -185,7 +188,7 @@ def test_failure_retries_after_backoff_without_loss_or_duplicates(ledger: Ledger
     publisher = make_publisher(ledger, [transport], backoff=Backoff(floor, floor, floor=floor))
     publisher.start()
     try:
-        sequences = publisher.enqueue([message(n) for n in range(5)])
+        sequences = send(publisher, [message(n) for n in range(5)])
         assert transport.wait_until(lambda: len(transport.attempts) >= 5)
         with transport.cond:
             failed = transport.attempts[2:]
@@ -207,7 +210,7 @@ def test_connect_failure_backs_off_and_builds_a_new_transport(ledger: Ledger) ->
     refusing = [RecordingTransport(fail_connect=True), RecordingTransport(fail_connect=True)]
     working = RecordingTransport()
     publisher = make_publisher(ledger, [*refusing, working])
-    publisher.enqueue([message(1), message(2)])
+    send(publisher, [message(1), message(2)])
     with capture_logs() as logs:
         publisher.start()
         try:
@@ -229,7 +232,7 @@ def test_restart_sends_the_backlog_oldest_first(tmp_path: Path) -> None:
     down.fail_after = 2
     publisher = make_publisher(first_ledger, [down])
     publisher.start()
-    sequences = publisher.enqueue([message(n) for n in range(5)])
+    sequences = send(publisher, [message(n) for n in range(5)])
     assert down.wait_until(lambda: len(down.attempts) >= 3)
     assert publisher.stop(WAIT)
     first_ledger.close()
@@ -258,7 +261,7 @@ def test_bound_drops_health_before_status_and_says_so(ledger: Ledger) -> None:
     is logged and counted in the ledger."""
     now = VirtualClock().now()
     for n in range(6):
-        enqueue(ledger, [message(n, "status"), message(100 + n, "health")], now, 10)
+        Outbox(ledger, VirtualClock(now), 10).send([message(n, "status"), message(100 + n, "health")])
     assert ledger.outbox_depth() == 10
     assert ledger.outbox_depth("status") == 6
     assert ledger.outbox_depth("health") == 4
@@ -268,7 +271,7 @@ def test_bound_drops_health_before_status_and_says_so(ledger: Ledger) -> None:
     assert kept_health == [102, 103, 104, 105]  # the oldest ones were dropped
 
     with capture_logs() as logs:
-        enqueue(ledger, [message(6, "status")], now, 10)
+        Outbox(ledger, VirtualClock(now), 10).send([message(6, "status")])
     assert [(e["event"], e["kind"], e["count"]) for e in logs] == [
         ("outbox full: dropped oldest messages", "health", 1)
     ]
@@ -280,16 +283,13 @@ def test_bound_drop_order_is_health_responses_platform_then_status(ledger: Ledge
     dropped before the status event; status goes only as a last resort (logged as error)."""
     now = VirtualClock().now()
     with capture_logs() as logs:
-        enqueue(
-            ledger,
+        Outbox(ledger, VirtualClock(now), 1).send(
             [
                 message(1, "status"),
                 message(2, "platform"),
                 message(3, "command-response"),
                 message(4, "health"),
-            ],
-            now,
-            1,
+            ]
         )
     assert [(e["kind"], e["log_level"]) for e in logs] == [
         ("health", "warning"),
@@ -299,7 +299,7 @@ def test_bound_drop_order_is_health_responses_platform_then_status(ledger: Ledge
     assert [m.kind for m in ledger.pending()] == ["status"]
 
     with capture_logs() as logs:
-        enqueue(ledger, [message(5, "status")], now, 1)
+        Outbox(ledger, VirtualClock(now), 1).send([message(5, "status")])
     assert [(e["kind"], e["log_level"]) for e in logs] == [("status", "error")]
     assert [json.loads(m.payload)["n"] for m in ledger.pending()] == [5]
     assert dropped_total(ledger) == 4
@@ -309,7 +309,7 @@ def test_bound_also_drops_unknown_kinds(ledger: Ledger) -> None:
     """A kind the drop order does not name is still dropped (oldest first) rather than let
     the outbox grow past its bound."""
     now = VirtualClock().now()
-    enqueue(ledger, [message(n, "custom") for n in range(4)], now, 2)
+    Outbox(ledger, VirtualClock(now), 2).send([message(n, "custom") for n in range(4)])
     assert [json.loads(m.payload)["n"] for m in ledger.pending()] == [2, 3]
     assert dropped_total(ledger) == 2
 
@@ -324,7 +324,7 @@ def test_retain_is_passed_only_when_the_transport_supports_it(
     publisher = make_publisher(ledger, [transport])
     publisher.start()
     try:
-        publisher.enqueue([message(1, retain=True), message(2, retain=False)])
+        send(publisher, [message(1, retain=True), message(2, retain=False)])
         assert publisher.flush(WAIT)
     finally:
         assert publisher.stop(WAIT)
@@ -340,7 +340,7 @@ def test_flush_waits_on_the_condition_until_the_outbox_is_empty(ledger: Ledger) 
     try:
         assert publisher.flush(0.0)
         transport.gate = threading.Event()
-        publisher.enqueue([message(1)])
+        send(publisher, [message(1)])
         started = time.monotonic()
         assert not publisher.flush(0.1)
         assert time.monotonic() - started >= 0.09
@@ -362,7 +362,7 @@ def test_stop_is_bounded_even_while_a_publish_waits(ledger: Ledger) -> None:
     transport.gate = threading.Event()
     publisher = make_publisher(ledger, [transport])
     publisher.start()
-    publisher.enqueue([message(1)])
+    send(publisher, [message(1)])
     assert transport.wait_until(lambda: len(transport.attempts) == 1)
     started = time.monotonic()
     assert publisher.stop(0.5)
@@ -395,7 +395,7 @@ def test_publisher_survives_an_unexpected_exception(ledger: Ledger) -> None:
     with capture_logs() as logs:
         publisher.start()
         try:
-            publisher.enqueue([message(1)])
+            send(publisher, [message(1)])
             assert publisher.flush(WAIT)
         finally:
             assert publisher.stop(WAIT)
@@ -411,7 +411,6 @@ def test_publisher_finds_messages_enqueued_without_notify(ledger: Ledger) -> Non
         ledger,
         lambda: transport,
         clock=VirtualClock(),
-        max_messages=100,
         publish_timeout=WAIT,
         backoff=FAST,
         poll_interval=0.02,
@@ -433,12 +432,12 @@ def test_back_off_ends_when_the_transport_reconnects_by_itself(ledger: Ledger) -
     publisher = make_publisher(ledger, [transport], backoff=Backoff(30.0, 30.0, floor=30.0))
     publisher.start()
     try:
-        publisher.enqueue([message(1)])
+        send(publisher, [message(1)])
         assert transport.wait_until(lambda: len(transport.published) == 1)
         with transport.cond:
             transport.connected = False  # dropped, not closed: it reconnects by itself
             transport.fail_publish = True
-        publisher.enqueue([message(2)])
+        send(publisher, [message(2)])
         # The publisher noted the failure as a disconnection (a ledger fact: no callback).
         pause, deadline = threading.Event(), time.monotonic() + WAIT
         while transport_connected(ledger) is not False:

@@ -29,10 +29,10 @@ from agent.decide import (
     StartPackaging,
     Wait,
 )
-from agent.model import Phase, Rollout
 from agent.platform import DetectedPlatform, detect_platform
 from agent.ports import DeploymentSpec, FactChanges, Facts, LastError
 from agent.reconciler import Reconciler, settings_from_config
+from agent.rollout import Phase, Rollout
 from tests.support.fakes import THING_ARN, FakeClock, FakeDeployments, FakePackaging, MemoryStore
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "platforms"

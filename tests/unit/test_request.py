@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agent.model import (
+from agent.platform import DetectedPlatform
+from agent.request import (
     GreengrassConfiguration,
     NamingTemplates,
     PackagingRequest,
     deployment_token,
     derive_request,
 )
-from agent.platform import DetectedPlatform
 
 XAVIER = DetectedPlatform(
     target_device="jetson_xavier",

@@ -1,8 +1,10 @@
-"""Reading the agent's own component configuration from the Greengrass nucleus over IPC.
+"""The agent's own component configuration from the Greengrass nucleus over IPC: read
+once at start, then followed (live configuration updates). Next to the IPC transport
+(``agent.reporting.ipc``), whose socket and token it shares.
 
-Component lifecycle states are not read here: the nucleus serves them (GetComponentDetails)
-only through the Greengrass CLI component, a development tool; health takes them from
-Greengrass instead (see ``agent.health``)."""
+Component lifecycle states are not read over IPC: the nucleus serves them
+(GetComponentDetails) only through the Greengrass CLI component, a development tool;
+health takes them from Greengrass instead (see ``agent.health``)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent import errors
-
-SOCKET_ENV = "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT"
-TOKEN_ENV = "SVCUID"
+from agent.reporting.ipc import SOCKET_ENV, TOKEN_ENV, nucleus_available
 
 
 def _connect(env: Mapping[str, str], timeout: float) -> Any:
@@ -29,8 +29,6 @@ def read_component_configuration(
     env: Mapping[str, str], timeout: float = 10.0
 ) -> dict[str, Any] | None:
     """GetConfiguration of the calling component, or None outside Greengrass."""
-    from agent.reporting.ipc import nucleus_available
-
     if not nucleus_available(env):
         return None
     try:
@@ -74,8 +72,6 @@ class ConfigurationWatcher:
 
     def start(self) -> bool:
         """Subscribe; False (and ``on_error``) when the nucleus refuses or is absent."""
-        from agent.reporting.ipc import nucleus_available
-
         if not nucleus_available(self._env):
             return False
         try:
