@@ -87,7 +87,10 @@ def settings_from_config(config: AgentConfig) -> RolloutSettings:
 
 
 class Reconciler:
-    """Drives one device's rollouts. Not thread-safe: one caller at a time."""
+    """Drives one device's rollouts. Not thread-safe: one caller at a time.
+
+    ``packaging`` and ``derive`` together are the packaging backend (its adapter and how
+    its requests are made); the decision code does not know which backend it is."""
 
     def __init__(
         self,
