@@ -62,7 +62,7 @@ RESTART_REQUIRED = frozenset(
     {
         "thing_name", "region", "state_dir", "endpoints", "aws_max_attempts", "aws_retry_mode",
         "platform_root", "prefer_target_device", "platform", "reporting", "commands",
-        "log_level", "log_format",
+        "log_level", "log_format", "packaging", "sagemaker",
     }
 )
 

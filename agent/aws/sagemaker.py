@@ -291,15 +291,14 @@ class SageMakerPackaging:
     def _gg(self) -> Any:
         return self._clients.client("greengrassv2")
 
-    @property
-    def group(self) -> str:
-        return self.settings.model_package_group_name or ""
-
     # -- latest version --------------------------------------------------------------------
     def latest_version(self, project: str) -> int:
-        """The newest Completed package of the group with the configured approval status
-        (ListModelPackages by creation time, newest first); NoTrainedModelError if none."""
+        """The newest Completed package of the group ``project`` with the configured
+        approval status (ListModelPackages by creation time, newest first);
+        NoTrainedModelError if none. (The core's project is the group: it is validated so,
+        and a live change of the group reaches the adapter this way.)"""
         for summary in self._packages(
+            project,
             ModelApprovalStatus=self.settings.approval_status,
             SortBy="CreationTime",
             SortOrder="Descending",
@@ -307,13 +306,13 @@ class SageMakerPackaging:
             if summary.get("ModelPackageStatus") == "Completed" and summary.get("ModelPackageVersion"):
                 return int(summary["ModelPackageVersion"])
         raise errors.NoTrainedModelError(
-            f"SageMaker model package group {self.group} has no Completed model package with "
+            f"SageMaker model package group {project} has no Completed model package with "
             f"ModelApprovalStatus {self.settings.approval_status}"
         )
 
-    def _packages(self, **query: Any) -> Iterator[dict[str, Any]]:
+    def _packages(self, group: str, **query: Any) -> Iterator[dict[str, Any]]:
         """Every summary of the group's packages for ``query``, page by page."""
-        kwargs: dict[str, Any] = {"ModelPackageGroupName": self.group, **query}
+        kwargs: dict[str, Any] = {"ModelPackageGroupName": group, **query}
         while True:
             page = call("ListModelPackages", lambda: self._sm.list_model_packages(**kwargs))
             yield from page.get("ModelPackageSummaryList", [])
@@ -322,12 +321,12 @@ class SageMakerPackaging:
                 return
             kwargs["NextToken"] = token
 
-    def _package_arn(self, version: int) -> str:
-        for summary in self._packages(SortBy="CreationTime", SortOrder="Descending"):
+    def _package_arn(self, group: str, version: int) -> str:
+        for summary in self._packages(group, SortBy="CreationTime", SortOrder="Descending"):
             if summary.get("ModelPackageVersion") == version:
                 return str(summary["ModelPackageArn"])
         raise errors.NotFoundError(
-            f"SageMaker model package group {self.group} has no model package version {version}"
+            f"SageMaker model package group {group} has no model package version {version}"
         )
 
     # -- packaging -------------------------------------------------------------------------
@@ -338,13 +337,13 @@ class SageMakerPackaging:
         ``same_target`` agrees."""
         if not isinstance(request, CompilationRequest):
             raise TypeError(f"the SageMaker backend cannot send {type(request).__name__}")
-        version = int(request.model_version)
-        package_arn = self._package_arn(version)
+        version, group = int(request.model_version), request.project_name
+        package_arn = self._package_arn(group, version)
         described = call(
             "DescribeModelPackage",
             lambda: self._sm.describe_model_package(ModelPackageName=package_arn),
         )
-        _check_neo_inputs(f"{self.group}/{version}", described)
+        _check_neo_inputs(f"{group}/{version}", described)
         kwargs = {**request.kwargs, "ModelPackageVersionArn": package_arn}
         call("CreateCompilationJob", lambda: self._sm.create_compilation_job(**kwargs))
         return request.job_name
@@ -357,7 +356,7 @@ class SageMakerPackaging:
             lambda: self._sm.describe_compilation_job(CompilationJobName=job_name),
         )
         package_arn = str(job.get("ModelPackageVersionArn") or "")
-        version = _version_in_group(package_arn, self.group)
+        version = _version_in_group(package_arn, project)
         output = job.get("OutputConfig") or {}
         neo_status = str(job.get("CompilationJobStatus", ""))
         status = _STATUSES.get(neo_status, "RUNNING")
