@@ -210,6 +210,8 @@ class Agent:
     #: validates a new component configuration (set by the CLI under Greengrass)
     reload: Callable[[dict[str, Any]], AgentConfig] | None = None
     pending_config: AgentConfig | None = None
+    #: the platform report of the packaging backend's target (None: ``platform``'s)
+    platform_details: dict[str, object] | None = None
 
     # -- live configuration -----------------------------------------------------------------
     def configuration_changed(self, component_configuration: dict[str, Any]) -> None:
@@ -265,7 +267,7 @@ class Agent:
         now = self.clock.now()
         thing = self.config.thing_name
         if self.platform is not None:
-            report = platform_report(self.platform)
+            report = self.platform_details or platform_report(self.platform)
             request = self.reconciler.request_for(1, 1) if self.reconciler else None
             request_fields = None
             if request is not None:
@@ -406,6 +408,7 @@ def build_agent(
         config=config, clock=clock, ledger=ledger, platform=platform, platform_error=platform_error,
         reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
         clients=clients, outbox=outbox, requests=requests, rng=rng, started_at=clock.now(),
+        platform_details=backend.report if backend is not None else None,
     )
     # Wiring: the parts that call back into others, now that all exist.
     outbox.notify = publisher.notify

@@ -6,7 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.aws.lookoutvision import LookoutVisionPackaging
-from agent.aws.sagemaker import SageMakerPackaging, SageMakerRequests, decider_platform
+from agent.aws.sagemaker import (
+    SageMakerPackaging,
+    SageMakerRequests,
+    decider_platform,
+    neo_report,
+)
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
 from agent.decide import RequestDeriver, lookout_for_vision_request
@@ -26,6 +31,8 @@ class Backend:
     platform: DetectedPlatform
     packaging: PackagingPort
     derive: RequestDeriver
+    #: what the platform report shows of the target (None: ``platform``'s own report)
+    report: dict[str, object] | None = None
 
 
 def packaging_backend(config: AgentConfig, clients: AwsClients) -> Backend:
@@ -52,6 +59,7 @@ def sagemaker_backend(config: AgentConfig, clients: AwsClients, neo: NeoPlatform
         decider_platform(neo),
         SageMakerPackaging(clients, config.sagemaker, neo),
         SageMakerRequests(config.sagemaker, neo),
+        neo_report(neo),
     )
 
 

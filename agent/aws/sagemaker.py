@@ -107,6 +107,22 @@ def decider_platform(neo: NeoPlatform) -> DetectedPlatform:
 
 
 
+def neo_report(neo: NeoPlatform) -> dict[str, object]:
+    """The platform report of a Neo target (as ``platform_report``, Neo's field names)."""
+    output = neo.output_config("")
+    report: dict[str, object] = {
+        key: output[field_name]
+        for key, field_name in (("targetDevice", "TargetDevice"), ("targetPlatform", "TargetPlatform"))
+        if field_name in output
+    }
+    report["compilerOptions"] = neo.compiler_options_json()
+    report["key"] = neo.key
+    report["description"] = neo.description
+    report["evidence"] = dict(neo.evidence)
+    report["packagingBackend"] = BACKEND
+    return report
+
+
 @dataclass(frozen=True)
 class CompilationRequest:
     """One CreateCompilationJob for a package version of the group, and the component it

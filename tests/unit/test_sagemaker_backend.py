@@ -16,6 +16,7 @@ from agent.aws.sagemaker import (
     decider_platform,
     model_component_recipe,
     neo_job_name,
+    neo_report,
     recipe_bytes,
 )
 from agent.config import load_config
@@ -113,10 +114,14 @@ def test_same_target_adopts_only_the_same_version_and_target() -> None:
 
 def test_neo_only_targets_keep_their_key_for_the_core() -> None:
     """A Raspberry Pi 4 (TargetDevice rasp4b) is named rasp4b in components and jobs even
-    though Lookout for Vision has no such target; its recipe is for linux/arm."""
+    though Lookout for Vision has no such target, the platform report shows the Neo
+    target, and its recipe is for linux/arm."""
     config = load_config(overrides=sagemaker())
     platform = decider_platform(RASP4B)
     assert platform.key == "rasp4b"
+    report = neo_report(RASP4B)
+    assert report["targetDevice"] == "rasp4b" and "targetPlatform" not in report
+    assert report["packagingBackend"] == "sagemaker"
     request = SageMakerRequests(config.sagemaker, RASP4B)(settings_from_config(config), platform, 1, 1)
     assert request.component_name == "defects.rasp4b"
     assert request.output_config["TargetDevice"] == "rasp4b"
