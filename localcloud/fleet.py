@@ -149,6 +149,9 @@ class ReleaseFigures:
     throttled_calls: int
     seconds_to_all_running: float | None
     lookoutvision_calls_per_device_mean: float
+    #: the configured backend and its service's calls per device (either backend)
+    packaging_backend: str = "lookoutvision"
+    packaging_calls_per_device_mean: float = 0.0
 
 
 def simulate_release(
@@ -165,7 +168,10 @@ def simulate_release(
     """Add devices per ``mix``, release one model version, run until all run it.
 
     The world must already hold the project, bucket and agent component (see
-    ``tests/support/agentworld.seed``); a new TRAINED model version is the release.
+    ``tests/support/agentworld.seed``); a new TRAINED model version is the release. With
+    the SageMaker backend (``config_for``'s ``packaging.backend``) the world holds the
+    model package group, Neo role and bucket (``seed_sagemaker``) and the release is a
+    new Approved package version.
     Devices share boto3 clients (identical and stateless); each has its own ledger,
     identity and random source.
     """
@@ -192,7 +198,13 @@ def simulate_release(
     clock.advance(300)
     world.tick()
     release_at = clock.now()
-    version = world.lookoutvision.add_model(project, "TRAINED")
+    backend = config_for(things[0]).packaging.backend
+    if backend == "sagemaker":
+        version = world.sagemaker.add_model_package(project, approval="Approved")
+        service = "sagemaker"
+    else:
+        version = world.lookoutvision.add_model(project, "TRAINED")
+        service = "lookoutvision"
     for thing, platform in zip(things, platforms, strict=True):
         cfg = config_for(thing)
         shared = shared or agent_clients(world, cfg)
@@ -221,7 +233,10 @@ def simulate_release(
     l4v_per_device = sum(1 for c in world.calls.calls if c.service == "lookoutvision") / max(
         1, len(things)
     )
-    jobs = len(world.lookoutvision.jobs())
+    packaging_per_device = sum(1 for c in world.calls.calls if c.service == service) / max(
+        1, len(things)
+    )
+    jobs = len(world.sagemaker.jobs() if backend == "sagemaker" else world.lookoutvision.jobs())
     return ReleaseFigures(
         devices=len(things),
         running=sum(1 for d in fleet.devices if d.ledger.get("deployed_version") == str(version)),
@@ -232,4 +247,6 @@ def simulate_release(
         throttled_calls=sum(1 for c in world.calls.calls if c.status == 429),
         seconds_to_all_running=None if done_at is None else done_at - release_at,
         lookoutvision_calls_per_device_mean=l4v_per_device,
+        packaging_backend=backend,
+        packaging_calls_per_device_mean=packaging_per_device,
     )

@@ -294,6 +294,10 @@ class SageMakerPackaging:
         self.settings = settings
         self.platform = platform
         self._request_for: Callable[[int], PackagingRequest] | None = None
+        # (group, version) -> the package's ARN, once its inference specification passed
+        # the Neo check: a package version's specification does not change, so a retry
+        # (throttled, or a job name in use) costs one call less.
+        self._checked: dict[tuple[str, int], str] = {}
 
     def bind(self, request_for: Callable[[int], PackagingRequest]) -> None:
         """Give the adapter the core's request derivation (component names and tags)."""
@@ -337,14 +341,6 @@ class SageMakerPackaging:
                 return
             kwargs["NextToken"] = token
 
-    def _package_arn(self, group: str, version: int) -> str:
-        for summary in self._packages(group, SortBy="CreationTime", SortOrder="Descending"):
-            if summary.get("ModelPackageVersion") == version:
-                return str(summary["ModelPackageArn"])
-        raise errors.NotFoundError(
-            f"SageMaker model package group {group} has no model package version {version}"
-        )
-
     # -- packaging -------------------------------------------------------------------------
     def start_packaging(self, request: PackagingRequest) -> str:
         """CreateCompilationJob for the request's package version, after checking that the
@@ -354,15 +350,30 @@ class SageMakerPackaging:
         if not isinstance(request, CompilationRequest):
             raise TypeError(f"the SageMaker backend cannot send {type(request).__name__}")
         version, group = int(request.model_version), request.project_name
-        package_arn = self._package_arn(group, version)
-        described = call(
-            "DescribeModelPackage",
-            lambda: self._sm.describe_model_package(ModelPackageName=package_arn),
-        )
-        _check_neo_inputs(f"{group}/{version}", described)
+        package_arn = self._checked.get((group, version)) or self._checked_package(group, version)
         kwargs = {**request.kwargs, "ModelPackageVersionArn": package_arn}
         call("CreateCompilationJob", lambda: self._sm.create_compilation_job(**kwargs))
         return request.job_name
+
+    def _checked_package(self, group: str, version: int) -> str:
+        """DescribeModelPackage and the Neo check; returns (and remembers) the ARN."""
+        # A versioned package is named ``group/version`` (the API's VersionedArnOrName):
+        # one call gives its ARN and what Neo needs. The whole fleet shares the account's
+        # request quota, so every call saved here counts.
+        try:
+            described = call(
+                "DescribeModelPackage",
+                lambda: self._sm.describe_model_package(ModelPackageName=f"{group}/{version}"),
+            )
+        except errors.InvalidRequestError as missing:
+            raise errors.NotFoundError(
+                f"SageMaker model package group {group} has no model package version "
+                f"{version}: {missing.message}",
+                code=missing.code,
+            ) from missing
+        _check_neo_inputs(f"{group}/{version}", described)
+        package_arn = self._checked[(group, version)] = str(described["ModelPackageArn"])
+        return package_arn
 
     def packaging_status(self, project: str, job_name: str) -> PackagingJob:
         """DescribeCompilationJob; on COMPLETED the component is made (or found) first,
