@@ -276,3 +276,49 @@ def test_throttling_and_5xx_bursts_change_nothing(
     assert components(device)[COMPONENT][0] == "1.0.0"
     deployed = [c for c in world.calls.calls if c.operation == "CreateDeployment" and c.status < 300]
     assert len(deployed) == 1
+
+
+def test_concurrent_job_quota_delays_the_job_until_a_slot_frees(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """With Neo's concurrent-jobs quota used up by another job, CreateCompilationJob is
+    ResourceLimitExceeded: a transient error, retried with back-off until the other job
+    ends; then the rollout completes with one job of ours."""
+    reconciler, device = start(world, clock, tmp_path)
+    world.sagemaker.max_active_jobs = 1
+    role = world.sagemaker.create_execution_role("Other")
+    world.client("sagemaker").create_compilation_job(
+        CompilationJobName="someone-elses-job",
+        RoleArn=role,
+        ModelPackageVersionArn=world.sagemaker.package_arn(aw.GROUP, 1),
+        OutputConfig={
+            "S3OutputLocation": f"s3://{aw.NEO_BUCKET}/other",
+            "TargetPlatform": {"Os": "LINUX", "Arch": "ARM64"},
+        },
+        StoppingCondition={"MaxRuntimeInSeconds": 900},
+    )
+    assert drive(reconciler, clock) == "SUCCEEDED"
+    limited = [
+        c for c in world.calls.calls if c.operation == "CreateCompilationJob" and c.status == 400
+    ]
+    assert limited, "the quota was never hit"
+    other, ours = world.sagemaker.jobs()
+    assert (other.name, ours.name) == ("someone-elses-job", "widgets-x86-64-cpu-v1-1")
+    assert other.ended is not None and ours.created >= other.ended
+    assert components(device)[COMPONENT][0] == "1.0.0"
+
+
+def test_stopped_compilation_ends_the_rollout_as_failed(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """A compilation job stopped by someone (StopCompilationJob) ends STOPPED: the rollout
+    fails with PACKAGING_FAILED naming STOPPED; no component is made."""
+    reconciler, _ = start(world, clock, tmp_path)
+    while world.calls.counts()["sagemaker:CreateCompilationJob"] == 0:
+        clock.advance(max(reconciler.step(), 0.1))
+    world.client("sagemaker").stop_compilation_job(CompilationJobName="widgets-x86-64-cpu-v1-1")
+    assert drive(reconciler, clock) == "FAILED"
+    failed = reconciler.ledger.rollouts(limit=1)[0]
+    assert failed.error_type == "PackagingFailedError"
+    assert "widgets-x86-64-cpu-v1-1 STOPPED" in (failed.error_message or "")
+    assert world.calls.counts()["greengrass:CreateComponentVersion"] == 0
