@@ -80,7 +80,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             # Files, directories and the transport: refused here rather than retried forever.
             check_before_start(config, env)
     except errors.ConfigurationError as exc:
-        print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
+        # One problem: one line (what a log collector shows as the reason).
+        reason = exc.problems[0] if len(exc.problems) == 1 else exc.message
+        print(f"l4v-edge-agent: {reason}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "config":
         print(json.dumps(effective_configuration(config), indent=2, ensure_ascii=False))

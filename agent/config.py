@@ -366,11 +366,11 @@ def _directory_problems(config: AgentConfig) -> list[str]:
     existing = next((p for p in (state_dir, *state_dir.absolute().parents) if p.exists()), None)
     if existing is None or not existing.is_dir():
         problems.append(
-            f"stateDir: {excerpt(str(state_dir))} is not a directory and cannot be created "
-            f"({excerpt(str(existing))} is not a directory)"
+            f"stateDir: {excerpt(str(state_dir))} cannot hold the ledger: it is not a directory "
+            f"and cannot be created ({excerpt(str(existing))} is not a directory)"
         )
     elif not os.access(existing, os.W_OK | os.X_OK):
-        problems.append(f"stateDir: {excerpt(str(existing))} is not writable")
+        problems.append(f"stateDir: {excerpt(str(state_dir))} cannot hold the ledger: {excerpt(str(existing))} is not writable")
     if not Path(config.platform_root).is_dir():
         problems.append(f"platformRoot: {excerpt(str(config.platform_root))} is not a directory")
     return problems

@@ -11,6 +11,7 @@ step is due.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agent import errors
@@ -19,6 +20,7 @@ from agent.decide import (
     Call,
     CreateDeployment,
     FindLatestVersion,
+    LookUpThingArn,
     Observation,
     ReadLatestDeployment,
     Record,
@@ -63,6 +65,7 @@ def _follow(reconciler: Reconciler, observation: Observation, out: dict[str, Any
     """Decide, perform read-only calls and apply records in memory until a call would
     write; fills ``out``'s summary and returns the actions."""
     actions: list[dict[str, Any]] = []
+    known = observation.facts
     for _ in range(MAX_DECISIONS):
         answers = Answers()
         while True:
@@ -71,6 +74,10 @@ def _follow(reconciler: Reconciler, observation: Observation, out: dict[str, Any
             if not isinstance(action, Call) or action.writes:
                 break
             answer = reconciler.perform(action, remember=False)
+            if isinstance(answer, bool | int | str):
+                actions[-1]["answer"] = answer
+            if isinstance(action, LookUpThingArn) and isinstance(answer, str):
+                known = replace(known, thing_arn=answer)  # for the next decisions
             if isinstance(action, FindLatestVersion) and isinstance(answer, int):
                 out["desiredVersion"] = answer
             if isinstance(action, ReadLatestDeployment) and not isinstance(answer, errors.AgentError):
@@ -87,7 +94,7 @@ def _follow(reconciler: Reconciler, observation: Observation, out: dict[str, Any
             observation = Observation(
                 now=observation.now,
                 rollout=rollout.model_copy(update={"phase": Phase.DEPLOY_REQUESTED}),
-                facts=observation.facts,
+                facts=known,
                 check_requested=True,
             )
             continue
@@ -108,10 +115,11 @@ def _follow(reconciler: Reconciler, observation: Observation, out: dict[str, Any
             return actions
         if out.get("desiredVersion") is None:
             out["desiredVersion"] = action.rollout.model_version
+        known = known.changed(action.facts) if action.facts else known
         observation = Observation(
             now=observation.now,
             rollout=action.rollout,
-            facts=observation.facts.changed(action.facts) if action.facts else observation.facts,
+            facts=known.changed(action.facts) if action.facts else known,
             check_requested=True,
         )
     return actions

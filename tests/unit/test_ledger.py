@@ -165,3 +165,42 @@ def test_plan_opens_the_ledger_read_only(tmp_path: Path) -> None:
     with pytest.raises(errors.StateStorageError):
         reader.update_facts(FactChanges(thing_arn="x"))
     reader.close()
+
+
+def test_typed_facts_read_back_exactly_and_clear(tmp_path: Path) -> None:
+    """Facts go in typed and come back typed (floats exactly); None clears one; clearing
+    the last error keeps when it happened; a value that cannot be read is missing."""
+    from agent.ports import Facts, LastError
+
+    ledger = Ledger(tmp_path / "agent.sqlite")
+    assert ledger.facts() == Facts()
+    ledger.update_facts(FactChanges(
+        deployed_version=3, deployed_at=1_790_000_000.123456789, next_check_at=0.1 + 0.2,
+        last_error=LastError("ThrottledError", "slow down", 5.5), thing_arn="arn:x",
+    ))
+    facts = ledger.facts()
+    assert (facts.deployed_version, facts.deployed_at, facts.next_check_at) == (3, 1_790_000_000.123456789, 0.1 + 0.2)
+    assert facts.last_error == LastError("ThrottledError", "slow down", 5.5)
+    ledger.update_facts(FactChanges(last_error=None, thing_arn=None))
+    assert ledger.facts().last_error is None and ledger.facts().thing_arn is None
+    assert ledger.get("last_error_at") == repr(5.5)
+    ledger.put({"deployed_version": "not a number"})
+    assert ledger.facts().deployed_version is None
+
+
+def test_a_rollout_forgets_its_job_poll_when_it_ends(tmp_path: Path) -> None:
+    """The job-status poll due-time is stored with the rollout and deleted (not left
+    behind) when the rollout ends."""
+    from agent.rollout import Phase, Rollout
+
+    ledger = Ledger(tmp_path / "agent.sqlite")
+    rollout = ledger.save(
+        Rollout(model_version=1, platform_key="p", phase=Phase.PACKAGING, next_action_at=1.0),
+        job_poll_due=100.0,
+    )
+    assert rollout.id is not None and ledger.job_poll_due(rollout.id) == 100.0
+    ledger.save(rollout)  # KEEP: unchanged
+    assert ledger.job_poll_due(rollout.id) == 100.0
+    ledger.save(rollout.model_copy(update={"phase": Phase.FAILED}))
+    assert ledger.job_poll_due(rollout.id) is None
+    assert ledger.get(f"job_poll_due:{rollout.id}") is None
