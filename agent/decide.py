@@ -44,10 +44,10 @@ from agent.ports import (
     DeploymentSpec,
     FactChanges,
     Facts,
+    Keep,
     LastError,
     PackagingJob,
     PackagingRequest,
-    _Keep,
 )
 from agent.reporting.events import ErrorInfo, StatusPhase
 from agent.request import NamingTemplates, deployment_token, derive_request
@@ -185,7 +185,7 @@ class Record:
     error: ErrorInfo | None = None
     facts: FactChanges | None = None
     #: the rollout's next job-status poll (KEEP: unchanged)
-    job_poll_due: float | _Keep | None = KEEP
+    job_poll_due: float | Keep | None = KEEP
 
     def describe(self) -> dict[str, Any]:
         data: dict[str, Any] = {"action": "Record", "waitSeconds": round(self.wait, 3)}
@@ -569,7 +569,7 @@ class Decider:
         longest = self.settings.job_poll_backoff.cap
         due = obs.job_poll_due or 0.0
         job_wait = capped_wait(due, now, longest)
-        rebased_due: float | _Keep = now + job_wait if due - now > longest else KEEP
+        rebased_due: float | Keep = now + job_wait if due - now > longest else KEEP
         if job_wait > 0:
             if self._component_exists(obs.facts, name, version):
                 return self._packaged(rollout, now, detail="component version appeared")
@@ -802,7 +802,7 @@ class Decider:
         error: ErrorInfo | None = None,
         facts: FactChanges | None = None,
         reported_key: str | None = None,
-        job_poll_due: float | _Keep = KEEP,
+        job_poll_due: float | Keep = KEEP,
         wait: float | None = None,
     ) -> Record:
         """A state change of ``rollout``; its reported event is remembered on it so that

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from agent import errors
-from agent.ports import KEEP, FactChanges, Facts, LastError, _Keep
+from agent.ports import KEEP, FactChanges, Facts, Keep, LastError
 from agent.ports import OutgoingMessage as OutgoingMessage  # re-exported: the outbox's message
 from agent.rollout import Phase, Rollout
 
@@ -345,7 +345,7 @@ class Ledger:
         messages: Sequence[OutgoingMessage] = (),
         facts: FactChanges | None = None,
         *,
-        job_poll_due: float | _Keep | None = KEEP,
+        job_poll_due: float | Keep | None = KEEP,
     ) -> Rollout:
         """Insert or update ``rollout``, enqueue ``messages`` and set ``facts`` atomically.
 

@@ -25,6 +25,7 @@ from agent.decide import (
     ReadLatestDeployment,
     Record,
     StartPackaging,
+    Wait,
 )
 from agent.rollout import Phase
 
@@ -41,12 +42,19 @@ def plan(agent: Agent) -> int:
     if agent.reconciler is None:
         print(json.dumps({"supported": False, "error": str(agent.platform_error)}, indent=2))
         return 3
-    reconciler = agent.reconciler
+    out = plan_of(agent.reconciler, agent.clock.now())
+    print(json.dumps(out, indent=2, default=str))
+    return 1 if "error" in out else 0
+
+
+def plan_of(reconciler: Reconciler, now: float) -> dict[str, Any]:
+    """What ``reconciler`` would do at ``now`` if its next step were due: a summary
+    (``action``, versions, the packaging request and deployment it would send), every
+    action on the way (``actions``) and ``error`` when a read failed."""
     settings = reconciler.settings
     out: dict[str, Any] = {"thingName": settings.thing_name, "platformKey": reconciler.platform.key}
-    observation = reconciler.observe(agent.clock.now(), check_requested=True)
-    deployed = observation.facts.deployed_version
-    out.update(deployedVersion=deployed, desiredVersion=settings.pinned_version)
+    observation = reconciler.observe(now, check_requested=True)
+    out.update(deployedVersion=observation.facts.deployed_version, desiredVersion=settings.pinned_version)
     active = observation.rollout
     if active is not None:
         out.update(action=f"continue rollout {active.id} ({active.phase.value})", desiredVersion=active.model_version)
@@ -54,11 +62,8 @@ def plan(agent: Agent) -> int:
         out["actions"] = _follow(reconciler, observation, out)
     except errors.AgentError as exc:
         out["error"] = {"type": exc.kind, "message": exc.message}
-        print(json.dumps(out, indent=2, default=str))
-        return 1
     out.setdefault("action", "nothing: up to date")  # the rollout in progress ends
-    print(json.dumps(out, indent=2, default=str))
-    return 1 if "error" in out else 0
+    return out
 
 
 def _follow(reconciler: Reconciler, observation: Observation, out: dict[str, Any]) -> list[dict[str, Any]]:
@@ -107,11 +112,16 @@ def _follow(reconciler: Reconciler, observation: Observation, out: dict[str, Any
                 "components": action.spec.components,
             }
             return actions
-        if not isinstance(action, Record) or action.rollout is None or action.rollout.phase.ended:
-            if isinstance(action, Record) and action.error is not None:
+        if isinstance(action, Wait):
+            out.setdefault("action", f"wait {action.seconds:.0f} s")
+            return actions
+        if not isinstance(action, Record):
+            return actions
+        if action.rollout is None or action.rollout.phase.ended:
+            if action.error is not None:
                 out["error"] = {"type": action.error.type, "message": action.error.message}
-            if (isinstance(action, Record) and action.rollout is None) or not isinstance(action, Record):
-                out.setdefault("action", f"nothing: {getattr(action, 'detail', None) or 'waiting'}")
+            ended = action.event.value if action.event is not None else None
+            out.setdefault("action", f"nothing: {ended or action.detail or 'up to date'}")
             return actions
         if out.get("desiredVersion") is None:
             out["desiredVersion"] = action.rollout.model_version

@@ -133,12 +133,14 @@ class DeploymentPort(Protocol):
 
 
 # -- the rollout store ----------------------------------------------------------------------
-class _Keep(Enum):
+class Keep(Enum):
+    """The type of :data:`KEEP`."""
+
     KEEP = "keep"
 
 
 #: In :class:`FactChanges`: leave this fact as it is (``None`` clears it).
-KEEP = _Keep.KEEP
+KEEP = Keep.KEEP
 
 
 @dataclass(frozen=True)
@@ -182,16 +184,16 @@ class Facts:
 class FactChanges:
     """Facts to set in one write; a field left at :data:`KEEP` is not touched."""
 
-    deployed_version: int | _Keep | None = KEEP
-    deployed_component_name: str | _Keep | None = KEEP
-    deployed_component_version: str | _Keep | None = KEEP
-    deployed_at: float | _Keep | None = KEEP
-    deployed_lifecycle_state: str | _Keep | None = KEEP
-    requested_version: int | _Keep | None = KEEP
-    last_check_at: float | _Keep | None = KEEP
-    next_check_at: float | _Keep | None = KEEP
-    last_error: LastError | _Keep | None = KEEP
-    thing_arn: str | _Keep | None = KEEP
+    deployed_version: int | Keep | None = KEEP
+    deployed_component_name: str | Keep | None = KEEP
+    deployed_component_version: str | Keep | None = KEEP
+    deployed_at: float | Keep | None = KEEP
+    deployed_lifecycle_state: str | Keep | None = KEEP
+    requested_version: int | Keep | None = KEEP
+    last_check_at: float | Keep | None = KEEP
+    next_check_at: float | Keep | None = KEEP
+    last_error: LastError | Keep | None = KEEP
+    thing_arn: str | Keep | None = KEEP
 
     def items(self) -> list[tuple[str, Any]]:
         """(name, value) of every fact this changes."""
@@ -228,7 +230,7 @@ class RolloutStore(Protocol):
         messages: Sequence[OutgoingMessage] = (),
         facts: FactChanges | None = None,
         *,
-        job_poll_due: float | _Keep | None = KEEP,
+        job_poll_due: float | Keep | None = KEEP,
     ) -> Rollout:
         """Insert or update ``rollout`` (a new one gets its ``id`` in place), enqueue
         ``messages``, change ``facts`` and the rollout's next job-status poll due-time;

@@ -20,10 +20,10 @@ from agent.ports import (
     DeploymentSpec,
     FactChanges,
     Facts,
+    Keep,
     OutgoingMessage,
     PackagingJob,
     PackagingRequest,
-    _Keep,
 )
 from agent.rollout import Phase, Rollout
 
@@ -193,7 +193,7 @@ class MemoryStore:
         messages: Sequence[OutgoingMessage] = (),
         facts: FactChanges | None = None,
         *,
-        job_poll_due: float | _Keep | None = KEEP,
+        job_poll_due: float | Keep | None = KEEP,
     ) -> Rollout:
         if rollout.id is None:
             rollout.id = max(self.stored, default=0) + 1
@@ -204,7 +204,7 @@ class MemoryStore:
             self.update_facts(facts)
         if rollout.phase.ended or job_poll_due is None:
             self.job_polls.pop(rollout.id, None)
-        elif not isinstance(job_poll_due, _Keep):
+        elif not isinstance(job_poll_due, Keep):
             self.job_polls[rollout.id] = job_poll_due
         return rollout
 

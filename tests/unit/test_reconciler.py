@@ -266,8 +266,11 @@ def test_a_requested_version_skips_the_retry_window(platform: DetectedPlatform) 
     device = Device(platform)
     device.step()
     device.packaging.script.fail("start_packaging", errors.AccessDeniedError("no"))
-    device.step()
+    device.reconciler.step()  # FAILED; the clock stays inside the retry window
     assert device.rollout.phase is Phase.FAILED
+    device.reconciler.request_check()
+    device.reconciler.step()
+    assert device.rollout.attempt == 1  # a plain check waits for the window
     device.reconciler.request_check(1)
     device.reconciler.step()
     assert (device.rollout.attempt, device.rollout.phase) == (2, Phase.PACKAGING_REQUESTED)
@@ -641,3 +644,69 @@ def test_a_completed_deployment_counts_once_the_component_runs(platform: Detecte
     device.step()
     assert device.rollout.phase is Phase.SUCCEEDED
 
+
+
+# -- plan: the same decisions, reading calls only ------------------------------------------------
+def test_plan_shows_packaging_then_deployment_and_writes_nothing(platform: DetectedPlatform) -> None:
+    """A fresh device: plan names the request it would send and the deployment after it,
+    makes no writing call and stores nothing (not even the thing's ARN)."""
+    from agent.plan import plan_of
+
+    device = Device(platform)
+    out = plan_of(device.reconciler, device.clock.now())
+    assert out["action"] == "package, then deploy"
+    assert (out["deployedVersion"], out["desiredVersion"]) == (None, 1)
+    assert out["packagingRequest"]["JobName"] == "widgets-x86-64-cpu-v1-1"
+    assert set(out["deployment"]["components"]) == {AGENT, "widgets.x86-64-cpu"}
+    assert out["deployment"]["replaces"] == "d-agent"
+    assert [a["action"] for a in out["actions"]][-1] == "CreateDeployment"
+    assert device.packaging.script.count("start_packaging") == 0
+    assert device.gg.script.count("create_deployment") == 0
+    assert device.store.stored == {} and device.store.facts() == Facts()
+
+
+def test_plan_follows_the_retry_window_and_requested_versions(platform: DetectedPlatform) -> None:
+    """After a failure, plan says the retry is not due (as run would); a requested version
+    is planned at once, like run does."""
+    from agent.plan import plan_of
+
+    device = Device(platform)
+    device.step()
+    device.packaging.script.fail("start_packaging", errors.AccessDeniedError("no"))
+    device.reconciler.step()  # FAILED; the clock stays inside the retry window
+    out = plan_of(device.reconciler, device.clock.now())
+    assert out["action"] == "nothing: retry of v1 not due yet"
+    device.store.update_facts(FactChanges(requested_version=1))
+    out = plan_of(device.reconciler, device.clock.now())
+    assert out["action"] == "package, then deploy" and out["packagingRequest"]["JobName"].endswith("-2")
+
+
+def test_plan_of_an_existing_component_deploys_it_and_errors_are_reported(platform: DetectedPlatform) -> None:
+    """The component exists: "deploy existing component". A failing read ends the plan
+    with the error; up to date says so."""
+    from agent.plan import plan_of
+
+    device = Device(platform)
+    device.gg.components.add(("widgets.x86-64-cpu", "1.0.0"))
+    assert plan_of(device.reconciler, device.clock.now())["action"] == "deploy existing component"
+    device.packaging.script.fail("latest_version", errors.ServiceUnavailableError("503"))
+    out = plan_of(device.reconciler, device.clock.now())
+    assert out["error"]["type"] == "ServiceUnavailableError"
+    device.store.update_facts(FactChanges(deployed_version=1))
+    assert plan_of(device.reconciler, device.clock.now())["action"] == "nothing: up to date"
+
+
+def test_plan_continues_an_active_rollout(platform: DetectedPlatform) -> None:
+    """With a rollout packaging, plan continues it: the job's status is read and the
+    deployment after it shown; an unreadable job ends the plan with the error."""
+    from agent.plan import plan_of
+
+    device = Device(platform)
+    device.steps(2)
+    device.packaging.set_job(device.rollout.job_name or "", "SUCCEEDED")
+    out = plan_of(device.reconciler, device.clock.now())
+    assert out["action"].startswith("continue rollout 1 (PACKAGING)")
+    assert "deployment" in out
+    device.gg.script.fail("component_version_exists", errors.AccessDeniedError("denied"))
+    out = plan_of(device.reconciler, device.clock.now())
+    assert out["error"]["type"] == "AccessDeniedError"
