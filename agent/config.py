@@ -127,6 +127,51 @@ class CommandSettings(_Settings):
     min_check_interval_seconds: float = Field(default=60.0, ge=0, le=86_400)
 
 
+_S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[a-zA-Z0-9!_.*'()/\-]*)?$"
+_ROLE_ARN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$"
+_ENTITY_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+#: What the SageMaker backend cannot start without.
+_SAGEMAKER_REQUIRED = ("modelPackageGroupName", "roleArn", "s3OutputLocation")
+
+
+class PackagingSettings(_Settings):
+    """Which service packages a model version for this device."""
+
+    backend: Literal["lookoutvision", "sagemaker"] = "lookoutvision"
+
+
+class StoppingCondition(_Settings):
+    """CreateCompilationJob's StoppingCondition (Neo stops a job that runs longer)."""
+
+    max_runtime_in_seconds: int = Field(default=900, ge=1, le=2_419_200)
+
+
+class RuntimeComponent(_Settings):
+    """A Greengrass component the model component depends on (e.g. a DLR runtime);
+    none when ``name`` is unset."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9\-_.]+$")
+    version_requirement: str = Field(default="*", min_length=1, max_length=64)
+    dependency_type: Literal["HARD", "SOFT"] = "HARD"
+
+
+class SageMakerSettings(_Settings):
+    """The SageMaker backend: Model Registry + Neo + Greengrass CreateComponentVersion.
+    The first three are required when ``packaging.backend`` is ``sagemaker``."""
+
+    model_package_group_name: str | None = Field(default=None, pattern=_ENTITY_NAME)
+    role_arn: str | None = Field(default=None, max_length=2048, pattern=_ROLE_ARN)
+    s3_output_location: str | None = Field(default=None, max_length=1024, pattern=_S3_URI)
+    approval_status: Literal["Approved", "PendingManualApproval", "Rejected"] = "Approved"
+    stopping_condition: StoppingCondition = StoppingCondition()
+    runtime_component: RuntimeComponent = RuntimeComponent()
+
+    @property
+    def output_bucket(self) -> str:
+        """The bucket of ``s3OutputLocation``."""
+        return (self.s3_output_location or "").removeprefix("s3://").split("/", 1)[0]
+
+
 class AgentConfig(_Settings):
     """Everything the agent needs; see the README's configuration reference."""
 
@@ -148,7 +193,7 @@ class AgentConfig(_Settings):
     poll_max_seconds: float = Field(default=60.0, ge=1, le=3600)
     job_poll_max_seconds: float = Field(default=600.0, ge=1, le=7200)
     failure_retry_seconds: float = Field(default=3600.0, ge=1, le=7 * 86_400)
-    endpoints: dict[Literal["lookoutvision", "greengrassv2", "iot"], str] = Field(
+    endpoints: dict[Literal["lookoutvision", "sagemaker", "greengrassv2", "iot"], str] = Field(
         default_factory=dict
     )
     aws_max_attempts: int = Field(default=3, ge=1, le=10)
@@ -161,6 +206,32 @@ class AgentConfig(_Settings):
     log_format: Literal["auto", "json", "console"] = "auto"
     reporting: ReportingSettings = ReportingSettings()
     commands: CommandSettings = CommandSettings()
+    packaging: PackagingSettings = PackagingSettings()
+    sagemaker: SageMakerSettings = SageMakerSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sagemaker_names(cls, data: Any) -> Any:
+        """With the SageMaker backend the model package group is the project and the
+        output bucket is the one of ``sagemaker.s3OutputLocation`` (names derive from both)."""
+        if not isinstance(data, dict):
+            return data
+        packaging = data.get("packaging")
+        sagemaker = data.get("sagemaker")
+        if not (isinstance(packaging, dict) and packaging.get("backend") == "sagemaker"):
+            return data
+        given = sagemaker if isinstance(sagemaker, dict) else {}
+        missing = [f"sagemaker.{key}" for key in _SAGEMAKER_REQUIRED if not given.get(key)]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: required when packaging.backend is sagemaker")
+        filled = dict(data)
+        group = given["modelPackageGroupName"]
+        if "projectName" not in filled and isinstance(group, str):
+            filled["projectName"] = group
+        location = given["s3OutputLocation"]
+        if "s3Bucket" not in filled and isinstance(location, str) and location.startswith("s3://"):
+            filled["s3Bucket"] = location.removeprefix("s3://").split("/", 1)[0]
+        return filled
 
     @field_validator("model_version", mode="before")
     @classmethod
@@ -190,6 +261,23 @@ class AgentConfig(_Settings):
     def _poll_bounds(self) -> AgentConfig:
         if self.poll_initial_seconds > self.poll_max_seconds:
             raise ValueError("pollInitialSeconds must not exceed pollMaxSeconds")
+        return self
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> AgentConfig:
+        if self.packaging.backend != "sagemaker":
+            return self
+        group = self.sagemaker.model_package_group_name
+        if self.project_name != group:
+            raise ValueError(
+                f"projectName: must be the model package group ({group}) or unset when "
+                "packaging.backend is sagemaker"
+            )
+        if self.s3_bucket != self.sagemaker.output_bucket:
+            raise ValueError(
+                f"s3Bucket: must be the bucket of sagemaker.s3OutputLocation "
+                f"({self.sagemaker.output_bucket}) or unset when packaging.backend is sagemaker"
+            )
         return self
 
     # -- value objects derived from settings ------------------------------------------

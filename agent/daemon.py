@@ -35,15 +35,15 @@ from typing import Any
 import structlog
 
 from agent import __version__, errors
+from agent.aws.backends import bind, packaging_backend
 from agent.aws.greengrass import GreengrassDeployments
-from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.session import AwsClients, ClientHook
 from agent.clock import Backoff, Clock, JitteredInterval, SystemClock
 from agent.config import AgentConfig
 from agent.decide import STATUS_OF_PHASE
 from agent.health import HealthReporter
 from agent.ledger import Ledger
-from agent.platform import DetectedPlatform, detect_platform, platform_report
+from agent.platform import DetectedPlatform, platform_report
 from agent.ports import FactChanges, LastError, OutgoingMessage
 from agent.reconciler import Reconciler, settings_from_config
 from agent.reporting.commands import CommandHandler
@@ -62,7 +62,7 @@ RESTART_REQUIRED = frozenset(
     {
         "thing_name", "region", "state_dir", "endpoints", "aws_max_attempts", "aws_retry_mode",
         "platform_root", "prefer_target_device", "platform", "reporting", "commands",
-        "log_level", "log_format",
+        "log_level", "log_format", "packaging", "sagemaker",
     }
 )
 
@@ -210,6 +210,8 @@ class Agent:
     #: validates a new component configuration (set by the CLI under Greengrass)
     reload: Callable[[dict[str, Any]], AgentConfig] | None = None
     pending_config: AgentConfig | None = None
+    #: the platform report of the packaging backend's target (None: ``platform``'s)
+    platform_details: dict[str, object] | None = None
 
     # -- live configuration -----------------------------------------------------------------
     def configuration_changed(self, component_configuration: dict[str, Any]) -> None:
@@ -265,11 +267,16 @@ class Agent:
         now = self.clock.now()
         thing = self.config.thing_name
         if self.platform is not None:
-            report = platform_report(self.platform)
+            report = self.platform_details or platform_report(self.platform)
             request = self.reconciler.request_for(1, 1) if self.reconciler else None
             request_fields = None
             if request is not None:
-                fields = request.api_kwargs()["Configuration"]["Greengrass"]
+                kwargs = request.api_kwargs()
+                # Lookout for Vision's request nests the component; another backend's
+                # request is shown whole, with the component it makes.
+                fields = kwargs["Configuration"]["Greengrass"] if "Configuration" in kwargs else {
+                    **kwargs, "ComponentName": request.component_name,
+                }
                 # The version depends on the model version to come: show the template.
                 fields["ComponentVersion"] = self.config.component_version_template.replace(
                     "{version}", "<modelVersion>"
@@ -337,25 +344,25 @@ def build_agent(
     )
     platform: DetectedPlatform | None = None
     platform_error: errors.AgentError | None = None
+    backend = None
     try:
-        platform = detect_platform(
-            config.platform_root,
-            overrides=config.platform,
-            prefer_target_device=config.prefer_target_device,
-        )
+        backend = packaging_backend(config, clients)
+        platform = backend.platform
     except errors.UnsupportedPlatformError as exc:
         platform_error = exc
     reconciler = None
-    if platform is not None:
+    if backend is not None:
         reconciler = Reconciler(
             settings=settings_from_config(config),
-            platform=platform,
-            packaging=LookoutVisionPackaging(clients),
+            platform=backend.platform,
+            packaging=backend.packaging,
             deployments=GreengrassDeployments(clients),
             ledger=ledger,
             clock=clock,
             rng=rng,
+            derive=backend.derive,
         )
+        bind(backend.packaging, reconciler.request_for)
     health = HealthReporter(
         ledger,
         thing_name=config.thing_name,
@@ -401,6 +408,7 @@ def build_agent(
         config=config, clock=clock, ledger=ledger, platform=platform, platform_error=platform_error,
         reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
         clients=clients, outbox=outbox, requests=requests, rng=rng, started_at=clock.now(),
+        platform_details=backend.report if backend is not None else None,
     )
     # Wiring: the parts that call back into others, now that all exist.
     outbox.notify = publisher.notify

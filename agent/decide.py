@@ -75,6 +75,8 @@ class RolloutSettings:
     target_arn: str | None = None
     failure_handling_policy: str = "ROLLBACK"
     component_tags: dict[str, str] | None = None
+    #: the configured packaging backend (status messages name it)
+    packaging_backend: str = "lookoutvision"
 
 
 #: The status event that describes a rollout resting in each phase (``status`` on

@@ -82,6 +82,7 @@ def settings_from_config(config: AgentConfig) -> RolloutSettings:
         target_arn=config.deployment_target_arn,
         failure_handling_policy=config.failure_handling_policy,
         component_tags=dict(config.component_tags) or None,
+        packaging_backend=config.packaging.backend,
     )
 
 
@@ -266,6 +267,7 @@ class Reconciler:
                 platform_key=rollout.platform_key,
                 attempt=rollout.attempt,
                 phase=event,
+                packaging_backend=settings.packaging_backend,
                 job_name=rollout.job_name,
                 component_name=rollout.component_name,
                 component_version=rollout.component_version,

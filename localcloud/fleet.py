@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.aws.backends import Backend, bind, sagemaker_backend
 from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
+from agent.decide import lookout_for_vision_request
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
+from agent.platform.neo import from_detected
 from agent.reconciler import Reconciler, settings_from_config
 from localcloud.clock import VirtualClock
 from localcloud.transport import TEST_CREDENTIALS, attach
@@ -45,7 +48,9 @@ def agent_clients(
     They sign for the agent's configured Region (a wrong one finds nothing, as on AWS)
     with ``credentials`` (default: the world's test keys).
     """
-    endpoints: dict[str, str | None] = {s: INTERNAL_ENDPOINT for s in ("lookoutvision", "greengrassv2", "iot")}
+    endpoints: dict[str, str | None] = {
+        s: INTERNAL_ENDPOINT for s in ("lookoutvision", "sagemaker", "greengrassv2", "iot")
+    }
     return AwsClients(
         region=config.region,
         endpoints=endpoints,
@@ -67,17 +72,24 @@ def make_reconciler(
     credentials: tuple[str, str] | None = None,
     rng: random.Random | None = None,
 ) -> Reconciler:
-    """The agent's reconciler for ``config``, wired to ``world`` in-process."""
+    """The agent's reconciler for ``config`` (its packaging backend, ``platform``'s
+    target), wired to ``world`` in-process."""
     clients = clients or agent_clients(world, config, credentials=credentials)
-    return Reconciler(
+    backend = Backend(platform, LookoutVisionPackaging(clients), lookout_for_vision_request)
+    if config.packaging.backend == "sagemaker":
+        backend = sagemaker_backend(config, clients, from_detected(platform))
+    reconciler = Reconciler(
         settings=settings_from_config(config),
-        platform=platform,
-        packaging=LookoutVisionPackaging(clients),
+        platform=backend.platform,
+        packaging=backend.packaging,
         deployments=GreengrassDeployments(clients),
         ledger=ledger,
         clock=world.clock,
         rng=rng,
+        derive=backend.derive,
     )
+    bind(backend.packaging, reconciler.request_for)
+    return reconciler
 
 
 class Fleet:
@@ -137,6 +149,9 @@ class ReleaseFigures:
     throttled_calls: int
     seconds_to_all_running: float | None
     lookoutvision_calls_per_device_mean: float
+    #: the configured backend and its service's calls per device (either backend)
+    packaging_backend: str = "lookoutvision"
+    packaging_calls_per_device_mean: float = 0.0
 
 
 def simulate_release(
@@ -153,7 +168,10 @@ def simulate_release(
     """Add devices per ``mix``, release one model version, run until all run it.
 
     The world must already hold the project, bucket and agent component (see
-    ``tests/support/agentworld.seed``); a new TRAINED model version is the release.
+    ``tests/support/agentworld.seed``); a new TRAINED model version is the release. With
+    the SageMaker backend (``config_for``'s ``packaging.backend``) the world holds the
+    model package group, Neo role and bucket (``seed_sagemaker``) and the release is a
+    new Approved package version.
     Devices share boto3 clients (identical and stateless); each has its own ledger,
     identity and random source.
     """
@@ -180,7 +198,13 @@ def simulate_release(
     clock.advance(300)
     world.tick()
     release_at = clock.now()
-    version = world.lookoutvision.add_model(project, "TRAINED")
+    backend = config_for(things[0]).packaging.backend
+    if backend == "sagemaker":
+        version = world.sagemaker.add_model_package(project, approval="Approved")
+        service = "sagemaker"
+    else:
+        version = world.lookoutvision.add_model(project, "TRAINED")
+        service = "lookoutvision"
     for thing, platform in zip(things, platforms, strict=True):
         cfg = config_for(thing)
         shared = shared or agent_clients(world, cfg)
@@ -209,7 +233,10 @@ def simulate_release(
     l4v_per_device = sum(1 for c in world.calls.calls if c.service == "lookoutvision") / max(
         1, len(things)
     )
-    jobs = len(world.lookoutvision.jobs())
+    packaging_per_device = sum(1 for c in world.calls.calls if c.service == service) / max(
+        1, len(things)
+    )
+    jobs = len(world.sagemaker.jobs() if backend == "sagemaker" else world.lookoutvision.jobs())
     return ReleaseFigures(
         devices=len(things),
         running=sum(1 for d in fleet.devices if d.ledger.get("deployed_version") == str(version)),
@@ -220,4 +247,6 @@ def simulate_release(
         throttled_calls=sum(1 for c in world.calls.calls if c.status == 429),
         seconds_to_all_running=None if done_at is None else done_at - release_at,
         lookoutvision_calls_per_device_mean=l4v_per_device,
+        packaging_backend=backend,
+        packaging_calls_per_device_mean=packaging_per_device,
     )

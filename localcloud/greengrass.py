@@ -39,6 +39,7 @@ from localcloud.device import (
     recipe_get,
 )
 from localcloud.http import Request, Response, Route, Router, ServiceError, parse_json_body
+from localcloud.recipe_artifacts import artifact_errors
 
 #: Successful responses to requests with a clientToken are replayed for this long.
 TOKEN_TTL_SECONDS = 8 * 3600
@@ -1348,7 +1349,7 @@ def _recipe_errors(recipe: Any) -> list[dict[str, str]]:
         not isinstance(manifests, list) or not all(isinstance(m, Mapping) for m in manifests)
     ):
         bad("Manifests", "must be a list of objects")
-    return errors
+    return errors + artifact_errors(recipe)
 
 
 def _all(call: Callable[..., Any], key: str, **kwargs: Any) -> list[Any]:

@@ -11,6 +11,12 @@ endpoints (unsigned, JSON) live under ``/_localcloud/`` for out-of-process contr
     POST /_localcloud/packaging {seconds, runningAfterSeconds?}    packaging duration
     POST /_localcloud/fail-jobs {project?, times?, message?}
     POST /_localcloud/advance  {seconds}          (virtual clock only)
+    POST /_localcloud/sagemaker/model-packages {group, approval?, framework?, frameworkVersion?,
+                                                dataInputConfig?, status?}  register a version
+    POST /_localcloud/sagemaker/approval {group, version, approval}
+    POST /_localcloud/sagemaker/role {name?}      a Neo execution role -> {arn}
+    POST /_localcloud/sagemaker/compilation {seconds, startingSeconds?, maxActiveJobs?}
+    POST /_localcloud/sagemaker/fail-jobs {times?, reason?, namePrefix?}
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from localcloud.clock import VirtualClock
 from localcloud.http import DropConnection, Headers, Request, Response
+from localcloud.sagemaker import admin as sagemaker_admin
 from localcloud.world import World
 
 
@@ -112,6 +119,8 @@ def _admin(world: World, method: str, path: str, body: bytes) -> Response:
             return Response.json(200, dict(world.calls.counts()))
         if method != "POST":
             return Response.json(404, {"error": f"no admin endpoint {method} {path}"})
+        if action.startswith("sagemaker/"):
+            return sagemaker_admin(world.sagemaker, action.removeprefix("sagemaker/"), data)
         l4v = world.lookoutvision
         if action == "models":
             version = l4v.add_model(

@@ -59,12 +59,18 @@ DEFAULT_AGENT_CONFIG: dict[str, Any] = {
     "reporting": {"healthIntervalSeconds": "5"},
 }
 
+#: With ``backend="sagemaker"``: the model package group is the project and Neo writes
+#: under the same bucket, so the default projectName and s3Bucket stay valid.
+NEO_OUTPUT = f"s3://{BUCKET}/neo"
+BACKENDS = ("lookoutvision", "sagemaker")
+
 #: Environment variables that would give the agent credentials or endpoints other than
 #: the ones Greengrass gives a component (TES) and the stage sets.
 _AWS_PREFIX = "AWS_"
 
 ENDPOINT_VARIABLES = (
     "AWS_ENDPOINT_URL_LOOKOUTVISION",
+    "AWS_ENDPOINT_URL_SAGEMAKER",
     "AWS_ENDPOINT_URL_GREENGRASSV2",
     "AWS_ENDPOINT_URL_IOT",
 )
@@ -118,7 +124,11 @@ class Stage:
         install_seconds: float = 2.0,
         agent_config: dict[str, Any] | None = None,
         setup_timeout: float = 30.0,
+        backend: str = "lookoutvision",
     ) -> None:
+        if backend not in BACKENDS:
+            raise StageError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        self.backend = backend
         self.workdir = Path(workdir)
         self.clock: Clock = clock or RealClock()
         self.thing = thing
@@ -180,6 +190,8 @@ class Stage:
         l4v.add_model(PROJECT, "TRAINED")
         l4v.packaging_seconds = self.packaging_seconds
         l4v.running_after_seconds = self.running_after_seconds
+        if self.backend == "sagemaker":
+            self._seed_sagemaker(world)
         gg = world.greengrass
         gg.register_component_version(json.loads(AGENT_RECIPE.read_text()))
         self.device = gg.add_core_device(self.thing, architecture=machine_architecture())
@@ -191,6 +203,27 @@ class Stage:
         )
         self.nucleus.attach_tes(self.tes)
         self.nucleus.start()
+
+    def _seed_sagemaker(self, world: World) -> None:
+        """Model package group ``widgets`` with v1 Approved, a Neo role, and the agent
+        configured for the SageMaker backend (Neo compiles in ``packaging_seconds``)."""
+        sm = world.sagemaker
+        sm.create_model_package_group(PROJECT)
+        sm.add_model_package(PROJECT, approval="Approved")
+        sm.starting_seconds = min(1.0, self.packaging_seconds / 2)
+        sm.compile_seconds = self.packaging_seconds
+        role = sm.create_execution_role()
+        self.agent_config = _merge(
+            self.agent_config,
+            {
+                "packaging": {"backend": "sagemaker"},
+                "sagemaker": {
+                    "modelPackageGroupName": PROJECT,
+                    "roleArn": role,
+                    "s3OutputLocation": NEO_OUTPUT,
+                },
+            },
+        )
 
     def _deploy_agent(self) -> None:
         """Deploy the agent component (with its configuration) and wait until RUNNING.
@@ -327,7 +360,10 @@ class Stage:
 
     # -- the service side ---------------------------------------------------------------
     def release(self, version_status: str = "TRAINED") -> int:
-        """A new model version in the project (what training a model does)."""
+        """A new model version: trained in the project (Lookout for Vision), or registered
+        and approved in the model package group (SageMaker)."""
+        if self.backend == "sagemaker":
+            return int(self._world().sagemaker.add_model_package(PROJECT, approval="Approved"))
         return int(self._world().lookoutvision.add_model(PROJECT, version_status))
 
     def component_state(self, name: str) -> str | None:

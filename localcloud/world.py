@@ -110,14 +110,16 @@ class World:
         home = self.scope(account_id, region)
         self.greengrass = home.greengrass
         self.lookoutvision = home.lookoutvision
+        self.sagemaker = home.sagemaker
         self.emulators: dict[str, Emulator] = home.emulators
 
     # -- accounts and regions -------------------------------------------------------------
     def scope(self, account_id: str, region: str) -> Scope:
         """The emulators' state for one account in one region, created on first use.
 
-        As on AWS (and in moto), a Lookout for Vision project or a Greengrass component
-        made in one region or account does not exist in another.
+        As on AWS (and in moto), a Lookout for Vision project, a SageMaker model package
+        group or compilation job, or a Greengrass component made in one region or account
+        does not exist in another.
         """
         with self._lock:
             found = self._scopes.get((account_id, region))
@@ -250,12 +252,15 @@ class Scope:
         # Imported here: the emulators import World's helpers.
         from localcloud.greengrass import GreengrassEmulator
         from localcloud.lookoutvision import LookoutVisionEmulator
+        from localcloud.sagemaker import SageMakerEmulator
 
         self.greengrass = GreengrassEmulator(self)
         self.lookoutvision = LookoutVisionEmulator(self)
+        self.sagemaker = SageMakerEmulator(self)
         self.emulators: dict[str, Emulator] = {
             "greengrass": self.greengrass,
             "lookoutvision": self.lookoutvision,
+            "sagemaker": self.sagemaker,
         }
 
     def tick(self) -> None:

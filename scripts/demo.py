@@ -5,12 +5,17 @@ runs ``python -m agent run`` as that device's component would run, and shows wha
 subscriber to the agent's MQTT topics sees. Model v1 is rolled out first; then v2 is
 released and rolled out. The agent is stopped with SIGTERM and a summary is printed.
 
+``--backend sagemaker`` packages with SageMaker instead: the model versions are
+Approved packages of a model package group, Neo compiles each for the device and the
+agent makes the Greengrass component from the compiled artifact.
+
 Exit code 0 only if both versions ended RUNNING (or FINISHED) on the device and the
 agent exited 0. No AWS account, no root, loopback only.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -76,6 +81,8 @@ class LiveView:
         seq = f"#{m.get('sequence', '?'):<3}"
         if kind == "status":
             parts = [f"status   {seq} v{m.get('modelVersion')} {m.get('phase', '?'):<22}"]
+            if m.get("packagingBackend") == "sagemaker":
+                parts.append("backend=sagemaker")
             if m.get("jobName"):
                 parts.append(f"job={m['jobName']}")
             if m.get("componentName"):
@@ -153,19 +160,24 @@ def summary(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Roll out two model versions locally.")
+    parser.add_argument("--backend", choices=("lookoutvision", "sagemaker"), default="lookoutvision")
+    backend = parser.parse_args(argv).backend
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="l4v-demo-"))
     print(f"demo: local AWS world + simulated Greengrass core device; agent work dir {workdir}")
     outcomes: list[Outcome] = []
     exit_code: int | None = None
-    with Stage(workdir) as stage:
+    with Stage(workdir, backend=backend) as stage:
         assert stage.world is not None
         bus = stage.world.iotcore
-        print(
-            f"demo: endpoint {stage.url}; {AGENT_COMPONENT} is RUNNING on {stage.thing}; "
-            "project 'widgets' has model v1 TRAINED"
+        models = (
+            "model package group 'widgets' has v1 Approved (packaged by SageMaker Neo)"
+            if backend == "sagemaker"
+            else "project 'widgets' has model v1 TRAINED (packaged by Lookout for Vision)"
         )
+        print(f"demo: endpoint {stage.url}; {AGENT_COMPONENT} is RUNNING on {stage.thing}; {models}")
         bus.subscribe(f"l4v-edge/{stage.thing}/#", LiveView(started))
         print("demo: starting `python -m agent run` with the component environment\n")
         try:
@@ -176,8 +188,9 @@ def main() -> int:
                 since = len(bus.messages)
                 released_at = time.monotonic()
                 version = stage.release()
+                how = "Approved" if backend == "sagemaker" else "TRAINED"
                 print(
-                    f"\ndemo: released model v{version} (TRAINED); the agent finds it on its "
+                    f"\ndemo: released model v{version} ({how}); the agent finds it on its "
                     "next check\n",
                     flush=True,
                 )

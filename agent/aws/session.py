@@ -25,7 +25,7 @@ from typing import Any
 DATA_PATH = Path(__file__).parent / "data"
 
 #: The services the agent calls, by boto3 name.
-SERVICES = ("lookoutvision", "greengrassv2", "iot")
+SERVICES = ("lookoutvision", "sagemaker", "greengrassv2", "iot")
 
 ClientHook = Callable[[Any], None]
 

@@ -16,6 +16,7 @@ _THROTTLING = {
     "TooManyRequestsException",
     "RequestLimitExceeded",
     "ServiceQuotaExceededException",  # concurrent-job quotas clear by themselves
+    "ResourceLimitExceeded",  # SageMaker's concurrent compilation jobs, likewise
 }
 _UNAVAILABLE = {"InternalServerException", "ServiceUnavailableException", "InternalFailure"}
 _CREDENTIALS = {"ExpiredTokenException", "ExpiredToken", "RequestExpired"}
@@ -25,6 +26,9 @@ _BY_CODE: dict[str, type[errors.AgentError]] = {
     "ResourceNotFoundException": errors.NotFoundError,
     "ConflictException": errors.ConflictError,
     "ValidationException": errors.InvalidRequestError,
+    # SageMaker's own codes for the same cases.
+    "ResourceInUse": errors.ConflictError,
+    "ResourceNotFound": errors.NotFoundError,
 }
 
 

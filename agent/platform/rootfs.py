@@ -67,6 +67,17 @@ class RootFS:
             return None
         return data.decode("utf-8", errors="replace")
 
+    def read_bytes(self, path: str, limit: int) -> bytes | None:
+        """The first ``limit`` bytes of a file, or None if unreadable."""
+        real = self.resolve(path)
+        if real is None:
+            return None
+        try:
+            with real.open("rb") as handle:
+                return handle.read(limit)
+        except OSError:
+            return None
+
     def list_dir(self, path: str) -> list[str]:
         """Sorted entry names of a directory ([] if it is missing or unreadable)."""
         real = self.resolve(path)

@@ -74,6 +74,12 @@ class StatusEvent(_Message):
     platform_key: str = Field(alias="platformKey")
     attempt: int = Field(ge=1)
     phase: StatusPhase
+    packaging_backend: Literal["lookoutvision", "sagemaker"] = Field(
+        default="lookoutvision",
+        alias="packagingBackend",
+        description="The service that packages the model (jobName names its job: a Lookout "
+        "for Vision packaging job or a SageMaker Neo compilation job)",
+    )
     job_name: str | None = Field(default=None, alias="jobName")
     component_name: str | None = Field(default=None, alias="componentName")
     component_version: str | None = Field(default=None, alias="componentVersion")

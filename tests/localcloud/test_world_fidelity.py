@@ -273,6 +273,61 @@ def test_packaging_in_another_region_registers_the_component_there(world: World)
     assert not world.greengrass.component_version_exists(COMPONENT, "1.0.0")
 
 
+
+def sm_client(world: World, **kwargs: Any) -> Any:
+    """A real boto3 ``sagemaker`` client answered in-process by ``world``, one attempt."""
+    kwargs.setdefault("config", ONE_ATTEMPT)
+    return world_client(world, "sagemaker", botocore_session=SESSION, **kwargs)
+
+
+def test_sagemaker_registry_and_jobs_belong_to_the_region_and_account(world: World) -> None:
+    """A model package group made in us-west-2 has us-west-2 ARNs and is empty for a
+    us-east-1 client and for another account's keys; a compilation job made in us-west-2
+    (with a us-west-2 bucket) has a us-west-2 ARN, completes there and is not found from
+    us-east-1."""
+    clock = world.clock
+    assert isinstance(clock, VirtualClock)
+    west = world.scope(world.account_id, OTHER_REGION)
+    west.sagemaker.create_model_package_group("defects")
+    version = west.sagemaker.add_model_package("defects", approval="Approved")
+    west_arn = west.sagemaker.package_arn("defects", version)
+    assert west_arn.startswith(f"arn:aws:sagemaker:{OTHER_REGION}:{world.account_id}:")
+    query = {"ModelPackageGroupName": "defects", "ModelApprovalStatus": "Approved"}
+    west_sm = sm_client(world, region_name=OTHER_REGION)
+    listed = west_sm.list_model_packages(**query)["ModelPackageSummaryList"]
+    assert [p["ModelPackageArn"] for p in listed] == [west_arn]
+    assert sm_client(world).list_model_packages(**query)["ModelPackageSummaryList"] == []
+    other = sm_client(world, **other_account_credentials(world))
+    assert other.list_model_packages(**query)["ModelPackageSummaryList"] == []
+    with pytest.raises(ClientError) as foreign:
+        other.describe_model_package(ModelPackageName=west_arn)
+    assert foreign.value.response["Error"]["Code"] == "ValidationException"
+
+    role = west.sagemaker.create_execution_role()
+    west.client("s3").create_bucket(
+        Bucket="neo-west", CreateBucketConfiguration={"LocationConstraint": OTHER_REGION}
+    )
+    job = {
+        "CompilationJobName": "defects-1-x86",
+        "RoleArn": role,
+        "ModelPackageVersionArn": west_arn,
+        "OutputConfig": {
+            "S3OutputLocation": "s3://neo-west/neo",
+            "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"},
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": 900},
+    }
+    created = west_sm.create_compilation_job(**job)["CompilationJobArn"]
+    assert created.startswith(f"arn:aws:sagemaker:{OTHER_REGION}:")
+    clock.advance(west.sagemaker.compile_seconds)
+    done = west_sm.describe_compilation_job(CompilationJobName="defects-1-x86")
+    assert done["CompilationJobStatus"] == "COMPLETED"
+    with pytest.raises(ClientError) as elsewhere:
+        sm_client(world).describe_compilation_job(CompilationJobName="defects-1-x86")
+    assert elsewhere.value.response["Error"]["Code"] == "ResourceNotFound"
+    assert world.sagemaker.jobs() == []
+
+
 # -- 3 and 8: the registered component: tags and creation time -------------------------------
 
 

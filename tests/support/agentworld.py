@@ -51,6 +51,36 @@ def seed(world: World, *, models: int = 1, packaging_seconds: float = 900.0) -> 
     world.greengrass.register_component_version(json.loads(AGENT_RECIPE.read_text()))
 
 
+#: The SageMaker backend's model package group and Neo output bucket.
+GROUP = "widgets"
+NEO_BUCKET = "neo-models"
+
+
+def seed_sagemaker(world: World, *, versions: int = 1, compile_seconds: float = 180.0) -> str:
+    """A model package group with ``versions`` Approved packages, a Neo execution role,
+    the Neo output bucket and the agent's component; returns the role's ARN."""
+    sm = world.sagemaker
+    sm.create_model_package_group(GROUP)
+    for _ in range(versions):
+        sm.add_model_package(GROUP, approval="Approved")
+    sm.compile_seconds = compile_seconds
+    world.client("s3").create_bucket(Bucket=NEO_BUCKET)
+    world.greengrass.register_component_version(json.loads(AGENT_RECIPE.read_text()))
+    return sm.create_execution_role()
+
+
+def sagemaker_settings(role_arn: str, **changes: Any) -> dict[str, Any]:
+    """Configuration overrides that choose the SageMaker backend (no projectName/s3Bucket:
+    they come from the group and the output location)."""
+    block: dict[str, Any] = {
+        "modelPackageGroupName": GROUP,
+        "roleArn": role_arn,
+        "s3OutputLocation": f"s3://{NEO_BUCKET}/compiled",
+        **changes,
+    }
+    return {"packaging": {"backend": "sagemaker"}, "sagemaker": block}
+
+
 def add_device(world: World, thing_name: str, *, groups: tuple[str, ...] = ()) -> Any:
     """A core device that already runs the agent component (deployed to its thing)."""
     device = world.greengrass.add_core_device(thing_name, thing_groups=list(groups))
@@ -70,11 +100,11 @@ def config(thing_name: str, state_dir: Path, **overrides: Any) -> AgentConfig:
     values: dict[str, Any] = {
         "thingName": thing_name,
         "region": "us-east-1",
-        "projectName": PROJECT,
-        "s3Bucket": BUCKET,
         "stateDir": str(state_dir),
         "awsMaxAttempts": 1,  # retries happen on the virtual clock, not in botocore's sleeps
     }
+    if (overrides.get("packaging") or {}).get("backend") != "sagemaker":
+        values.update(projectName=PROJECT, s3Bucket=BUCKET)
     values.update(overrides)
     return load_config(overrides=values)
 
@@ -143,7 +173,9 @@ def daemon_agent(
 
     values: dict[str, Any] = {
         "platformRoot": str(FIXTURES / "x86-64-cpu-server"),
-        "endpoints": {s: INTERNAL_ENDPOINT for s in ("lookoutvision", "greengrassv2", "iot")},
+        "endpoints": {
+            s: INTERNAL_ENDPOINT for s in ("lookoutvision", "sagemaker", "greengrassv2", "iot")
+        },
         "reporting": {"transport": "none"},
     }
     values.update(overrides)
