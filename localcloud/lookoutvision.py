@@ -2,10 +2,11 @@
 
 Serves the operations the edge agent and its tests need: ListProjects, DescribeProject,
 ListModels, DescribeModel, StartModelPackagingJob, DescribeModelPackagingJob and
-ListModelPackagingJobs. Requests are validated strictly against the constraints of the
-2020-11-20 service model (lengths, full-match patterns, enums, required members, JSON
-types) plus the documented semantic rules of StartModelPackagingJob; every rejection is
-a modelled error and leaves no trace in the state.
+ListModelPackagingJobs. Requests are validated by :mod:`localcloud.validation` against
+the world's own 2020-11-20 model in ``localcloud/data`` (lengths, full-match patterns,
+enums, required members, JSON types), then against the documented semantic rules of
+StartModelPackagingJob; every rejection is a modelled error and leaves no trace in the
+state.
 
 Packaging jobs run on the world clock: CREATED, then RUNNING after
 ``running_after_seconds``, then SUCCEEDED or FAILED after ``packaging_seconds``. On
