@@ -1,8 +1,8 @@
 """AWS IoT Greengrass V2 control-plane emulator (botocore ``greengrassv2``, REST-JSON).
 
-Request members are checked against the shapes of botocore's own ``greengrassv2``
-service model (types, required members, lengths, ranges, patterns, enums), so the
-emulator cannot drift from what boto3 sends. Semantics on top of the shapes (what a
+Request members are checked by :mod:`localcloud.validation` against the shapes of
+botocore's own ``greengrassv2`` service model (types, required members, lengths, ranges,
+patterns, enums), so the emulator cannot drift from what boto3 sends. Semantics on top of the shapes (what a
 deployment replaces, how targets combine on a device, idempotency) are documented in
 ``localcloud/README.md`` (section "Greengrass V2").
 
@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from localcloud import validation
 from localcloud.device import (
     NUCLEUS_NAME,
     NUCLEUS_VERSION,
@@ -102,10 +103,9 @@ def _botocore_session() -> Any:
     return botocore.session.get_session()
 
 
-@functools.cache
 def service_model() -> Any:
     """botocore's current ``greengrassv2`` model (loaded once per process)."""
-    return _botocore_session().get_service_model("greengrassv2")
+    return validation.service_model("greengrassv2")
 
 
 def _invalid(
@@ -135,82 +135,65 @@ def _conflict(message: str, resource_id: str, resource_type: str) -> ServiceErro
     )
 
 
-def _check(shape: Any, value: Any, path: str, errors: list[dict[str, str]]) -> None:
-    """Append a {name, message} for every way ``value`` breaks ``shape``."""
-
-    def fail(message: str) -> None:
-        errors.append({"name": path, "message": message})
-
-    kind = shape.type_name
-    meta = shape.metadata
-    if kind == "structure":
-        if not isinstance(value, dict):
-            return fail("must be an object")
-        for required in shape.required_members:
-            if value.get(required) is None:
-                errors.append({"name": f"{path}.{required}".lstrip("."), "message": "is required"})
-        for name, member in shape.members.items():
-            if value.get(name) is not None:
-                _check(member, value[name], f"{path}.{name}".lstrip("."), errors)
-    elif kind == "list":
-        if not isinstance(value, list):
-            return fail("must be a list")
-        _check_length(len(value), meta, fail, "items")
-        for index, item in enumerate(value):
-            _check(shape.member, item, f"{path}[{index}]", errors)
-    elif kind == "map":
-        if not isinstance(value, dict):
-            return fail("must be an object")
-        _check_length(len(value), meta, fail, "entries")
-        for key, item in value.items():
-            _check(shape.key, key, f"{path}.<key {key!r}>", errors)
-            _check(shape.value, item, f"{path}.{key}", errors)
-    elif kind == "string":
-        if not isinstance(value, str):
-            return fail("must be a string")
-        _check_length(len(value), meta, fail, "characters")
-        if "pattern" in meta and re.fullmatch(meta["pattern"], value) is None:
-            fail(f"must satisfy the pattern {meta['pattern']}")
-        if shape.enum and value not in shape.enum:
-            fail(f"must be one of {', '.join(shape.enum)}")
-    elif kind in ("integer", "long"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            return fail("must be an integer")
-        _check_range(value, meta, fail)
-    elif kind in ("double", "float"):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return fail("must be a number")
-        _check_range(value, meta, fail)
-    elif kind == "boolean":
-        if not isinstance(value, bool):
-            return fail("must be a boolean")
-    elif kind == "blob":
-        if not isinstance(value, str):
-            return fail("must be a base64 string")
-        try:
-            base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            fail("must be valid base64")
-    elif kind == "timestamp" and (
-        not isinstance(value, (int, float, str)) or isinstance(value, bool)
-    ):
-        fail("must be a timestamp")
+_TYPE_MESSAGES = {
+    "structure": "must be an object",
+    "map": "must be an object",
+    "list": "must be a list",
+    "string": "must be a string",
+    "integer": "must be an integer",
+    "long": "must be an integer",
+    "double": "must be a number",
+    "float": "must be a number",
+    "boolean": "must be a boolean",
+    "blob": "must be a base64 string",
+    "timestamp": "must be a timestamp",
+}
 
 
-def _check_length(
-    length: int, meta: Mapping[str, Any], fail: Callable[[str], None], unit: str
-) -> None:
-    if "min" in meta and length < meta["min"]:
-        fail(f"must have at least {meta['min']} {unit}")
-    if "max" in meta and length > meta["max"]:
-        fail(f"must have at most {meta['max']} {unit}")
+def _field_name(path: validation.FieldPath) -> str:
+    """A member path as Greengrass names it in ``fields``: ``a.b[0].<key 'k'>``."""
+    name = ""
+    for segment in path:
+        if isinstance(segment, validation.Member):
+            name += f".{segment.name}"
+        elif isinstance(segment, validation.Item):
+            name += f"[{segment.index}]"
+        elif isinstance(segment, validation.MapKey):
+            name += f".<key {segment.key!r}>"
+        else:
+            name += f".{segment.key}"
+    return name.lstrip(".")
 
 
-def _check_range(value: float, meta: Mapping[str, Any], fail: Callable[[str], None]) -> None:
-    if "min" in meta and value < meta["min"]:
-        fail(f"must be >= {meta['min']}")
-    if "max" in meta and value > meta["max"]:
-        fail(f"must be <= {meta['max']}")
+def _field(violation: validation.Violation) -> dict[str, str]:
+    """One ``{name, message}`` entry of a ValidationException's ``fields``."""
+    rule, bound = violation.rule, violation.bound
+    if rule == validation.REQUIRED:
+        message = "is required"
+    elif rule in (validation.TYPE, validation.NULL):
+        message = _TYPE_MESSAGES.get(bound, f"must be a {bound}")
+    elif rule in (validation.MIN_LENGTH, validation.MAX_LENGTH):
+        value = violation.value
+        unit = (
+            "entries"
+            if isinstance(value, dict)
+            else "items"
+            if isinstance(value, list)
+            else "characters"
+        )
+        least = "least" if rule == validation.MIN_LENGTH else "most"
+        message = f"must have at {least} {bound} {unit}"
+    elif rule == validation.MIN_VALUE:
+        message = f"must be >= {bound}"
+    elif rule == validation.MAX_VALUE:
+        message = f"must be <= {bound}"
+    elif rule == validation.PATTERN:
+        message = f"must satisfy the pattern {bound}"
+    elif rule == validation.ENUM:
+        message = f"must be one of {', '.join(bound)}"
+    else:
+        message = "must be valid base64"
+    return {"name": _field_name(violation.path), "message": message}
 
 
 def _raise_if(errors: list[dict[str, str]]) -> None:
@@ -222,42 +205,16 @@ def _raise_if(errors: list[dict[str, str]]) -> None:
 def read_input(operation: str, request: Request, params: Mapping[str, str]) -> dict[str, Any]:
     """Decode an operation's input (path, query, JSON body) and check it against the model."""
     shape = service_model().operation_model(operation).input_shape
-    values: dict[str, Any] = {}
-    errors: list[dict[str, str]] = []
-    body: dict[str, Any] | None = None
-    if shape is None:
-        return values
-    for name, member in shape.members.items():
-        location = member.serialization.get("location")
-        wire_name = member.serialization.get("name", name)
-        if location == "uri":
-            values[name] = params.get(wire_name)
-        elif location == "querystring":
-            raw = request.query_value(wire_name)
-            if raw is None:
-                continue
-            if member.type_name in ("integer", "long"):
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    errors.append({"name": name, "message": "must be an integer"})
-            else:
-                values[name] = raw
-        elif location == "header":
-            raw = request.headers.get(wire_name)
-            if raw is not None:
-                values[name] = raw
-        else:
-            if body is None:
-                try:
-                    body = parse_json_body(request)
-                except ServiceError as error:
-                    raise _invalid(error.message, reason="CANNOT_PARSE") from error
-            if body.get(name) is not None:
-                values[name] = body[name]
-    _raise_if(errors)
-    _check(shape, values, "", errors)
-    _raise_if(errors)
+
+    def body() -> dict[str, Any]:
+        try:
+            return parse_json_body(request)
+        except ServiceError as error:
+            raise _invalid(error.message, reason="CANNOT_PARSE") from error
+
+    values = validation.rest_input(shape, params, request.query_value, request.headers.get, body)
+    if shape is not None:
+        _raise_if([_field(v) for v in validation.violations(shape, values)])
     return values
 
 
@@ -564,8 +521,10 @@ class GreengrassEmulator:
                     steps.append((due, thing_name))
             first_batch = min(batches, default=None)
             first_step = min(steps, default=None)
-            if first_batch is not None and first_batch[0] <= now and (
-                first_step is None or first_batch[0] <= first_step[0]
+            if (
+                first_batch is not None
+                and first_batch[0] <= now
+                and (first_step is None or first_batch[0] <= first_step[0])
             ):
                 self._notify_batch(self._deployments[first_batch[1]], first_batch[0])
             elif first_step is not None and first_step[0] <= now:
@@ -703,9 +662,9 @@ class GreengrassEmulator:
         """Send ``deployment`` to ``devices``: all at once, or in per-minute batches when the
         job has a rollout configuration (thing groups only)."""
         rollout = deployment.job.get("jobExecutionsRolloutConfig") or {}
-        if deployment.target_kind == "thinggroup" and (
-            deployment.job.get("abortConfig") or {}
-        ).get("criteriaList"):
+        if deployment.target_kind == "thinggroup" and (deployment.job.get("abortConfig") or {}).get(
+            "criteriaList"
+        ):
             self._ordered.add(deployment.deployment_id)
         if deployment.target_kind != "thinggroup" or not rollout:
             for device in devices:

@@ -2,10 +2,11 @@
 
 Serves the operations the edge agent and its tests need: ListProjects, DescribeProject,
 ListModels, DescribeModel, StartModelPackagingJob, DescribeModelPackagingJob and
-ListModelPackagingJobs. Requests are validated strictly against the constraints of the
-2020-11-20 service model (lengths, full-match patterns, enums, required members, JSON
-types) plus the documented semantic rules of StartModelPackagingJob; every rejection is
-a modelled error and leaves no trace in the state.
+ListModelPackagingJobs. Requests are validated by :mod:`localcloud.validation` against
+the world's own 2020-11-20 model in ``localcloud/data`` (lengths, full-match patterns,
+enums, required members, JSON types), then against the documented semantic rules of
+StartModelPackagingJob; every rejection is a modelled error and leaves no trace in the
+state.
 
 Packaging jobs run on the world clock: CREATED, then RUNNING after
 ``running_after_seconds``, then SUCCEEDED or FAILED after ``packaging_seconds``. On
@@ -27,15 +28,21 @@ import copy
 import io
 import json
 import random
-import re
 import threading
-import unicodedata
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from localcloud.http import Request, Response, Router, ServiceError, parse_json_body
+from localcloud.validation import (
+    FieldPath,
+    Member,
+    constraint_message,
+    rest_input,
+    service_model,
+    summary,
+    violations,
+)
 
 API_PREFIX = "/2020-11-20"
 
@@ -66,209 +73,37 @@ _CPU_OPTIONS = frozenset({"mcpu", "mattr"})
 
 
 # ---------------------------------------------------------------------------------------
-# Constraint specs (values of the 2020-11-20 model) and a small validator.
+# Request validation: the project's own 2020-11-20 model (localcloud/data), checked by
+# the shared model-driven validator.
 # ---------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Str:
-    """A string member: length limits, a pattern (full match) and/or an enum."""
-
-    min: int | None = None
-    max: int | None = None
-    pattern: str | None = None
-    enum: tuple[str, ...] | None = None
-    #: For patterns Python's ``re`` cannot express (Unicode classes): a predicate.
-    check: Callable[[str], bool] | None = None
-
-    def compiled(self) -> re.Pattern[str] | None:
-        return _compile(self.pattern) if self.pattern and self.check is None else None
+SERVICE = "lookoutvision"
 
 
-@dataclass(frozen=True)
-class _Struct:
-    members: dict[str, Any]
-    required: tuple[str, ...] = ()
+def _shape(name: str) -> Any:
+    return service_model(SERVICE).shape_for(name)
 
 
-@dataclass(frozen=True)
-class _List:
-    member: Any
-    min: int | None = None
-    max: int | None = None
-
-
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    found = _PATTERNS.get(pattern)
-    if found is None:
-        found = _PATTERNS[pattern] = re.compile(pattern, re.DOTALL)
-    return found
-
-
-def _tag_text(value: str) -> bool:
-    """``^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$``: letters, separators, numbers and ``_.:/=+-@``."""
-    return all(ch in "_.:/=+-@" or unicodedata.category(ch)[0] in "LZN" for ch in value)
-
-
-PROJECT_NAME = _Str(1, 255, r"[a-zA-Z0-9][a-zA-Z0-9_\-]*")
-MODEL_VERSION = _Str(1, 10, r"([1-9][0-9]*|latest)")
-JOB_NAME = _Str(1, 64, r"[a-zA-Z0-9-]+")
-CLIENT_TOKEN = _Str(1, 64, r"^[a-zA-Z0-9-]+$")
-PAGINATION_TOKEN = _Str(None, 2048, r"^[a-zA-Z0-9\/\+\=]{0,2048}$")
-JOB_DESCRIPTION = _Str(1, 256, r"[a-zA-Z0-9-_. ()':,;?]+")
-MODEL_DESCRIPTION = _Str(1, 500, r"[0-9A-Za-z\.\-_]*")
-PAGE_SIZE_MIN, PAGE_SIZE_MAX = 1, 100
-
-_TAG_PATTERN = r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$"
-_S3_LOCATION = _Struct(
-    {
-        "Bucket": _Str(3, 63, r"[0-9A-Za-z\.\-_]*"),
-        "Prefix": _Str(None, 1024, r"^([a-zA-Z0-9!_.*'()-][/a-zA-Z0-9!_.*'()-]*)?$"),
-    },
-    required=("Bucket",),
-)
-_TAG = _Struct(
-    {
-        "Key": _Str(1, 128, _TAG_PATTERN, check=_tag_text),
-        "Value": _Str(0, 256, _TAG_PATTERN, check=_tag_text),
-    },
-    required=("Key", "Value"),
-)
-_TARGET_PLATFORM = _Struct(
-    {
-        "Os": _Str(enum=("LINUX",)),
-        "Arch": _Str(enum=("ARM64", "X86_64")),
-        "Accelerator": _Str(enum=("NVIDIA",)),
-    },
-    required=("Os", "Arch"),
-)
-_GREENGRASS_CONFIGURATION = _Struct(
-    {
-        "CompilerOptions": _Str(3, 1024, r".*"),
-        "TargetDevice": _Str(enum=("jetson_xavier",)),
-        "TargetPlatform": _TARGET_PLATFORM,
-        "S3OutputLocation": _S3_LOCATION,
-        "ComponentName": _Str(1, 128, r"[a-zA-Z0-9-_.]+"),
-        "ComponentVersion": _Str(1, 64, r"^([0-9]{1,6})\.([0-9]{1,6})\.([0-9]{1,6})$"),
-        "ComponentDescription": _Str(1, 256, r"[a-zA-Z0-9-_. ()':,;?]+"),
-        "Tags": _List(_TAG, 0, 200),
-    },
-    required=("S3OutputLocation", "ComponentName"),
-)
-START_JOB_BODY = _Struct(
-    {
-        "ModelVersion": MODEL_VERSION,
-        "JobName": JOB_NAME,
-        "Configuration": _Struct({"Greengrass": _GREENGRASS_CONFIGURATION}, ("Greengrass",)),
-        "Description": JOB_DESCRIPTION,
-    },
-    required=("ModelVersion", "Configuration"),
-)
-
-
-def _wire_name(name: str) -> str:
-    """Member path segment as AWS prints it in validation messages (lowerCamelCase)."""
-    return name[:1].lower() + name[1:]
-
-
-def _shorten(value: str) -> str:
-    return value if len(value) <= 64 else value[:61] + "..."
-
-
-def _check_value(value: Any, spec: Any, path: str, errors: list[str]) -> None:
-    """Append one message per violated constraint of ``value`` (not None) at ``path``."""
-    if isinstance(spec, _Str):
-        if not isinstance(value, str):
-            errors.append(
-                f"Value at '{path}' failed to satisfy constraint: Member must be a string"
-            )
-            return
-        shown = _shorten(value)
-        if spec.enum is not None and value not in spec.enum:
-            errors.append(
-                f"Value '{shown}' at '{path}' failed to satisfy constraint: "
-                f"Member must satisfy enum value set: [{', '.join(spec.enum)}]"
-            )
-            return
-        if spec.min is not None and len(value) < spec.min:
-            errors.append(
-                f"Value '{shown}' at '{path}' failed to satisfy constraint: "
-                f"Member must have length greater than or equal to {spec.min}"
-            )
-        if spec.max is not None and len(value) > spec.max:
-            errors.append(
-                f"Value '{shown}' at '{path}' failed to satisfy constraint: "
-                f"Member must have length less than or equal to {spec.max}"
-            )
-        if spec.pattern is not None:
-            compiled = spec.compiled()
-            ok = spec.check(value) if spec.check else bool(compiled and compiled.fullmatch(value))
-            if not ok:
-                errors.append(
-                    f"Value '{shown}' at '{path}' failed to satisfy constraint: "
-                    f"Member must satisfy regular expression pattern: {spec.pattern}"
-                )
-        return
-    if isinstance(spec, _List):
-        if not isinstance(value, list):
-            errors.append(f"Value at '{path}' failed to satisfy constraint: Member must be a list")
-            return
-        if spec.min is not None and len(value) < spec.min:
-            errors.append(
-                f"Value at '{path}' failed to satisfy constraint: "
-                f"Member must have length greater than or equal to {spec.min}"
-            )
-        if spec.max is not None and len(value) > spec.max:
-            errors.append(
-                f"Value at '{path}' failed to satisfy constraint: "
-                f"Member must have length less than or equal to {spec.max}"
-            )
-        for index, item in enumerate(value, start=1):
-            item_path = f"{path}.{index}.member"
-            if item is None:
-                errors.append(
-                    f"Value null at '{item_path}' failed to satisfy constraint: "
-                    "Member must not be null"
-                )
-            else:
-                _check_value(item, spec.member, item_path, errors)
-        return
-    if isinstance(spec, _Struct):
-        if not isinstance(value, dict):
-            errors.append(
-                f"Value at '{path}' failed to satisfy constraint: Member must be a structure"
-            )
-            return
-        _check_struct(value, spec, path, errors)
-        return
-    raise TypeError(f"unknown spec {spec!r}")  # pragma: no cover - programming error
-
-
-def _check_struct(value: dict[str, Any], spec: _Struct, path: str, errors: list[str]) -> None:
-    for name, member_spec in spec.members.items():
-        member_path = f"{path}.{_wire_name(name)}" if path else _wire_name(name)
-        member = value.get(name)
-        if member is None:
-            if name in spec.required:
-                errors.append(
-                    f"Value null at '{member_path}' failed to satisfy constraint: "
-                    "Member must not be null"
-                )
-            continue
-        _check_value(member, member_spec, member_path, errors)
+def _messages(shape: Any, value: Any, path: FieldPath = ()) -> list[str]:
+    return [constraint_message(v) for v in violations(shape, value, path)]
 
 
 def _raise_if(errors: list[str]) -> None:
-    if not errors:
-        return
-    count = len(errors)
-    noun = "error" if count == 1 else "errors"
-    raise ServiceError(
-        "ValidationException", f"{count} validation {noun} detected: " + "; ".join(errors)
-    )
+    if errors:
+        raise ServiceError("ValidationException", summary(errors))
+
+
+def _validated_input(
+    operation: str,
+    request: Request,
+    params: dict[str, str],
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The members of ``operation``'s input, checked against the model (ValidationException)."""
+    shape = service_model(SERVICE).operation_model(operation).input_shape
+    values = rest_input(shape, params, request.query_value, request.headers.get, lambda: body or {})
+    _raise_if(_messages(shape, values))
+    return values
 
 
 def _validation(message: str) -> ServiceError:
@@ -437,8 +272,7 @@ class LookoutVisionEmulator:
 
         Raises ValueError for a name the service would reject or that already exists.
         """
-        errors: list[str] = []
-        _check_value(name, PROJECT_NAME, "projectName", errors)
+        errors = _messages(_shape("ProjectName"), name, (Member("ProjectName"),))
         if errors:
             raise ValueError("; ".join(errors))
         with self._lock:
@@ -465,8 +299,9 @@ class LookoutVisionEmulator:
         """
         _require_status(status)
         if description is not None:
-            errors: list[str] = []
-            _check_value(description, MODEL_DESCRIPTION, "description", errors)
+            errors = _messages(
+                _shape("ModelDescriptionMessage"), description, (Member("Description"),)
+            )
             if errors:
                 raise ValueError("; ".join(errors))
         with self._lock:
@@ -664,7 +499,8 @@ class LookoutVisionEmulator:
     # -- handlers -----------------------------------------------------------------------
     def _list_projects(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("ListProjects")
-        page_size, offset = self._page_args(request, "ListProjects", "")
+        values = _validated_input("ListProjects", request, params)
+        page_size, offset = self._page_args(values, "ListProjects", "")
         with self._lock:
             items = [
                 {"ProjectArn": p.arn, "ProjectName": p.name, "CreationTimestamp": p.created}
@@ -676,6 +512,7 @@ class LookoutVisionEmulator:
 
     def _describe_project(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("DescribeProject")
+        _validated_input("DescribeProject", request, params)
         project = self._project(params)
         return Response.json(
             200,
@@ -691,8 +528,9 @@ class LookoutVisionEmulator:
 
     def _list_models(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("ListModels")
-        name = self._project_name(params)
-        page_size, offset = self._page_args(request, "ListModels", name)
+        values = _validated_input("ListModels", request, params)
+        name = values["ProjectName"]
+        page_size, offset = self._page_args(values, "ListModels", name)
         project = self._project(params)
         visible_before = self.world.clock.now() - self.list_models_lag_seconds
         with self._lock:
@@ -707,11 +545,8 @@ class LookoutVisionEmulator:
 
     def _describe_model(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("DescribeModel")
-        errors: list[str] = []
-        name = params.get("projectName", "")
-        _check_value(name, PROJECT_NAME, "projectName", errors)
-        _check_value(params.get("modelVersion", ""), MODEL_VERSION, "modelVersion", errors)
-        _raise_if(errors)
+        _validated_input("DescribeModel", request, params)
+        name = params["projectName"]
         project = self._project(params)
         with self._lock:
             wanted = params["modelVersion"]
@@ -735,14 +570,9 @@ class LookoutVisionEmulator:
     def _start_job(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("StartModelPackagingJob")
         body = parse_json_body(request, allow_empty=False)
-        errors: list[str] = []
-        name = params.get("projectName", "")
-        _check_value(name, PROJECT_NAME, "projectName", errors)
-        token = request.headers.get("x-amzn-client-token")
-        if token is not None:
-            _check_value(token, CLIENT_TOKEN, "clientToken", errors)
-        _check_struct(body, START_JOB_BODY, "", errors)
-        _raise_if(errors)
+        values = _validated_input("StartModelPackagingJob", request, params, body)
+        name = values["ProjectName"]
+        token: str | None = values.get("ClientToken")
         gg = body["Configuration"]["Greengrass"]
         _check_target(gg)
         now = self.world.clock.now()
@@ -817,12 +647,8 @@ class LookoutVisionEmulator:
 
     def _describe_job(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("DescribeModelPackagingJob")
-        errors: list[str] = []
-        name = params.get("projectName", "")
-        job_name = params.get("jobName", "")
-        _check_value(name, PROJECT_NAME, "projectName", errors)
-        _check_value(job_name, JOB_NAME, "jobName", errors)
-        _raise_if(errors)
+        _validated_input("DescribeModelPackagingJob", request, params)
+        name, job_name = params["projectName"], params["jobName"]
         self._project(params)
         with self._lock:
             job = self._jobs.get((name, job_name))
@@ -847,8 +673,9 @@ class LookoutVisionEmulator:
 
     def _list_jobs(self, request: Request, params: dict[str, str]) -> Response:
         self._authorize("ListModelPackagingJobs")
-        name = self._project_name(params)
-        page_size, offset = self._page_args(request, "ListModelPackagingJobs", name)
+        values = _validated_input("ListModelPackagingJobs", request, params)
+        name = values["ProjectName"]
+        page_size, offset = self._page_args(values, "ListModelPackagingJobs", name)
         self._project(params)
         with self._lock:
             items = [self._job_metadata(j) for j in self._jobs.values() if j.project == name]
@@ -866,15 +693,9 @@ class LookoutVisionEmulator:
                 403,
             )
 
-    def _project_name(self, params: dict[str, str]) -> str:
-        name = params.get("projectName", "")
-        errors: list[str] = []
-        _check_value(name, PROJECT_NAME, "projectName", errors)
-        _raise_if(errors)
-        return name
-
     def _project(self, params: dict[str, str]) -> _Project:
-        name = self._project_name(params)
+        """The project of a request whose input is already validated."""
+        name = params["projectName"]
         with self._lock:
             project = self._projects.get(name)
         if project is None:
@@ -927,29 +748,10 @@ class LookoutVisionEmulator:
             if (project, candidate) not in self._jobs:
                 return candidate
 
-    def _page_args(self, request: Request, operation: str, scope: str) -> tuple[int, int]:
-        """Validate ``maxResults``/``nextToken``; return (page size, start offset)."""
-        errors: list[str] = []
-        raw_size = request.query_value("maxResults")
-        page_size = self.default_page_size
-        if raw_size is not None:
-            if re.fullmatch(r"[+-]?[0-9]{1,10}", raw_size) is None:
-                raise _validation(f"Value '{_shorten(raw_size)}' at 'maxResults' is not an integer")
-            page_size = int(raw_size)
-            if page_size < PAGE_SIZE_MIN:
-                errors.append(
-                    f"Value '{page_size}' at 'maxResults' failed to satisfy constraint: "
-                    f"Member must have value greater than or equal to {PAGE_SIZE_MIN}"
-                )
-            if page_size > PAGE_SIZE_MAX:
-                errors.append(
-                    f"Value '{page_size}' at 'maxResults' failed to satisfy constraint: "
-                    f"Member must have value less than or equal to {PAGE_SIZE_MAX}"
-                )
-        token = request.query_value("nextToken")
-        if token is not None:
-            _check_value(token, PAGINATION_TOKEN, "nextToken", errors)
-        _raise_if(errors)
+    def _page_args(self, values: dict[str, Any], operation: str, scope: str) -> tuple[int, int]:
+        """(page size, start offset) of validated ``MaxResults``/``NextToken``."""
+        page_size: int = values.get("MaxResults", self.default_page_size)
+        token: str | None = values.get("NextToken")
         offset = 0 if token is None else _decode_token(token, operation, scope)
         return page_size, offset
 

@@ -3,9 +3,9 @@
 SageMaker speaks the JSON 1.1 protocol: every request is ``POST /`` with
 ``X-Amz-Target: SageMaker.<Operation>``. This emulator answers ListModelPackages,
 DescribeModelPackage, CreateCompilationJob, DescribeCompilationJob, StopCompilationJob
-and ListCompilationJobs. Requests are checked against the shapes of botocore's own
-current ``sagemaker`` model (JSON types, required members, lengths, ranges, full-match
-patterns, enums), then against Neo's own rules (see ``localcloud/README.md``, section
+and ListCompilationJobs. Requests are checked by :mod:`localcloud.validation` against
+the shapes of botocore's own current ``sagemaker`` model (JSON types, required members,
+lengths, ranges, full-match patterns, enums), then against Neo's own rules (see ``localcloud/README.md``, section
 "SageMaker"). A rejected request changes nothing.
 
 The registry is ours, not moto's: package CreationTime must follow the world clock
@@ -33,12 +33,12 @@ import json
 import re
 import tarfile
 import threading
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
+from localcloud import validation
 from localcloud.http import Request, Response, Route, Router, ServiceError
 
 TARGET_PREFIX = "SageMaker"
@@ -77,12 +77,9 @@ _ARN = re.compile(r"arn:(aws[a-z-]*):([a-z0-9-]+):([a-z0-9-]*):([0-9]{12}):(.+)"
 # -- the service model as the source of truth for shapes ---------------------------------------
 
 
-@functools.cache
 def service_model() -> Any:
     """botocore's current ``sagemaker`` model (loaded once per process)."""
-    from localcloud.greengrass import _botocore_session
-
-    return _botocore_session().get_service_model("sagemaker")
+    return validation.service_model("sagemaker")
 
 
 @functools.cache
@@ -100,133 +97,53 @@ def _validation(message: str) -> ServiceError:
     return ServiceError("ValidationException", message, 400)
 
 
-def _wire(name: str) -> str:
-    """A member as AWS names it in validation messages (lowerCamelCase)."""
-    return name[:1].lower() + name[1:]
-
-
 def _shown(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return validation.shown(value, _SHOWN_WIDTH)
 
 
-@functools.cache
-def _matcher(pattern: str) -> Callable[[str], bool]:
-    """A full-match test for a model pattern (Java syntax).
-
-    Python's ``re`` has no ``\\p{..}`` classes; the model uses them only as one
-    character class repeated (``([\\p{L}\\p{Z}_.:/=+\\-@]*)``), which is tested
-    character by character with the Unicode categories.
-    """
-    if "\\p{" not in pattern:
-        compiled = re.compile(pattern, re.DOTALL)
-        return lambda value: compiled.fullmatch(value) is not None
-    found = re.fullmatch(r"\(?\[(.*)\](\*|\{(\d+),(\d+)\})\)?", pattern)
-    if found is None:
-        raise ValueError(f"unsupported pattern in the sagemaker model: {pattern}")
-    body, _, low, high = found.groups()
-    categories = set(re.findall(r"\\p\{(\w+)\}", body))
-    literals = set(re.sub(r"\\p\{\w+\}", "", body).replace("\\", ""))
-    low_n, high_n = (int(low), int(high)) if low is not None else (0, None)
-
-    def matches(value: str) -> bool:
-        if len(value) < low_n or (high_n is not None and len(value) > high_n):
-            return False
-        return all(
-            ch in literals
-            or unicodedata.category(ch) in categories
-            or unicodedata.category(ch)[0] in categories
-            for ch in value
-        )
-
-    return matches
+#: Shown values are cut at this width in validation messages.
+_SHOWN_WIDTH = 80
 
 
 class _Problems:
     """Validation and serialization problems found in one request."""
 
-    def __init__(self) -> None:
+    def __init__(self, found: Iterable[validation.Violation] = ()) -> None:
         self.constraints: list[str] = []
         self.types: list[str] = []
+        for violation in found:
+            self.add(violation)
 
-    def constraint(self, value: Any, path: str, rule: str) -> None:
-        shown = "null" if value is None else f"'{_shown(value)}'"
-        self.constraints.append(f"Value {shown} at '{path}' failed to satisfy constraint: {rule}")
+    def add(self, violation: validation.Violation) -> None:
+        """File ``violation`` as a wrong JSON type or as a broken constraint."""
+        where = validation.aws_path(violation.path)
+        if violation.rule in (validation.TYPE, validation.NULL, validation.BASE64):
+            self.types.append(
+                f"Expected {_TYPE_NOUNS.get(violation.bound, violation.bound)} at "
+                f"'{where or 'body'}'"
+            )
+        else:
+            self.constraints.append(validation.constraint_message(violation, _SHOWN_WIDTH))
 
     def raise_if_any(self) -> None:
         if self.types:
             # JSON protocol services answer wrong JSON types with SerializationException.
             raise ServiceError("SerializationException", "; ".join(self.types), 400)
         if self.constraints:
-            count = len(self.constraints)
-            raise _validation(
-                f"{count} validation error{'s' if count > 1 else ''} detected: "
-                + "; ".join(self.constraints)
-            )
+            raise _validation(validation.summary(self.constraints))
+
+    def raise_value_error(self) -> None:
+        """For the control API: ValueError naming every problem."""
+        if self.constraints or self.types:
+            raise ValueError("; ".join(self.constraints + self.types))
 
 
-def _check(shape: Any, value: Any, path: str, problems: _Problems) -> None:
-    """Record every way ``value`` (not None) breaks ``shape``."""
-    kind = shape.type_name
-    meta = shape.metadata
-    expected = {
-        "structure": dict,
-        "map": dict,
-        "list": list,
-        "string": str,
-        "boolean": bool,
-    }.get(kind)
-    if expected is not None and not isinstance(value, expected):
-        problems.types.append(f"Expected {kind} at '{path or 'body'}'")
-        return
-    if kind == "structure":
-        for name, member in shape.members.items():
-            member_path = f"{path}.{_wire(name)}".lstrip(".")
-            if value.get(name) is None:
-                if name in shape.required_members:
-                    problems.constraint(None, member_path, "Member must not be null")
-                continue
-            _check(member, value[name], member_path, problems)
-    elif kind in ("list", "map"):
-        _check_size(len(value), meta, value, path, problems, "length")
-        if kind == "list":
-            for index, item in enumerate(value, start=1):
-                _check(shape.member, item, f"{path}.{index}.member", problems)
-        else:
-            for key, item in value.items():
-                _check(shape.key, key, f"{path}.{key}.key", problems)
-                _check(shape.value, item, f"{path}.{key}.value", problems)
-    elif kind == "string":
-        if shape.enum and value not in shape.enum:
-            problems.constraint(
-                value, path, f"Member must satisfy enum value set: [{', '.join(shape.enum)}]"
-            )
-            return
-        _check_size(len(value), meta, value, path, problems, "length")
-        if "pattern" in meta and not _matcher(meta["pattern"])(value):
-            problems.constraint(
-                value, path, f"Member must satisfy regular expression pattern: {meta['pattern']}"
-            )
-    elif kind in ("integer", "long"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            problems.types.append(f"Expected an integer at '{path}'")
-            return
-        _check_size(value, meta, value, path, problems, "value")
-    elif kind == "timestamp" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        problems.types.append(f"Expected epoch seconds at '{path}'")
+_TYPE_NOUNS = {"integer": "an integer", "long": "an integer", "timestamp": "epoch seconds"}
 
 
-def _check_size(
-    size: int, meta: Mapping[str, Any], value: Any, path: str, problems: _Problems, what: str
-) -> None:
-    if "min" in meta and size < meta["min"]:
-        problems.constraint(
-            value, path, f"Member must have {what} greater than or equal to {meta['min']}"
-        )
-    if "max" in meta and size > meta["max"]:
-        problems.constraint(
-            value, path, f"Member must have {what} less than or equal to {meta['max']}"
-        )
+def _problems(shape: Any, value: Any, member: str | None = None) -> _Problems:
+    path = () if member is None else (validation.Member(member),)
+    return _Problems(validation.violations(shape, value, path))
 
 
 def read_input(operation: str, request: Request) -> dict[str, Any]:
@@ -239,9 +156,7 @@ def read_input(operation: str, request: Request) -> dict[str, Any]:
         raise ServiceError("SerializationException", "The request body must be a JSON object", 400)
     shape = service_model().operation_model(operation).input_shape
     values = {name: payload[name] for name in shape.members if payload.get(name) is not None}
-    problems = _Problems()
-    _check(shape, values, "", problems)
-    problems.raise_if_any()
+    _problems(shape, values).raise_if_any()
     return values
 
 
@@ -483,11 +398,9 @@ class SageMakerEmulator:
     # -- control API ------------------------------------------------------------------------
     def create_model_package_group(self, name: str, description: str | None = None) -> str:
         """Create a model package group and return its ARN (ValueError if invalid/exists)."""
-        problems = _Problems()
-        shape = service_model().shape_for("EntityName")
-        _check(shape, name, "modelPackageGroupName", problems)
-        if problems.constraints or problems.types:
-            raise ValueError("; ".join(problems.constraints + problems.types))
+        _problems(
+            service_model().shape_for("EntityName"), name, "ModelPackageGroupName"
+        ).raise_value_error()
         with self._lock:
             if name.lower() in self._groups:
                 raise ValueError(f"model package group {name!r} already exists")
@@ -541,22 +454,19 @@ class SageMakerEmulator:
                     "SupportedContentTypes": ["application/x-image"],
                     "SupportedResponseMIMETypes": ["application/json"],
                 }
-            problems = _Problems()
-            _check(
+            problems = _problems(
                 service_model().shape_for("InferenceSpecification"),
                 inference_specification,
-                "inferenceSpecification",
-                problems,
+                "InferenceSpecification",
             )
             if description is not None:
-                _check(
+                for violation in validation.violations(
                     service_model().shape_for("EntityDescription"),
                     description,
-                    "modelPackageDescription",
-                    problems,
-                )
-            if problems.constraints or problems.types:
-                raise ValueError("; ".join(problems.constraints + problems.types))
+                    (validation.Member("ModelPackageDescription"),),
+                ):
+                    problems.add(violation)
+            problems.raise_value_error()
             if upload:
                 self._upload_model_data(model_data_url)
             now = self.world.clock.now()

@@ -1415,51 +1415,19 @@ def test_component_created_in_greengrass_during_packaging_fails_job(
     assert job.status_message is not None and "already exists" in job.status_message
 
 
-def test_emulator_constraints_match_official_model(oracle_data_path: Any) -> None:
-    """The emulator's validation table (lengths, patterns, enums, required members,
-    list limits) is the official model's, member by member, for the request body of
-    StartModelPackagingJob and for the path, header and query parameters."""
-    from botocore.loaders import Loader
-
+def test_emulator_serves_and_validates_by_its_own_model(lv: LookoutVisionEmulator) -> None:
+    """Every route of the emulator is an operation of the local world's own model
+    (``localcloud/data``, checked shape by shape against the official one in
+    tests/unit/test_service_model.py) with the same HTTP method and URI, and the
+    model has no operation the emulator does not serve."""
     from localcloud import lookoutvision as emulator
+    from localcloud.validation import service_model
 
-    loader = Loader(extra_search_paths=[str(oracle_data_path)], include_default_search_paths=False)
-    shapes = loader.load_service_model("lookoutvision", "service-2", "2020-11-20")["shapes"]
-
-    def same(spec: Any, shape_name: str, where: str) -> None:
-        shape = shapes[shape_name]
-        if shape["type"] == "string":
-            assert isinstance(spec, emulator._Str), where
-            assert (spec.min, spec.max, spec.pattern) == (
-                shape.get("min"),
-                shape.get("max"),
-                shape.get("pattern"),
-            ), where
-            assert spec.enum == (tuple(shape["enum"]) if "enum" in shape else None), where
-        elif shape["type"] == "list":
-            assert isinstance(spec, emulator._List), where
-            assert (spec.min, spec.max) == (shape.get("min"), shape.get("max")), where
-            same(spec.member, shape["member"]["shape"], f"{where}[]")
-        else:
-            assert shape["type"] == "structure" and isinstance(spec, emulator._Struct), where
-            body = {k: v for k, v in shape["members"].items() if "location" not in v}
-            assert set(spec.members) == set(body), where
-            assert set(spec.required) == set(shape.get("required", [])) & set(body), where
-            for name, ref in body.items():
-                same(spec.members[name], ref["shape"], f"{where}.{name}")
-
-    same(emulator.START_JOB_BODY, "StartModelPackagingJobRequest", "body")
-    for spec, shape_name in [
-        (emulator.PROJECT_NAME, "ProjectName"),
-        (emulator.MODEL_VERSION, "ModelVersion"),
-        (emulator.JOB_NAME, "ModelPackagingJobName"),
-        (emulator.CLIENT_TOKEN, "ClientToken"),
-        (emulator.PAGINATION_TOKEN, "PaginationToken"),
-        (emulator.JOB_DESCRIPTION, "ModelPackagingJobDescription"),
-        (emulator.MODEL_DESCRIPTION, "ModelDescriptionMessage"),
-    ]:
-        same(spec, shape_name, shape_name)
-    page_size = shapes["PageSize"]
-    assert (page_size["min"], page_size["max"]) == (emulator.PAGE_SIZE_MIN, emulator.PAGE_SIZE_MAX)
-    assert tuple(shapes["ModelStatus"]["enum"]) == emulator.MODEL_STATUSES
-    assert tuple(shapes["ModelPackagingJobStatus"]["enum"]) == emulator.JOB_STATUSES
+    model = service_model("lookoutvision")
+    routes = {route.operation: route for route in lv.router.routes}
+    assert sorted(routes) == sorted(model.operation_names)
+    for name, route in routes.items():
+        http = model.operation_model(name).http
+        assert (route.method, route.template) == (http["method"], http["requestUri"]), name
+    assert tuple(model.shape_for("ModelStatus").enum) == emulator.MODEL_STATUSES
+    assert tuple(model.shape_for("ModelPackagingJobStatus").enum) == emulator.JOB_STATUSES

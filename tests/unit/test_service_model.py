@@ -1,10 +1,13 @@
-"""The agent's own Lookout for Vision model must match the official 2020-11-20 model.
+"""The project's own Lookout for Vision models must match the official 2020-11-20 model.
 
 The official model comes from botocore 1.40.60 (installed into ``.cache`` by
-``tests.support.oracle``); ours is ``agent/aws/data/lookoutvision/2020-11-20``. For
-every operation we ship, the HTTP binding, the error list and every reachable shape
-(names, types, members, locations, constraints, enums, traits) must be identical.
-Only documentation is allowed to differ, and ours has none.
+``tests.support.oracle``). The project carries two copies of its own, each for the
+operations its user needs: the agent's ``agent/aws/data/lookoutvision/2020-11-20``
+(the five it calls) and the local world's ``localcloud/data/lookoutvision/2020-11-20``
+(the seven the emulator serves and validates requests against). For every operation
+either ships, the HTTP binding, the error list and every reachable shape (names, types,
+members, locations, constraints, enums, traits) must be identical. Only documentation is
+allowed to differ, and ours has none.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import pytest
 from botocore.loaders import Loader
 
+from localcloud.validation import DATA_PATH as LOCALCLOUD_DATA_PATH
 from tests.support.oracle import PROJECT_DATA_PATH
 
 SERVICE = "lookoutvision"
@@ -27,7 +31,12 @@ SHIPPED_OPERATIONS = (
     "DescribeModelPackagingJob",
     "ListModelPackagingJobs",
 )
-OUR_MODEL_DIR = PROJECT_DATA_PATH / SERVICE / API_VERSION
+EMULATED_OPERATIONS = ("ListProjects", "DescribeProject", *SHIPPED_OPERATIONS)
+#: Each copy of our model: its data directory and the operations it must declare.
+OUR_MODELS: dict[str, tuple[Path, tuple[str, ...]]] = {
+    "agent": (PROJECT_DATA_PATH, SHIPPED_OPERATIONS),
+    "localcloud": (LOCALCLOUD_DATA_PATH, EMULATED_OPERATIONS),
+}
 # Keys that hold references to other shapes (compared by recursing) or prose.
 _REFERENCE_KEYS = {"members", "member", "key", "value"}
 _PROSE_KEYS = {"documentation", "documentationUrl"}
@@ -43,9 +52,15 @@ def official(oracle_data_path: Path) -> dict[str, Any]:
     return _load(oracle_data_path, "service-2")
 
 
+@pytest.fixture(scope="module", params=sorted(OUR_MODELS))
+def copy_name(request: pytest.FixtureRequest) -> str:
+    """Which of our model copies a test checks."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def ours() -> dict[str, Any]:
-    return _load(PROJECT_DATA_PATH, "service-2")
+def ours(copy_name: str) -> dict[str, Any]:
+    return _load(OUR_MODELS[copy_name][0], "service-2")
 
 
 def _traits(node: dict[str, Any], skip: set[str]) -> dict[str, Any]:
@@ -104,9 +119,10 @@ def _compare_shape(
         _compare_shape(ours, official, my_ref["shape"], their_ref["shape"], child_path, seen, diffs)
 
 
-def test_we_ship_exactly_the_agent_operations(ours: dict[str, Any]) -> None:
-    """Our model declares the five operations the agent calls, and no other."""
-    assert sorted(ours["operations"]) == sorted(SHIPPED_OPERATIONS)
+def test_we_ship_exactly_the_operations_used(copy_name: str, ours: dict[str, Any]) -> None:
+    """The agent's model declares the five operations the agent calls, the local world's
+    the seven the emulator serves, and neither any other."""
+    assert sorted(ours["operations"]) == sorted(OUR_MODELS[copy_name][1])
 
 
 def test_metadata_matches_official(ours: dict[str, Any], official: dict[str, Any]) -> None:
@@ -125,7 +141,11 @@ def test_metadata_matches_official(ours: dict[str, Any], official: dict[str, Any
     assert ours["metadata"]["serviceId"] == "LookoutVision"
 
 
-@pytest.mark.parametrize("operation", SHIPPED_OPERATIONS)
+@pytest.mark.parametrize(
+    ("copy_name", "operation"),
+    [(name, operation) for name, (_, ops) in sorted(OUR_MODELS.items()) for operation in ops],
+    scope="module",
+)
 def test_operation_matches_official(
     operation: str, ours: dict[str, Any], official: dict[str, Any]
 ) -> None:
@@ -204,8 +224,9 @@ def test_our_model_has_no_documentation() -> None:
             for index, value in enumerate(node):
                 walk(value, f"{where}[{index}]")
 
-    for path in sorted(OUR_MODEL_DIR.glob("*.json")):
-        walk(json.loads(path.read_text()), path.name)
+    for data_path, _ in OUR_MODELS.values():
+        for path in sorted((data_path / SERVICE / API_VERSION).glob("*.json")):
+            walk(json.loads(path.read_text()), str(path.relative_to(data_path.parent)))
     assert found == []
 
 
