@@ -751,7 +751,7 @@ class Decider:
         throttled = isinstance(error, errors.ThrottledError)
         if backoff is None:
             # Only the start of packaging meets the packaging service's tight account
-            # quota; Greengrass throttling (per operation) clears within seconds.
+            # quota (~5/s); Greengrass's shared 30/s budget frees up at the poll pace.
             packaging = throttled and rollout.phase is Phase.PACKAGING_REQUESTED
             backoff = self.settings.job_poll_backoff if packaging else self.settings.poll_backoff
         throttles = rollout.throttles + 1 if throttled else rollout.throttles

@@ -72,7 +72,8 @@ class GreengrassDeployments:
     def progress(self, thing_name: str, deployment_id: str, component_name: str) -> DeploymentProgress:
         """The device's execution and installed component; the deployment's own status
         (GetDeployment) only while the device has no execution of it, which saves a
-        call per poll against Greengrass's per-operation rate quota."""
+        call per poll against Greengrass's control-plane rate quota (30 requests/s shared by
+        the account's calls in a Region)."""
         execution: dict[str, Any] | None = None
         kwargs: dict[str, Any] = {"coreDeviceThingName": thing_name}
         while execution is None:
