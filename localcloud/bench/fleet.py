@@ -1067,6 +1067,7 @@ def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
     top.set_ylabel("devices RUNNING the release")
     top.set_title(
         f"{scenario.devices} devices, {len(scenario.mix)} platforms, packaging "
+        f"({SERVICE_TITLES[scenario.service]}) "
         f"{scenario.packaging_seconds / 60:.0f} min, {scenario.error_rate:.0%} random 5xx"
     )
     top.legend(loc="lower right")
