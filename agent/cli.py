@@ -38,9 +38,20 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("plan", help="show what would be done (read-only calls)"))
     status = with_config(sub.add_parser("status", help="show the ledger"))
     status.add_argument("--json", action="store_true")
-    detect = sub.add_parser("detect", help="detect the platform and print it as JSON")
+    detect = sub.add_parser(
+        "detect", help="detect the platform and print the packaging backend's target as JSON"
+    )
     detect.add_argument("--root", type=Path, default=Path("/"))
-    detect.add_argument("--config", type=Path, default=None, help="apply platform overrides from it")
+    detect.add_argument(
+        "--config", type=Path, default=None,
+        help="apply platform overrides and packaging.backend from it",
+    )
+    detect.add_argument(
+        "--backend", choices=("lookoutvision", "sagemaker"), default=None,
+        help="the packaging backend whose target to show (default: the configuration's, "
+        "else lookoutvision); sagemaker shows the Neo TargetDevice or TargetPlatform + "
+        "CompilerOptions",
+    )
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     with_config(config_sub.add_parser(
@@ -144,10 +155,11 @@ def _log_watch_error(message: str) -> None:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from agent.platform import PlatformOverrides, detect_platform, platform_report
+    from agent.aws.backends import detected_target
 
     overrides = None
     prefer = True
+    backend = args.backend
     if args.config is not None:
         from agent.config import load_config
 
@@ -157,12 +169,16 @@ def _detect(args: argparse.Namespace) -> int:
             print(f"l4v-edge-agent: {exc.message}", file=sys.stderr)
             return EXIT_CONFIG
         overrides, prefer = config.platform, config.prefer_target_device
+        backend = backend or config.packaging.backend
+    backend = backend or "lookoutvision"
     try:
-        detected = detect_platform(args.root, overrides=overrides or PlatformOverrides(), prefer_target_device=prefer)
+        report = detected_target(backend, args.root, overrides=overrides, prefer_target_device=prefer)
     except errors.UnsupportedPlatformError as exc:
-        print(json.dumps({"supported": False, "error": exc.message}, indent=2))
+        print(json.dumps(
+            {"supported": False, "packagingBackend": backend, "error": exc.message}, indent=2
+        ))
         return EXIT_PLATFORM
-    print(json.dumps({"supported": True, **platform_report(detected)}, indent=2))
+    print(json.dumps({"supported": True, **report}, indent=2))
     return EXIT_OK
 
 

@@ -92,7 +92,14 @@ def _follow(reconciler: Reconciler, observation: Observation, out: dict[str, Any
             answers.add(action, answer)
         if isinstance(action, StartPackaging):
             out.setdefault("action", "package, then deploy")
-            out["packagingRequest"] = action.request.api_kwargs()
+            try:
+                # The backend fills in what reading calls tell (e.g. a package's ARN).
+                out["packagingRequest"] = reconciler.packaging.request_arguments(action.request)
+            except errors.AgentError as exc:
+                out["packagingRequest"] = action.request.api_kwargs()
+                actions[-1]["answer"] = {"type": exc.kind, "message": exc.message}
+                out["error"] = {"type": exc.kind, "message": exc.message}
+                return actions
             # What follows once the job has made the component: the deployment.
             rollout = observation.rollout
             assert rollout is not None

@@ -105,6 +105,12 @@ class PackagingPort(Protocol):
         name. ConflictError when a job of that name exists (the core then adopts it)."""
         ...
 
+    def request_arguments(self, request: PackagingRequest) -> dict[str, Any]:
+        """The arguments :meth:`start_packaging` would send for ``request``, with what
+        the backend learns by read-only calls filled in (``plan`` shows them). Raises
+        what start_packaging would raise before sending, when a read tells."""
+        ...
+
     def packaging_status(self, project: str, job_name: str) -> PackagingJob:
         """The job's status, in :data:`JOB_STATUSES` words."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.sagemaker import (
@@ -15,7 +16,7 @@ from agent.aws.sagemaker import (
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
 from agent.decide import RequestDeriver, lookout_for_vision_request
-from agent.platform import DetectedPlatform, detect_platform
+from agent.platform import DetectedPlatform, PlatformOverrides, detect_platform, platform_report
 from agent.platform.neo import NeoPlatform, detect_neo_platform
 from agent.ports import PackagingPort, PackagingRequest
 
@@ -51,6 +52,28 @@ def packaging_backend(config: AgentConfig, clients: AwsClients) -> Backend:
         prefer_target_device=config.prefer_target_device,
     )
     return Backend(platform, LookoutVisionPackaging(clients), lookout_for_vision_request)
+
+
+def detected_target(
+    backend: str,
+    root: Path,
+    *,
+    overrides: PlatformOverrides | None = None,
+    prefer_target_device: bool = True,
+) -> dict[str, object]:
+    """The target ``backend`` would package for on the system at ``root``, as a report
+    (``python -m agent detect``): Lookout for Vision's platform, or SageMaker Neo's
+    TargetDevice or TargetPlatform with CompilerOptions. Raises UnsupportedPlatformError
+    when the backend has no target for it."""
+    if backend == "sagemaker":
+        neo = detect_neo_platform(
+            root, overrides=overrides, prefer_target_device=prefer_target_device
+        )
+        return neo_report(neo)
+    detected = detect_platform(
+        root, overrides=overrides or PlatformOverrides(), prefer_target_device=prefer_target_device
+    )
+    return {**platform_report(detected), "packagingBackend": backend}
 
 
 def sagemaker_backend(config: AgentConfig, clients: AwsClients, neo: NeoPlatform) -> Backend:

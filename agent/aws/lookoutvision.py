@@ -61,6 +61,10 @@ class LookoutVisionPackaging:
         )
         return str(answer["JobName"])
 
+    def request_arguments(self, request: PackagingRequest) -> dict[str, Any]:
+        """StartModelPackagingJob's arguments: the request has them all."""
+        return request.api_kwargs()
+
     def packaging_status(self, project: str, job_name: str) -> PackagingJob:
         """DescribeModelPackagingJob."""
         answer = call(

@@ -347,13 +347,18 @@ class SageMakerPackaging:
         package gives Neo what it needs; returns the job name. ``ResourceInUse`` (a job
         of that name exists) is a ConflictError: the core adopts the job if its
         ``same_target`` agrees."""
+        kwargs = self.request_arguments(request)
+        call("CreateCompilationJob", lambda: self._sm.create_compilation_job(**kwargs))
+        return request.job_name
+
+    def request_arguments(self, request: PackagingRequest) -> dict[str, Any]:
+        """CreateCompilationJob's arguments with the package's real ARN
+        (DescribeModelPackage, read-only; the Neo check applies as for a start)."""
         if not isinstance(request, CompilationRequest):
             raise TypeError(f"the SageMaker backend cannot send {type(request).__name__}")
         version, group = int(request.model_version), request.project_name
         package_arn = self._checked.get((group, version)) or self._checked_package(group, version)
-        kwargs = {**request.kwargs, "ModelPackageVersionArn": package_arn}
-        call("CreateCompilationJob", lambda: self._sm.create_compilation_job(**kwargs))
-        return request.job_name
+        return {**request.kwargs, "ModelPackageVersionArn": package_arn}
 
     def _checked_package(self, group: str, version: int) -> str:
         """DescribeModelPackage and the Neo check; returns (and remembers) the ARN."""

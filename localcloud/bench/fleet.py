@@ -51,6 +51,7 @@ from typing import IO, Any
 from agent.config import AgentConfig, load_config
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
+from agent.platform.neo import from_detected
 from agent.rollout import Phase
 from localcloud.clock import VirtualClock
 from localcloud.fleet import Fleet, SimDevice, agent_clients, make_reconciler
@@ -88,9 +89,28 @@ FULL_MIX: tuple[tuple[str, int], ...] = (
 
 RUNNING_STATES = ("RUNNING", "FINISHED")
 LFV = "lookoutvision"
+SM = "sagemaker"
 GG = "greengrass"
-#: The services whose throttled share the bench reports (call-log service names).
-SERVICES = (LFV, GG)
+#: The packaging backends the bench runs (``--backend``); call-log service names.
+BACKENDS = (LFV, SM)
+#: How the table names each packaging service.
+SHORT_NAMES = {LFV: "L4V", SM: "SageMaker"}
+SERVICE_TITLES = {LFV: "Lookout for Vision", SM: "SageMaker"}
+#: Why the SageMaker bench runs the agent alone.
+BASELINES_SKIPPED = (
+    "baselines skipped for the SageMaker backend: the hand-written baselines speak "
+    "Lookout for Vision only"
+)
+#: The SageMaker request quota the bench assumes by default (requests/s per account and
+#: Region, shared by every SageMaker operation the agent calls). AWS publishes no rate for
+#: ListModelPackages, DescribeModelPackage, CreateCompilationJob or
+#: DescribeCompilationJob: its SageMaker quota pages say only that the management APIs
+#: are throttled and that those limits are not adjustable, and the one per-operation rate
+#: they state is 1 request/s for CreateTrainingJob. 2 requests/s for all four operations
+#: together is a deliberately low assumption (``--sagemaker-quota`` changes it).
+DEFAULT_SAGEMAKER_QUOTA = 2
+#: Where Neo writes in the SageMaker bench (the bucket is the Lookout for Vision one).
+NEO_OUTPUT = f"s3://{BUCKET}/neo"
 
 #: What a fleet operator sets on top of the agent's defaults for this benchmark.
 AGENT_OVERRIDES: dict[str, Any] = {
@@ -116,6 +136,9 @@ class Scenario:
     mix: tuple[tuple[str, int], ...] = FULL_MIX
     packaging_seconds: float = 900.0
     quota_per_second: int = 5
+    #: the packaging backend (``lookoutvision`` or ``sagemaker``) and SageMaker's quota
+    backend: str = LFV
+    sagemaker_quota_per_second: int = DEFAULT_SAGEMAKER_QUOTA
     error_rate: float = 0.05
     seed: int = 1
     baseline_tick_seconds: float = 60.0
@@ -133,18 +156,41 @@ class Scenario:
     def devices(self) -> int:
         return sum(n for _, n in self.mix)
 
+    @property
+    def service(self) -> str:
+        """The packaging service's call-log name (the backend's)."""
+        return self.backend
+
+    @property
+    def services(self) -> tuple[str, str]:
+        """The services whose throttled share the bench reports."""
+        return (self.service, GG)
+
+    @property
+    def packaging_quota(self) -> int:
+        """The request quota of the packaging service (requests/s)."""
+        return self.sagemaker_quota_per_second if self.backend == SM else self.quota_per_second
+
     def platforms(self) -> list[tuple[str, DetectedPlatform]]:
         """(thing name, platform) of every device, in a fixed order."""
         keys = [key for key, n in self.mix for _ in range(n)]
         return [(f"dev-{i:04d}", PLATFORMS[key]) for i, key in enumerate(keys)]
 
     def describe(self) -> dict[str, Any]:
+        quota: dict[str, Any] = {"lookoutvisionQuotaPerSecond": self.quota_per_second}
+        if self.backend == SM:
+            quota = {
+                "sagemakerQuotaPerSecond": self.sagemaker_quota_per_second,
+                "sagemakerQuotaNote": "assumed: AWS publishes no request rate for the "
+                "SageMaker operations the agent calls; one quota shared by all of them",
+            }
         return {
+            "backend": self.backend,
             "devices": self.devices,
             "mix": {key: n for key, n in self.mix},
             "packagingSeconds": self.packaging_seconds,
-            "lookoutvisionQuotaPerSecond": self.quota_per_second,
-            "random5xxShare": {"lookoutvision": self.error_rate, "greengrass": self.error_rate},
+            **quota,
+            "random5xxShare": {self.service: self.error_rate, "greengrass": self.error_rate},
             "greengrassRateQuotasPerSecond": greengrass_quotas(),
             "seed": self.seed,
             "baselineTickSeconds": self.baseline_tick_seconds,
@@ -179,6 +225,9 @@ class Stage:
     clock: VirtualClock
     release_at: float
     version: int
+    #: the packaging service (call-log name) and, for SageMaker, the Neo role
+    service: str = LFV
+    role_arn: str | None = None
 
     @property
     def component_version(self) -> str:
@@ -190,13 +239,20 @@ def build_stage(scenario: Scenario, clock: VirtualClock | None = None) -> Stage:
 
     Every device already runs the agent component, deployed to its own thing. The
     setup goes through the world's internal clients: no faults, no call log. ``clock``
-    (default: a new VirtualClock) lets a live fleet start at the wall clock's time.
+    (default: a new VirtualClock) lets a live fleet start at the wall clock's time. With
+    the SageMaker backend the project is a model package group, Neo compiles in
+    ``packaging_seconds`` and the release is a new Approved package version.
     """
     clock = clock or VirtualClock()
     world = World(clock, seed=scenario.seed)
     world.client("s3").create_bucket(Bucket=BUCKET)
     world.lookoutvision.create_project(PROJECT)
     world.lookoutvision.packaging_seconds = scenario.packaging_seconds
+    role_arn = None
+    if scenario.backend == SM:
+        world.sagemaker.create_model_package_group(PROJECT)
+        world.sagemaker.compile_seconds = scenario.packaging_seconds
+        role_arn = world.sagemaker.create_execution_role()
     world.greengrass.register_component_version(json.loads(AGENT_RECIPE.read_text()))
     gg, iot = world.client("greengrassv2"), world.client("iot")
     for thing, platform in scenario.platforms():
@@ -209,13 +265,16 @@ def build_stage(scenario: Scenario, clock: VirtualClock | None = None) -> Stage:
         )
     clock.advance(300)
     world.tick()
-    world.faults.set_quota(LFV, scenario.quota_per_second)
-    world.faults.inject(LFV, "*", "5xx", probability=scenario.error_rate)
+    world.faults.set_quota(scenario.service, scenario.packaging_quota)
+    world.faults.inject(scenario.service, "*", "5xx", probability=scenario.error_rate)
     world.faults.inject("greengrass", "*", "5xx", probability=scenario.error_rate)
     release_at = clock.now()
-    version = world.lookoutvision.add_model(PROJECT, "TRAINED")
+    if scenario.backend == SM:
+        version = world.sagemaker.add_model_package(PROJECT, approval="Approved")
+    else:
+        version = world.lookoutvision.add_model(PROJECT, "TRAINED")
     world.calls.clear()
-    return Stage(world, clock, release_at, version)
+    return Stage(world, clock, release_at, version, scenario.service, role_arn)
 
 
 @dataclass
@@ -224,7 +283,9 @@ class Track:
 
     thing: str
     component: str | None = None
-    lookoutvision_calls: int = 0
+    #: the device's platform key (what its packaging job is shared by)
+    platform: str = ""
+    packaging_calls: int = 0
     greengrass_calls: int = 0
     deployed_at: float | None = None  # the step that created its deployment
     confirmed_at: float | None = None  # the step that saw the new version RUNNING
@@ -245,9 +306,10 @@ class Outcome:
 class _CallMeter:
     """Attributes the world's new call-log entries to the device that just stepped."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, service: str) -> None:
         self._calls = world.calls.calls
         self._mark = len(self._calls)
+        self._service = service
 
     def take(self, track: Track) -> None:
         """Count the new calls for ``track`` while its rollout is on (the agent's later
@@ -257,8 +319,8 @@ class _CallMeter:
         if track.confirmed_at is None:
             for i in range(self._mark, end):
                 service = calls[i].service
-                if service == LFV:
-                    track.lookoutvision_calls += 1
+                if service == self._service:
+                    track.packaging_calls += 1
                 elif service == GG:
                     track.greengrass_calls += 1
         self._mark = end
@@ -267,8 +329,9 @@ class _CallMeter:
 # -- the agent -------------------------------------------------------------------------
 
 
-def agent_config(thing: str, state_dir: Path) -> AgentConfig:
-    """The agent's defaults plus identity, project and ``AGENT_OVERRIDES``."""
+def agent_config(thing: str, state_dir: Path, role_arn: str | None = None) -> AgentConfig:
+    """The agent's defaults plus identity, project and ``AGENT_OVERRIDES``; with
+    ``role_arn`` the SageMaker backend (the project is the model package group)."""
     values: dict[str, Any] = {
         "thingName": thing,
         "region": "us-east-1",
@@ -277,6 +340,13 @@ def agent_config(thing: str, state_dir: Path) -> AgentConfig:
         "stateDir": str(state_dir / thing),
         **AGENT_OVERRIDES,
     }
+    if role_arn is not None:
+        values["packaging"] = {"backend": SM}
+        values["sagemaker"] = {
+            "modelPackageGroupName": PROJECT,
+            "roleArn": role_arn,
+            "s3OutputLocation": NEO_OUTPUT,
+        }
     return load_config(overrides=values)
 
 
@@ -296,7 +366,7 @@ def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
     tracks: dict[str, Track] = {}
     shared = None
     for thing, platform in scenario.platforms():
-        config = agent_config(thing, state_dir or Path("state"))
+        config = agent_config(thing, state_dir or Path("state"), stage.role_arn)
         shared = shared or agent_clients(world, config)
         ledger = Ledger(":memory:" if state_dir is None else Path(config.state_dir) / "agent.sqlite")
         reconciler = make_reconciler(
@@ -304,8 +374,8 @@ def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
         )
         first = stage.release_at + rng.uniform(0, config.check_interval_seconds)
         fleet.add(SimDevice(thing, platform, reconciler, ledger), first)
-        tracks[thing] = Track(thing)
-    meter = _CallMeter(world)
+        tracks[thing] = Track(thing, platform=platform.key)
+    meter = _CallMeter(world, stage.service)
     confirmed = 0
 
     def on_step(device: SimDevice, now: float) -> None:
@@ -504,11 +574,14 @@ class BaselineDevice:
             "ComponentVersion": f"{self.version}.0.0",
             "S3OutputLocation": {"Bucket": BUCKET, "Prefix": f"{self.design.name}/{self.owner}/"},
         }
-        platform = self.platform
+        return target | self.target_of(self.platform)
+
+    @staticmethod
+    def target_of(platform: DetectedPlatform) -> dict[str, Any]:
+        """The target members of a Lookout for Vision packaging configuration."""
         if platform.target_device is not None:
-            target["TargetDevice"] = platform.target_device
-            return target
-        target["TargetPlatform"] = {"Os": platform.os, "Arch": platform.arch}
+            return {"TargetDevice": platform.target_device}
+        target: dict[str, Any] = {"TargetPlatform": {"Os": platform.os, "Arch": platform.arch}}
         if platform.accelerator is not None:
             target["TargetPlatform"]["Accelerator"] = platform.accelerator
         if platform.compiler_options:
@@ -535,6 +608,8 @@ class BaselineDevice:
 def run_baseline(scenario: Scenario, design: BaselineDesign | None = None) -> Outcome:
     """A hand-written baseline (default: the naive one) through the same release on a
     fresh, identical world."""
+    if scenario.backend != LFV:
+        raise ValueError("the hand-written baselines speak Lookout for Vision only")
     design = design or BaselineDesign.naive(scenario)
     started = time.perf_counter()
     stage = build_stage(scenario)
@@ -548,14 +623,14 @@ def run_baseline(scenario: Scenario, design: BaselineDesign | None = None) -> Ou
         BaselineDevice(thing, platform, clients, design, random.Random(seeds.random()))
         for thing, platform in scenario.platforms()
     ]
-    tracks = [Track(d.thing, component=d.component) for d in devices]
+    tracks = [Track(d.thing, component=d.component, platform=d.platform.key) for d in devices]
     # Each device's timer phase is where it happened to start (boot time), so its first
     # check after the release falls within one check period.
     queue = [
         (stage.release_at + rng.uniform(0, design.check_seconds), i) for i in range(len(devices))
     ]
     heapq.heapify(queue)
-    meter = _CallMeter(world)
+    meter = _CallMeter(world, stage.service)
     deadline = stage.release_at + scenario.baseline_deadline_seconds
     while queue:
         due, index = heapq.heappop(queue)
@@ -594,41 +669,114 @@ def _seconds_to_share(times: list[float], devices: int, share: float) -> float |
     return sorted(times)[needed - 1] if len(times) >= needed else None
 
 
-def figures(outcome: Outcome) -> dict[str, Any]:
-    """The numbers of one run (times in simulated seconds from the release)."""
+def _target(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What a packaging job compiles for (TargetDevice, TargetPlatform, CompilerOptions),
+    comparable across requests of one backend."""
+    options = config.get("CompilerOptions")
+    return (
+        config.get("TargetDevice"),
+        json.dumps(config.get("TargetPlatform"), sort_keys=True),
+        json.dumps(json.loads(options) if options else {}, sort_keys=True),
+    )
+
+
+def _platform_targets(backend: str) -> dict[tuple[Any, ...], str]:
+    """The bench platforms by the target their jobs carry, in ``backend``'s terms."""
+    if backend == SM:
+        return {_target(from_detected(p).output_config("")): key for key, p in PLATFORMS.items()}
+    return {_target(BaselineDevice.target_of(p)): key for key, p in PLATFORMS.items()}
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A packaging job as the figures see it, either backend."""
+
+    platform: str | None
+    #: when it ended successfully (None: not, or not yet)
+    succeeded_at: float | None
+    component: tuple[str, str] | None = None
+
+
+def packaging_jobs(stage: Stage) -> list[_Job]:
+    """Every packaging job of the run with its platform (by target) and its end."""
+    world = stage.world
+    if stage.service == SM:
+        by_target = _platform_targets(SM)
+        return [
+            _Job(by_target.get(_target(j.output_config)),
+                 j.ended if j.status == "COMPLETED" else None)
+            for j in world.sagemaker.jobs()
+        ]
+    by_target = _platform_targets(LFV)
+    return [
+        _Job(
+            by_target.get(_target(j.configuration.get("Greengrass") or {})),
+            j.updated if j.status == "SUCCEEDED" else None,
+            (j.component_name, j.component_version),
+        )
+        for j in world.lookoutvision.jobs()
+    ]
+
+
+def _succeeded_at(outcome: Outcome, jobs: list[_Job]) -> dict[str, float]:
+    """Per device, when the packaging job that made its component succeeded: by component
+    for Lookout for Vision (which makes it), by platform for SageMaker (the agent makes
+    the component from the job's output, one platform one job)."""
     stage = outcome.stage
-    world, release = stage.world, stage.release_at
+    found: dict[str, float] = {}
+    if stage.service == SM:
+        ended = {j.platform: j.succeeded_at for j in jobs if j.succeeded_at is not None}
+        for track in outcome.tracks:
+            if track.platform in ended:
+                found[track.thing] = ended[track.platform]
+        return found
+    made = {j.component: j.succeeded_at for j in jobs if j.succeeded_at is not None}
+    for track in outcome.tracks:
+        key = (track.component, stage.component_version)
+        if track.component is not None and key in made:
+            found[track.thing] = made[key]
+    return found
+
+
+def figures(outcome: Outcome) -> dict[str, Any]:
+    """The numbers of one run (times in simulated seconds from the release). The
+    packaging service's figures are named after it (``lookoutvisionCalls``,
+    ``sagemakerCalls``, ...)."""
+    stage = outcome.stage
+    world, release, service = stage.world, stage.release_at, stage.service
     world.tick()  # bring jobs and devices up to the end of the run
     calls = world.calls.calls
     per_operation = Counter(f"{c.service}:{c.operation}" for c in calls)
     throttled = Counter(f"{c.service}:{c.operation}" for c in calls if c.status == 429)
-    lfv_per_second = Counter(int(c.time - release) for c in calls if c.service == LFV)
-    lfv_served = Counter(
-        int(c.time - release) for c in calls if c.service == LFV and c.status < 400
+    pkg_per_second = Counter(int(c.time - release) for c in calls if c.service == service)
+    pkg_served = Counter(
+        int(c.time - release) for c in calls if c.service == service and c.status < 400
     )
-    jobs = world.lookoutvision.jobs()
-    succeeded_at = {
-        (j.component_name, j.component_version): j.updated for j in jobs if j.status == "SUCCEEDED"
-    }
+    jobs = packaging_jobs(stage)
+    succeeded_at = _succeeded_at(outcome, jobs)
     delays = [
-        t.deployed_at - succeeded_at[(t.component, stage.component_version)]
+        t.deployed_at - succeeded_at[t.thing]
         for t in outcome.tracks
-        if t.deployed_at is not None
-        and t.component is not None
-        and (t.component, stage.component_version) in succeeded_at
+        if t.deployed_at is not None and t.thing in succeeded_at
     ]
     running = running_times(outcome)
     devices = len(outcome.tracks)
-    lfv_counts = [float(t.lookoutvision_calls) for t in outcome.tracks]
+    pkg_counts = [float(t.packaging_calls) for t in outcome.tracks]
     gg_counts = [float(t.greengrass_calls) for t in outcome.tracks]
     gg_per_second = Counter(int(c.time - release) for c in calls if c.service == GG)
     total = len(calls)
     service_calls = Counter(c.service for c in calls)
     service_throttled = Counter(c.service for c in calls if c.status == 429)
+    per_platform = Counter(j.platform or "unknown target" for j in jobs)
+    name = "Sagemaker" if service == SM else "Lookoutvision"
     return {
+        "backend": service,
         "devices": devices,
         "packagingJobs": len(jobs),
-        "packagingJobsSucceeded": len(succeeded_at),
+        "packagingJobsPerPlatform": {
+            key: per_platform[key] for key in dict.fromkeys(t.platform for t in outcome.tracks)
+        } | dict(per_platform),
+        "packagingJobsSucceeded": sum(1 for j in jobs if j.succeeded_at is not None),
         "deploymentsCreated": sum(
             1 for c in calls if c.operation == "CreateDeployment" and c.status < 300
         ),
@@ -639,15 +787,15 @@ def figures(outcome: Outcome) -> dict[str, Any]:
         "throttledShare": (sum(throttled.values()) / total) if total else 0.0,
         "throttledShareByService": {
             service: _share(service_throttled[service], service_calls[service])
-            for service in SERVICES
+            for service in (stage.service, GG)
         },
         "throttledSharePerOperation": {
             key: _share(throttled[key], per_operation[key]) for key in sorted(throttled)
         },
         "serverErrors": sum(1 for c in calls if c.status >= 500),
-        "lookoutvisionCalls": sum(lfv_per_second.values()),
-        "peakLookoutvisionRequestsPerSecond": max(lfv_per_second.values(), default=0),
-        "peakLookoutvisionServedPerSecond": max(lfv_served.values(), default=0),
+        f"{service}Calls": sum(pkg_per_second.values()),
+        f"peak{name}RequestsPerSecond": max(pkg_per_second.values(), default=0),
+        f"peak{name}ServedPerSecond": max(pkg_served.values(), default=0),
         "greengrassCalls": service_calls[GG],
         "peakGreengrassRequestsPerSecond": max(gg_per_second.values(), default=0),
         "failedRollouts": sum(1 for t in outcome.tracks if t.failed),
@@ -669,7 +817,7 @@ def figures(outcome: Outcome) -> dict[str, Any]:
             "max": max(delays, default=None),
             "devices": len(delays),
         },
-        "lookoutvisionCallsPerDevice": per_device(lfv_counts),
+        f"{service}CallsPerDevice": per_device(pkg_counts),
         "greengrassCallsPerDevice": per_device(gg_counts),
         "simulatedSeconds": outcome.end_at - release,
         "wallSeconds": round(outcome.wall_seconds, 1),
@@ -724,48 +872,73 @@ def request_series(outcome: Outcome, service: str) -> list[int]:
 #: (key, label, getter, target text, check) for the agent's figures.
 Target = tuple[str, str, Callable[[dict[str, Any]], Any], str, Callable[[Any, Scenario], bool]]
 
-TARGETS: list[Target] = [
-    ("packagingJobs", "packaging jobs started", lambda f: f["packagingJobs"],
-     "= platforms", lambda v, s: v == len(s.mix)),
-    ("failedRollouts", "failed rollouts", lambda f: f["failedRollouts"],
-     "0", lambda v, s: v == 0),
-    ("lfvThrottledShare", "throttled share, L4V calls",
-     lambda f: f["throttledShareByService"][LFV], "< 1 %", lambda v, s: v < 0.01),
-    ("ggThrottledShare", "throttled share, Greengrass calls",
-     lambda f: f["throttledShareByService"][GG], "< 1 %", lambda v, s: v < 0.01),
-    ("deployDelayP95", "SUCCEEDED -> deployment p95 (s)",
-     lambda f: f["deployDelayAfterSucceeded"]["p95"],
-     "<= 90 s", lambda v, s: v is not None and v <= 90),
-    ("secondsTo100", "release -> 100 % RUNNING (s)", lambda f: f["secondsToRunning"]["p100"],
-     "<= 1800 s", lambda v, s: v is not None and v <= 1800),
-    ("lfvCallsMedian", "L4V calls/device/rollout, median",
-     lambda f: f["lookoutvisionCallsPerDevice"]["median"],
-     "<= 10", lambda v, s: v is not None and v <= 10),
-]
+#: The prefix of each packaging service's target keys.
+_TARGET_PREFIX = {LFV: "lfv", SM: "sm"}
 
-#: Rows of the printed table: (label, getter).
-ROWS: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-    ("packaging jobs started", lambda f: f["packagingJobs"]),
-    ("calls, all services", lambda f: f["calls"]),
-    ("L4V calls", lambda f: f["lookoutvisionCalls"]),
-    ("Greengrass calls", lambda f: f["greengrassCalls"]),
-    ("throttled calls (429)", lambda f: f["throttledCalls"]),
-    ("throttled share, all calls", lambda f: f["throttledShare"]),
-    ("throttled share, L4V calls", lambda f: f["throttledShareByService"][LFV]),
-    ("throttled share, Greengrass calls", lambda f: f["throttledShareByService"][GG]),
-    ("peak L4V requests/s", lambda f: f["peakLookoutvisionRequestsPerSecond"]),
-    ("peak Greengrass requests/s", lambda f: f["peakGreengrassRequestsPerSecond"]),
-    ("failed rollouts", lambda f: f["failedRollouts"]),
-    ("not RUNNING at the end", lambda f: f["notRunningAtEnd"]),
-    ("release -> 50 % RUNNING (s)", lambda f: f["secondsToRunning"]["p50"]),
-    ("release -> 95 % RUNNING (s)", lambda f: f["secondsToRunning"]["p95"]),
-    ("release -> 100 % RUNNING (s)", lambda f: f["secondsToRunning"]["p100"]),
-    ("SUCCEEDED -> deployment p50 (s)", lambda f: f["deployDelayAfterSucceeded"]["p50"]),
-    ("SUCCEEDED -> deployment p95 (s)", lambda f: f["deployDelayAfterSucceeded"]["p95"]),
-    ("L4V calls/device/rollout, median", lambda f: f["lookoutvisionCallsPerDevice"]["median"]),
-    ("L4V calls/device/rollout, mean", lambda f: f["lookoutvisionCallsPerDevice"]["mean"]),
-    ("GG calls/device/rollout, median", lambda f: f["greengrassCallsPerDevice"]["median"]),
-]
+
+def _one_each(value: Any, scenario: Scenario) -> bool:
+    return isinstance(value, dict) and all(value.get(key) == 1 for key, _ in scenario.mix) and (
+        sum(value.values()) == len(scenario.mix)
+    )
+
+
+def targets(service: str = LFV) -> list[Target]:
+    """The agent's targets with ``service`` (a call-log name) packaging."""
+    short, prefix = SHORT_NAMES[service], _TARGET_PREFIX[service]
+    return [
+        ("packagingJobs", "packaging jobs started", lambda f: f["packagingJobs"],
+         "= platforms", lambda v, s: v == len(s.mix)),
+        ("jobsPerPlatform", "packaging jobs per platform", lambda f: f["packagingJobsPerPlatform"],
+         "1 each", _one_each),
+        ("failedRollouts", "failed rollouts", lambda f: f["failedRollouts"],
+         "0", lambda v, s: v == 0),
+        (f"{prefix}ThrottledShare", f"throttled share, {short} calls",
+         lambda f: f["throttledShareByService"][service], "< 1 %", lambda v, s: v < 0.01),
+        ("ggThrottledShare", "throttled share, Greengrass calls",
+         lambda f: f["throttledShareByService"][GG], "< 1 %", lambda v, s: v < 0.01),
+        ("deployDelayP95", "SUCCEEDED -> deployment p95 (s)",
+         lambda f: f["deployDelayAfterSucceeded"]["p95"],
+         "<= 90 s", lambda v, s: v is not None and v <= 90),
+        ("secondsTo100", "release -> 100 % RUNNING (s)", lambda f: f["secondsToRunning"]["p100"],
+         "<= 1800 s", lambda v, s: v is not None and v <= 1800),
+        (f"{prefix}CallsMedian", f"{short} calls/device/rollout, median",
+         lambda f: f[f"{service}CallsPerDevice"]["median"],
+         "<= 10", lambda v, s: v is not None and v <= 10),
+    ]
+
+
+def rows(service: str = LFV) -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
+    """Rows of the printed table, (label, getter), with ``service`` packaging."""
+    short = SHORT_NAMES[service]
+    name = "Sagemaker" if service == SM else "Lookoutvision"
+    return [
+        ("packaging jobs started", lambda f: f["packagingJobs"]),
+        ("packaging jobs per platform", lambda f: f["packagingJobsPerPlatform"]),
+        ("calls, all services", lambda f: f["calls"]),
+        (f"{short} calls", lambda f: f[f"{service}Calls"]),
+        ("Greengrass calls", lambda f: f["greengrassCalls"]),
+        ("throttled calls (429)", lambda f: f["throttledCalls"]),
+        ("throttled share, all calls", lambda f: f["throttledShare"]),
+        (f"throttled share, {short} calls", lambda f: f["throttledShareByService"][service]),
+        ("throttled share, Greengrass calls", lambda f: f["throttledShareByService"][GG]),
+        (f"peak {short} requests/s", lambda f: f[f"peak{name}RequestsPerSecond"]),
+        ("peak Greengrass requests/s", lambda f: f["peakGreengrassRequestsPerSecond"]),
+        ("failed rollouts", lambda f: f["failedRollouts"]),
+        ("not RUNNING at the end", lambda f: f["notRunningAtEnd"]),
+        ("release -> 50 % RUNNING (s)", lambda f: f["secondsToRunning"]["p50"]),
+        ("release -> 95 % RUNNING (s)", lambda f: f["secondsToRunning"]["p95"]),
+        ("release -> 100 % RUNNING (s)", lambda f: f["secondsToRunning"]["p100"]),
+        ("SUCCEEDED -> deployment p50 (s)", lambda f: f["deployDelayAfterSucceeded"]["p50"]),
+        ("SUCCEEDED -> deployment p95 (s)", lambda f: f["deployDelayAfterSucceeded"]["p95"]),
+        (f"{short} calls/device/rollout, median",
+         lambda f: f[f"{service}CallsPerDevice"]["median"]),
+        (f"{short} calls/device/rollout, mean", lambda f: f[f"{service}CallsPerDevice"]["mean"]),
+        ("GG calls/device/rollout, median", lambda f: f["greengrassCallsPerDevice"]["median"]),
+    ]
+
+
+TARGETS: list[Target] = targets(LFV)
+ROWS = rows(LFV)
 
 #: The contenders in the order of the table and the JSON keys of their figures.
 CONTENDERS: tuple[tuple[str, str], ...] = (
@@ -801,6 +974,8 @@ def machine() -> dict[str, Any]:
 def _show(value: Any, label: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict):  # per platform, in the mix's order
+        return "/".join(str(n) for n in value.values())
     if "share" in label:
         return f"{value:.2%}"
     if isinstance(value, float):
@@ -809,19 +984,25 @@ def _show(value: Any, label: str = "") -> str:
 
 
 def table(result: dict[str, Any], scenario: Scenario) -> str:
-    """The printed comparison: the agent, both baselines, the agent's ratio to each."""
-    columns = [result[key] for _, key in CONTENDERS]
-    checks = {label: (target, check) for _, label, _, target, check in TARGETS}
+    """The printed comparison: the agent, both baselines, the agent's ratio to each (the
+    agent alone when the baselines were skipped)."""
+    checks = {label: (target, check) for _, label, _, target, check in targets(scenario.service)}
+    alone = result.get("baseline") is None
     lines = [
+        f"{'figure':34} {'agent':>9}  target (agent)" if alone else
         f"{'figure':34} {'agent':>9} {'naive':>9} {'per-plat.':>9} {'a/naive':>8} "
         f"{'a/per-pl.':>9}  target (agent)"
     ]
-    for label, get in ROWS:
-        a, naive, strong = (get(figures) for figures in columns)
+    for label, get in rows(scenario.service):
+        a = get(result["agent"])
         mark = ""
         if label in checks:
             target, check = checks[label]
             mark = f"{target:9} {'ok' if check(a, scenario) else 'MISSED'}"
+        if alone:
+            lines.append(f"{label:34} {_show(a, label):>9}  {mark}".rstrip())
+            continue
+        naive, strong = get(result["baseline"]), get(result["platformBaseline"])
         shown = ["-" if r is None else f"{r:.3g}" for r in (ratio(a, naive), ratio(a, strong))]
         lines.append(
             f"{label:34} {_show(a, label):>9} {_show(naive, label):>9} {_show(strong, label):>9} "
@@ -856,8 +1037,8 @@ def quiet_agent_logs(path: Path) -> Iterator[Counter[str]]:
 
 
 def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
-    """Devices RUNNING, L4V and Greengrass requests/s over simulated minutes, every
-    contender (the agent drawn last, on top)."""
+    """Devices RUNNING, the packaging service's and Greengrass requests/s over simulated
+    minutes, every contender (the agent drawn last, on top)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -875,7 +1056,7 @@ def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
         ys = list(range(len(times) + 1))
         top.step(xs, ys, where="post", color=colour, label=outcome.name)
         end = max(end, xs[-1])
-        for axis, service in ((middle, LFV), (bottom, GG)):
+        for axis, service in ((middle, scenario.service), (bottom, GG)):
             series = request_series(outcome, service)
             axis.plot(
                 [i / 60 for i in range(len(series))], series, color=colour, linewidth=0.6,
@@ -886,14 +1067,16 @@ def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
     top.set_ylabel("devices RUNNING the release")
     top.set_title(
         f"{scenario.devices} devices, {len(scenario.mix)} platforms, packaging "
+        f"({SERVICE_TITLES[scenario.service]}) "
         f"{scenario.packaging_seconds / 60:.0f} min, {scenario.error_rate:.0%} random 5xx"
     )
     top.legend(loc="lower right")
+    assumed = " (assumed)" if scenario.backend == SM else ""
     middle.axhline(
-        scenario.quota_per_second, color="red", linestyle="--", linewidth=1,
-        label=f"quota {scenario.quota_per_second} req/s",
+        scenario.packaging_quota, color="red", linestyle="--", linewidth=1,
+        label=f"quota {scenario.packaging_quota} req/s{assumed}",
     )
-    middle.set_ylabel("Lookout for Vision requests/s")
+    middle.set_ylabel(f"{SERVICE_TITLES[scenario.service]} requests/s")
     middle.legend(loc="upper right")
     shared = DEFAULT_RATE_QUOTAS[OTHER_OPERATIONS]
     bottom.axhline(
@@ -909,24 +1092,45 @@ def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
     plt.close(fig)
 
 
+def output_stem(scenario: Scenario) -> str:
+    """The name of the result files: ``fleet`` (Lookout for Vision), ``fleet-sagemaker``."""
+    return "fleet" if scenario.backend == LFV else f"fleet-{scenario.backend}"
+
+
 def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict[str, Any]:
-    """Run the agent and both baselines, write ``fleet.json`` and ``fleet.png`` into ``out``."""
+    """Run the agent and both baselines (the agent alone with the SageMaker backend),
+    write ``<stem>.json`` and ``<stem>.png`` into ``out`` (see :func:`output_stem`)."""
     out.mkdir(parents=True, exist_ok=True)
+    stem = output_stem(scenario)
     started = time.perf_counter()
-    with quiet_agent_logs(out / "fleet-agent.log") as log_counts:
+    with quiet_agent_logs(out / f"{stem}-agent.log") as log_counts:
         agent = run_agent(scenario, state_dir)
         agent_figures = figures(agent)
-    # Each baseline gets a new World (moto is reset; the previous run's figures are taken).
-    naive = run_baseline(scenario, BaselineDesign.naive(scenario))
-    naive_figures = figures(naive)
-    strong = run_baseline(scenario, BaselineDesign.per_platform(scenario))
-    strong_figures = figures(strong)
-    plot([agent, naive, strong], scenario, out / "fleet.png")
-    targets = []
-    for key, label, get, target, check in TARGETS:
+    outcomes = [agent]
+    compared: dict[str, Any] = {"baselinesSkipped": BASELINES_SKIPPED}
+    if scenario.backend == LFV:
+        # Each baseline gets a new World (moto is reset; the previous run's figures are taken).
+        naive = run_baseline(scenario, BaselineDesign.naive(scenario))
+        naive_figures = figures(naive)
+        strong = run_baseline(scenario, BaselineDesign.per_platform(scenario))
+        strong_figures = figures(strong)
+        outcomes += [naive, strong]
+        compared = {
+            "baseline": naive_figures,
+            "platformBaseline": strong_figures,
+            "ratioAgentToBaseline": {
+                label: ratio(get(agent_figures), get(naive_figures)) for label, get in ROWS
+            },
+            "ratioAgentToPlatformBaseline": {
+                label: ratio(get(agent_figures), get(strong_figures)) for label, get in ROWS
+            },
+        }
+    plot(outcomes, scenario, out / f"{stem}.png")
+    met = []
+    for key, label, get, target, check in targets(scenario.service):
         value = get(agent_figures)
-        targets.append({"key": key, "figure": label, "target": target, "value": value,
-                        "met": bool(check(value, scenario))})
+        met.append({"key": key, "figure": label, "target": target, "value": value,
+                    "met": bool(check(value, scenario))})
     result: dict[str, Any] = {
         "scenario": scenario.describe(),
         "agentConfiguration": {
@@ -935,44 +1139,59 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
             "sleeps are real time, while the agent's back-off runs on the virtual clock",
         },
         "agent": agent_figures,
-        "baseline": naive_figures,
-        "platformBaseline": strong_figures,
-        "ratioAgentToBaseline": {
-            label: ratio(get(agent_figures), get(naive_figures)) for label, get in ROWS
-        },
-        "ratioAgentToPlatformBaseline": {
-            label: ratio(get(agent_figures), get(strong_figures)) for label, get in ROWS
-        },
-        "targets": targets,
+        "baseline": None,
+        "platformBaseline": None,
+        **compared,
+        "targets": met,
         "agentLogAtWarningOrAbove": dict(log_counts),
         "machine": machine(),
         "wallSeconds": round(time.perf_counter() - started, 1),
     }
-    (out / "fleet.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/bench_fleet",
         description="Fleet rollout benchmark: the agent vs a naive and a per-platform "
-        "hand-written baseline on the local world's virtual clock.",
+        "hand-written baseline on the local world's virtual clock (the agent alone with "
+        "--backend sagemaker).",
     )
     parser.add_argument("--devices", type=int, default=sum(n for _, n in FULL_MIX),
                         help="fleet size (default 1000; the 40/30/20/10 platform mix is scaled)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="directory for fleet.json and fleet.png (default bench-results)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--backend", choices=BACKENDS, default=LFV,
+                        help="the agent's packaging backend (default lookoutvision); "
+                        "sagemaker runs the agent alone and writes fleet-sagemaker.*")
+    parser.add_argument("--sagemaker-quota", type=_positive, default=DEFAULT_SAGEMAKER_QUOTA,
+                        metavar="N", help="SageMaker requests/s per account, all operations "
+                        f"(default {DEFAULT_SAGEMAKER_QUOTA}: assumed, AWS publishes none)")
     args = parser.parse_args(argv)
     stdout = stdout or sys.stdout
-    scenario = Scenario(mix=scaled_mix(args.devices), seed=args.seed)
+    scenario = Scenario(
+        mix=scaled_mix(args.devices), seed=args.seed, backend=args.backend,
+        sagemaker_quota_per_second=args.sagemaker_quota,
+    )
+    short = SHORT_NAMES[scenario.service]
+    assumed = " (assumed)" if scenario.backend == SM else ""
     print(
         f"bench_fleet: {scenario.devices} devices "
         f"({', '.join(f'{n} {k}' for k, n in scenario.mix)}), one release, packaging "
-        f"{scenario.packaging_seconds / 60:.0f} simulated min, L4V quota "
-        f"{scenario.quota_per_second} req/s, Greengrass quotas "
+        f"({SERVICE_TITLES[scenario.service]}) "
+        f"{scenario.packaging_seconds / 60:.0f} simulated min, {short} quota "
+        f"{scenario.packaging_quota} req/s{assumed}, Greengrass quotas "
         f"{', '.join(f'{k} {v:g}/s' for k, v in greengrass_quotas().items() if v is not None)}, "
-        f"{scenario.error_rate:.0%} random 5xx (L4V, Greengrass)",
+        f"{scenario.error_rate:.0%} random 5xx ({short}, Greengrass)",
         file=stdout,
     )
     print(
@@ -980,14 +1199,21 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
         "agent's back-off runs on the virtual clock)",
         file=stdout,
     )
+    if scenario.backend != LFV:
+        print(BASELINES_SKIPPED, file=stdout)
     result = run(scenario, args.out)
     print(table(result, scenario), file=stdout)
     missed = [t for t in result["targets"] if not t["met"]]
+    stem = output_stem(scenario)
+    walls = f"agent {result['agent']['wallSeconds']} s"
+    if result["baseline"] is not None:
+        walls += (
+            f", naive {result['baseline']['wallSeconds']} s, per-platform "
+            f"{result['platformBaseline']['wallSeconds']} s"
+        )
     print(
-        f"wall {result['wallSeconds']} s (agent {result['agent']['wallSeconds']} s, naive "
-        f"{result['baseline']['wallSeconds']} s, per-platform "
-        f"{result['platformBaseline']['wallSeconds']} s); wrote {args.out / 'fleet.json'}, "
-        f"{args.out / 'fleet.png'}",
+        f"wall {result['wallSeconds']} s ({walls}); wrote {args.out / f'{stem}.json'}, "
+        f"{args.out / f'{stem}.png'}",
         file=stdout,
     )
     if missed:
@@ -1003,6 +1229,8 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_SAGEMAKER_QUOTA",
     "FULL_MIX",
     "PLATFORMS",
     "BaselineDesign",

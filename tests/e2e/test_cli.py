@@ -96,6 +96,74 @@ def test_detect_prints_the_platform(fixture: str, code: int, expected: str) -> N
     assert expected in result.stdout
 
 
+def _detect(*args: str) -> tuple[int, dict[str, Any]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "detect", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert not result.stderr, result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def test_detect_shows_the_target_of_the_configured_backend(tmp_path: Path) -> None:
+    """The same Raspberry Pi 4 with a 32-bit userland: by default `detect` shows Lookout
+    for Vision's target (a TargetPlatform); with a configuration whose packaging.backend
+    is sagemaker it shows the SageMaker Neo target (TargetDevice rasp4b, no
+    CompilerOptions), and `--backend lookoutvision` overrides the configuration."""
+    root = str(FIXTURES / "raspberry-pi-4-armhf")
+    config = tmp_path / "agent.json"
+    config.write_text(json.dumps({
+        "thingName": "pi-1",
+        "region": "us-east-1",
+        "packaging": {"backend": "sagemaker"},
+        "sagemaker": {
+            "modelPackageGroupName": "widgets",
+            "roleArn": "arn:aws:iam::111122223333:role/NeoCompiler",
+            "s3OutputLocation": "s3://neo-output-bucket/compiled",
+        },
+    }))
+
+    code, lookout = _detect("--root", root)
+    assert code == 0
+    assert lookout["packagingBackend"] == "lookoutvision"
+    assert "targetDevice" not in lookout and lookout["targetPlatform"]["Arch"] == "ARM64"
+
+    code, neo = _detect("--root", root, "--config", str(config))
+    assert code == 0
+    assert neo["packagingBackend"] == "sagemaker"
+    assert neo["targetDevice"] == "rasp4b"
+    assert "targetPlatform" not in neo and neo["compilerOptions"] is None
+
+    code, chosen = _detect("--root", root, "--config", str(config), "--backend", "lookoutvision")
+    assert code == 0 and chosen["packagingBackend"] == "lookoutvision"
+    assert chosen["targetPlatform"] == lookout["targetPlatform"]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "target_device", "target_platform", "options"),
+    [
+        ("jetson-nano-jetpack461", "jetson_nano", None, None),
+        ("x86-64-t4", None, {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"},
+         {"gpu-code": "sm_75", "trt-ver": "7.1.3", "cuda-ver": "10.2"}),
+        ("raspberry-pi-3-armhf", "rasp3b", None, None),
+    ],
+)
+def test_detect_backend_sagemaker_shows_the_neo_target(
+    fixture: str,
+    target_device: str | None,
+    target_platform: dict[str, str] | None,
+    options: dict[str, str] | None,
+) -> None:
+    """`detect --backend sagemaker` prints what CreateCompilationJob's OutputConfig would
+    carry for the device: a Neo TargetDevice, or a TargetPlatform with CompilerOptions."""
+    code, neo = _detect("--root", str(FIXTURES / fixture), "--backend", "sagemaker")
+    assert code == 0
+    assert neo["supported"] is True and neo["packagingBackend"] == "sagemaker"
+    assert neo.get("targetDevice") == target_device
+    assert neo.get("targetPlatform") == target_platform
+    assert (json.loads(neo["compilerOptions"]) if neo["compilerOptions"] else None) == options
+
+
 def test_unsupported_platform_keeps_reporting_health_without_packaging(tmp_path: Path) -> None:
     """On an armv7l board the daemon stays up: it publishes an unsupported-platform
     report and UNHEALTHY health, never calls Lookout for Vision, and stops cleanly."""

@@ -68,9 +68,13 @@ def test_quick_fleet_benchmark_compares_the_agent_with_both_baselines_per_servic
     assert result["ratioAgentToPlatformBaseline"]["packaging jobs started"] == 1.0
     targets = {t["key"]: t for t in result["targets"]}
     assert set(targets) == {
-        "packagingJobs", "failedRollouts", "lfvThrottledShare", "ggThrottledShare",
-        "deployDelayP95", "secondsTo100", "lfvCallsMedian",
+        "packagingJobs", "jobsPerPlatform", "failedRollouts", "lfvThrottledShare",
+        "ggThrottledShare", "deployDelayP95", "secondsTo100", "lfvCallsMedian",
     }
+    assert agent["packagingJobsPerPlatform"] == {
+        "jetson-xavier": 1, "x86-64-nvidia-sm75": 1, "arm64-cpu": 1, "x86-64-cpu": 1,
+    }
+    assert naive["packagingJobsPerPlatform"] == result["scenario"]["mix"]
     assert targets["lfvThrottledShare"]["value"] == agent["throttledShareByService"]["lookoutvision"]
     assert targets["ggThrottledShare"]["value"] == agent["throttledShareByService"]["greengrass"]
     assert code == (0 if all(t["met"] for t in targets.values()) else 1)
@@ -78,6 +82,86 @@ def test_quick_fleet_benchmark_compares_the_agent_with_both_baselines_per_servic
     assert "packaging jobs started" in text and "awsMaxAttempts=1" in text
     assert "per-plat." in text and "throttled share, L4V calls" in text
     assert "throttled share, Greengrass calls" in text
+
+
+class _Lines:
+    """A text stream that keeps what the bench prints."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def test_quick_fleet_benchmark_with_the_sagemaker_backend(tmp_path: Path) -> None:
+    """Scenario: scripts/bench_fleet --backend sagemaker --devices 50 --sagemaker-quota 3:
+    50 real agents with the SageMaker backend on a fresh local world (a model package
+    group, a Neo role, Neo compiling for 15 simulated minutes, an assumed SageMaker quota
+    of 3 requests/s that the emulator enforces, the Greengrass quotas, 5 % random 5xx
+    from SageMaker and Greengrass), one Approved package version released. The agents
+    start exactly one Neo compilation job per platform, every device runs the new
+    version, the figures are SageMaker's (calls per device, throttled share per service),
+    the baselines are skipped and the output says so, and the exit code follows the
+    targets."""
+    out = tmp_path / "results"
+    printed = _Lines()
+
+    code = bench.main(
+        ["--backend", "sagemaker", "--devices", "50", "--sagemaker-quota", "3", "--out", str(out)],
+        stdout=printed,  # type: ignore[arg-type]
+    )
+
+    result = json.loads((out / "fleet-sagemaker.json").read_text())
+    assert (out / "fleet-sagemaker.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "fleet.json").exists()
+    scenario = result["scenario"]
+    assert scenario["backend"] == "sagemaker"
+    assert scenario["sagemakerQuotaPerSecond"] == 3
+    assert "assumed" in scenario["sagemakerQuotaNote"]
+    assert result["baseline"] is None and result["platformBaseline"] is None
+    assert "Lookout for Vision only" in result["baselinesSkipped"]
+    agent = result["agent"]
+    assert agent["backend"] == "sagemaker"
+    assert agent["packagingJobsPerPlatform"] == {
+        "jetson-xavier": 1, "x86-64-nvidia-sm75": 1, "arm64-cpu": 1, "x86-64-cpu": 1,
+    }
+    assert agent["packagingJobsSucceeded"] == 4
+    assert agent["failedRollouts"] == 0
+    assert agent["devicesRunning"] == agent["deploymentsCreated"] == 50
+    assert "lookoutvisionCalls" not in agent and "lookoutvisionCallsPerDevice" not in agent
+    assert agent["callsPerOperation"].get("lookoutvision:ListModels") is None
+    assert agent["peakSagemakerServedPerSecond"] <= 3  # the emulator enforces the quota
+    assert set(agent["throttledShareByService"]) == {"sagemaker", "greengrass"}
+    sm_throttled = sum(
+        n for key, n in agent["throttledPerOperation"].items() if key.startswith("sagemaker:")
+    )
+    assert agent["throttledShareByService"]["sagemaker"] == sm_throttled / agent["sagemakerCalls"]
+    assert agent["sagemakerCallsPerDevice"]["median"] >= 1
+    assert agent["greengrassCallsPerDevice"]["median"] >= 1
+    # Every device's delay is measured from its platform's Neo job's end.
+    assert agent["deployDelayAfterSucceeded"]["devices"] == 50
+    assert agent["secondsToRunning"]["p100"] is not None
+    targets = {t["key"]: t for t in result["targets"]}
+    assert set(targets) == {
+        "packagingJobs", "jobsPerPlatform", "failedRollouts", "smThrottledShare",
+        "ggThrottledShare", "deployDelayP95", "secondsTo100", "smCallsMedian",
+    }
+    assert targets["jobsPerPlatform"]["met"]
+    assert code == (0 if all(t["met"] for t in targets.values()) else 1)
+    text = printed.text
+    assert "baselines skipped for the SageMaker backend" in text
+    assert "SageMaker quota 3 req/s (assumed)" in text
+    assert "throttled share, SageMaker calls" in text and "per-plat." not in text
+    assert ("all agent targets met" in text) == (code == 0)
 
 
 def test_aws_max_attempts_counts_the_first_request() -> None:

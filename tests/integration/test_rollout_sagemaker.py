@@ -322,3 +322,67 @@ def test_stopped_compilation_ends_the_rollout_as_failed(
     assert failed.error_type == "PackagingFailedError"
     assert "widgets-x86-64-cpu-v1-1 STOPPED" in (failed.error_message or "")
     assert world.calls.counts()["greengrass:CreateComponentVersion"] == 0
+
+
+def _writes(world: World) -> list[str]:
+    """Calls that would change the cloud (every operation but reads)."""
+    reads = ("List", "Describe", "Get")
+    return [
+        f"{c.service}:{c.operation}" for c in world.calls.calls
+        if not c.operation.startswith(reads)
+    ]
+
+
+def test_plan_shows_the_real_model_package_arn_it_would_compile(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """`plan` on a fresh device with the SageMaker backend and two Approved versions: the
+    CreateCompilationJob it would send names v2's real ModelPackageVersionArn (learned
+    with DescribeModelPackage), not a group/version placeholder, with the Neo job name,
+    role, OutputConfig and StoppingCondition run would send; nothing is written to the
+    cloud (no compilation job, no component, no deployment)."""
+    from agent.plan import plan_of
+
+    reconciler, _ = start(world, clock, tmp_path, versions=2)
+    world.calls.clear()
+
+    out = plan_of(reconciler, clock.now())
+
+    assert "error" not in out, out
+    assert out["action"] == "package, then deploy"
+    assert out["desiredVersion"] == 2
+    request = out["packagingRequest"]
+    assert request["ModelPackageVersionArn"] == world.sagemaker.package_arn(aw.GROUP, 2)
+    assert request["CompilationJobName"] == "widgets-x86-64-cpu-v2-1"
+    assert request["OutputConfig"]["S3OutputLocation"].startswith(f"s3://{aw.NEO_BUCKET}/compiled")
+    assert set(request) == {
+        "CompilationJobName", "RoleArn", "OutputConfig", "StoppingCondition",
+        "ModelPackageVersionArn",
+    }
+    assert world.calls.counts()["sagemaker:DescribeModelPackage"] == 1
+    assert _writes(world) == []
+    assert world.sagemaker.jobs() == []
+    assert refused(world) == []
+
+
+def test_plan_reports_a_package_neo_cannot_compile(
+    world: World, clock: VirtualClock, tmp_path: Path
+) -> None:
+    """`plan` for a package without an input shape: the reading call tells what run
+    would hit (InvalidRequestError naming ModelInput.DataInputConfig), so the plan shows
+    that error with the placeholder request and sends nothing to Neo."""
+    from agent.plan import plan_of
+
+    role = aw.seed_sagemaker(world, versions=0)
+    world.sagemaker.add_model_package(aw.GROUP, approval="Approved", data_input_config=None)
+    aw.add_device(world, "dev-1")
+    reconciler = aw.reconciler(world, "dev-1", tmp_path, **aw.sagemaker_settings(role))
+    world.calls.clear()
+
+    out = plan_of(reconciler, clock.now())
+
+    assert out["error"]["type"] == "InvalidRequestError"
+    assert "ModelInput.DataInputConfig" in out["error"]["message"]
+    assert out["packagingRequest"]["ModelPackageVersionArn"] == f"<{aw.GROUP}/1>"
+    assert out["actions"][-1]["answer"]["type"] == "InvalidRequestError"
+    assert _writes(world) == []

@@ -115,6 +115,9 @@ class FakePackaging:
         )
         return request.job_name
 
+    def request_arguments(self, request: PackagingRequest) -> dict[str, Any]:
+        return request.api_kwargs()
+
     def packaging_status(self, project: str, job_name: str) -> PackagingJob:
         self.script.called("packaging_status")
         if job_name not in self.jobs:
