@@ -45,8 +45,24 @@ class FaultRule:
         return self.times is not None and self.fired >= self.times
 
 
-#: How each service's model spells the quota members of ThrottlingException.
-_QUOTA_MEMBERS = {"lookoutvision": ("QuotaCode", "ServiceCode")}
+#: How each service's model spells the quota members of ThrottlingException (None: its
+#: model has no such shape, so the answer carries only the code and message).
+_QUOTA_MEMBERS: dict[str, tuple[str, str] | None] = {
+    "lookoutvision": ("QuotaCode", "ServiceCode"),
+    "sagemaker": None,
+}
+
+#: The HTTP status of a throttle where it is not 429: JSON 1.1 services such as SageMaker
+#: answer ThrottlingException with 400.
+_THROTTLE_STATUS = {"sagemaker": 400}
+
+#: Error codes that mean "slow down" (what the call log counts as throttled).
+THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "ThrottledException"})
+
+
+def throttle_status(service: str) -> int:
+    """The HTTP status ``service`` answers a throttle with."""
+    return _THROTTLE_STATUS.get(service, 429)
 
 
 @dataclass
@@ -128,6 +144,8 @@ class FaultInjector:
                     failure = DropConnection(f"{service}.{operation}")
                 else:
                     code, status, message = FAULT_ERRORS[rule.kind]
+                    if rule.kind == "throttle":
+                        status = throttle_status(service)
                     failure = ServiceError(code, message, status)
                 break
             self._rules = [r for r in self._rules if not r.exhausted()]
@@ -148,11 +166,16 @@ class FaultInjector:
             stamps.popleft()
         if len(stamps) >= quota.rate:
             wait = max(1, math.ceil(stamps[0] + quota.window - now))
-            quota_member, service_member = _QUOTA_MEMBERS.get(service, ("quotaCode", "serviceCode"))
+            members = _QUOTA_MEMBERS.get(service, ("quotaCode", "serviceCode"))
+            if members is None:
+                return ServiceError(
+                    "ThrottlingException", "Rate exceeded", throttle_status(service)
+                )
+            quota_member, service_member = members
             return ServiceError(
                 "ThrottlingException",
                 "Rate exceeded for account",
-                429,
+                throttle_status(service),
                 headers={"Retry-After": str(wait)},  # RetryAfterSeconds in the models
                 **{quota_member: "account-requests-per-second", service_member: service},
             )

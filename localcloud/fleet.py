@@ -244,7 +244,7 @@ def simulate_release(
         deployments_created=len(creates),
         duplicate_deployments=sum(max(0, n - 1) for n in created_per_target.values()),
         calls=counts,
-        throttled_calls=sum(1 for c in world.calls.calls if c.status == 429),
+        throttled_calls=sum(1 for c in world.calls.calls if c.throttled),
         seconds_to_all_running=None if done_at is None else done_at - release_at,
         lookoutvision_calls_per_device_mean=l4v_per_device,
         packaging_backend=backend,

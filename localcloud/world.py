@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from localcloud.clock import Clock, RealClock
 from localcloud.credentials import CredentialRegistry
-from localcloud.faults import FaultInjector
+from localcloud.faults import THROTTLING_CODES, FaultInjector
 from localcloud.http import DropConnection, Request, Response, Router, ServiceError
 from localcloud.iotcore import IoTCoreBus
 
@@ -58,6 +58,14 @@ class Call:
     #: The ``x-amzn-RequestId`` the caller received ("" when the connection was dropped).
     request_id: str = ""
     region: str = REGION
+    #: The error code of an error answer (``x-amzn-ErrorType``), "" for a success.
+    error_code: str = ""
+
+    @property
+    def throttled(self) -> bool:
+        """Whether the answer was a throttle, whatever HTTP status the service uses for it
+        (429 for REST services, 400 for JSON 1.1 ones such as SageMaker)."""
+        return self.status == 429 or self.error_code in THROTTLING_CODES
 
 
 class CallLog:
@@ -175,15 +183,16 @@ class World:
         if isinstance(account, ServiceError):
             return _with_request_id(account.to_response(), request_id)
 
-        def log(operation: str, status: int, answer_id: str) -> None:
+        def log(operation: str, status: int, answer_id: str, response: Response | None = None) -> None:
             if not internal:
+                code = "" if response is None or status < 300 else _error_code_of(response)
                 self.calls.record(
-                    Call(self.clock.now(), service, operation, status, access_key, answer_id, region)
+                    Call(self.clock.now(), service, operation, status, access_key, answer_id, region, code)
                 )
 
         if service in MOTO_SERVICES:
             response = _with_request_id(self._moto.call(request), request_id)
-            log(_moto_operation(service, request), response.status, _request_id_of(response))
+            log(_moto_operation(service, request), response.status, _request_id_of(response), response)
             return response
         emulator = self.scope(account, region).emulators.get(service)
         if emulator is None:
@@ -216,7 +225,7 @@ class World:
             log(operation, 0, "")
             raise
         response = _with_request_id(response, request_id)
-        log(operation, response.status, request_id)
+        log(operation, response.status, request_id, response)
         return response
 
     # -- helpers for emulators and tests -----------------------------------------------
@@ -314,6 +323,13 @@ def _request_id_of(response: Response) -> str:
     for key, value in response.headers.items():
         if key.lower() in _REQUEST_ID_HEADERS:
             return str(value)
+    return ""
+
+
+def _error_code_of(response: Response) -> str:
+    for key, value in response.headers.items():
+        if key.lower() == "x-amzn-errortype":
+            return str(value).split(":", 1)[0]
     return ""
 
 

@@ -54,6 +54,7 @@ from agent.platform import DetectedPlatform
 from agent.platform.neo import from_detected
 from agent.rollout import Phase
 from localcloud.clock import VirtualClock
+from localcloud.faults import THROTTLING_CODES
 from localcloud.fleet import Fleet, SimDevice, agent_clients, make_reconciler
 from localcloud.stage import AGENT_COMPONENT, AGENT_RECIPE, AGENT_VERSION, BUCKET, PROJECT
 from localcloud.world import World
@@ -512,7 +513,8 @@ class BaselineDevice:
             self._tick()
         except ClientError as error:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-            if status == 429 or status >= 500:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if status == 429 or code in THROTTLING_CODES or status >= 500:
                 self.retrying = True
                 return
             self.phase, self.error = "FAILED", str(error)
@@ -747,7 +749,7 @@ def figures(outcome: Outcome) -> dict[str, Any]:
     world.tick()  # bring jobs and devices up to the end of the run
     calls = world.calls.calls
     per_operation = Counter(f"{c.service}:{c.operation}" for c in calls)
-    throttled = Counter(f"{c.service}:{c.operation}" for c in calls if c.status == 429)
+    throttled = Counter(f"{c.service}:{c.operation}" for c in calls if c.throttled)
     pkg_per_second = Counter(int(c.time - release) for c in calls if c.service == service)
     pkg_served = Counter(
         int(c.time - release) for c in calls if c.service == service and c.status < 400
@@ -766,7 +768,7 @@ def figures(outcome: Outcome) -> dict[str, Any]:
     gg_per_second = Counter(int(c.time - release) for c in calls if c.service == GG)
     total = len(calls)
     service_calls = Counter(c.service for c in calls)
-    service_throttled = Counter(c.service for c in calls if c.status == 429)
+    service_throttled = Counter(c.service for c in calls if c.throttled)
     per_platform = Counter(j.platform or "unknown target" for j in jobs)
     name = "Sagemaker" if service == SM else "Lookoutvision"
     return {
@@ -917,7 +919,7 @@ def rows(service: str = LFV) -> list[tuple[str, Callable[[dict[str, Any]], Any]]
         ("calls, all services", lambda f: f["calls"]),
         (f"{short} calls", lambda f: f[f"{service}Calls"]),
         ("Greengrass calls", lambda f: f["greengrassCalls"]),
-        ("throttled calls (429)", lambda f: f["throttledCalls"]),
+        ("throttled calls", lambda f: f["throttledCalls"]),
         ("throttled share, all calls", lambda f: f["throttledShare"]),
         (f"throttled share, {short} calls", lambda f: f["throttledShareByService"][service]),
         ("throttled share, Greengrass calls", lambda f: f["throttledShareByService"][GG]),

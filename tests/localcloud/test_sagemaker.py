@@ -959,15 +959,20 @@ def test_request_quota_throttles_and_injected_throttling_survives_retries(
     world: World, sm: SageMakerEmulator, api: Any, clock: VirtualClock, no_backoff: None
 ) -> None:
     """``faults.set_quota("sagemaker", 3)``: the fourth call within one virtual second is
-    ThrottlingException, a second later calls pass; an injected throttle outlasting
+    ThrottlingException with HTTP 400 (as JSON 1.1 services answer it), counted as throttled
+    in the call log; a second later calls pass; an injected throttle outlasting
     botocore's retries is ThrottlingException after 3 requests."""
     no_retry = client(world, config=Config(retries={"max_attempts": 0, "mode": "standard"}))
     world.faults.set_quota("sagemaker", 3)
     for _ in range(3):
         no_retry.list_model_packages(ModelPackageGroupName=GROUP)
+    world.calls.clear()
     with pytest.raises(ClientError) as caught:
         no_retry.list_compilation_jobs()
     assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+    # A JSON 1.1 service: the throttle is HTTP 400, and the call log still counts it.
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert [c.throttled for c in world.calls.calls] == [True]
     clock.advance(1)
     no_retry.list_compilation_jobs()
     world.faults.set_quota("sagemaker", None)
@@ -977,7 +982,9 @@ def test_request_quota_throttles_and_injected_throttling_survives_retries(
     with pytest.raises(ClientError) as throttled:
         retrying.describe_compilation_job(CompilationJobName="x")
     assert throttled.value.response["Error"]["Code"] == "ThrottlingException"
+    assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert world.calls.counts("sagemaker")["DescribeCompilationJob"] == 3
+    assert all(c.throttled for c in world.calls.calls)
 
 
 @pytest.mark.parametrize(
