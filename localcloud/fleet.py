@@ -218,7 +218,7 @@ def simulate_release(
     world.calls.clear()
 
     def all_running() -> bool:
-        return all(d.ledger.get("deployed_version") == str(version) for d in fleet.devices)
+        return all(d.ledger.facts().deployed_version == version for d in fleet.devices)
 
     fleet.run_until(all_running, deadline=release_at + deadline_seconds)
     done_at = clock.now() if all_running() else None
@@ -239,7 +239,7 @@ def simulate_release(
     jobs = len(world.sagemaker.jobs() if backend == "sagemaker" else world.lookoutvision.jobs())
     return ReleaseFigures(
         devices=len(things),
-        running=sum(1 for d in fleet.devices if d.ledger.get("deployed_version") == str(version)),
+        running=sum(1 for d in fleet.devices if d.ledger.facts().deployed_version == version),
         packaging_jobs=jobs,
         deployments_created=len(creates),
         duplicate_deployments=sum(max(0, n - 1) for n in created_per_target.values()),

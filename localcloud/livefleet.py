@@ -89,7 +89,7 @@ class PublishingFleet:
         rng = random.Random(seed)
         self.devices: list[LiveDevice] = []
         #: Each device's deployed version as its ledger says, and devices per version.
-        self._deployed: list[str | None] = [None] * devices
+        self._deployed: list[int | None] = [None] * devices
         self._deployed_counts: Counter[str] = Counter({"None": devices})
         self._queue: list[tuple[float, int, int, int]] = []
         self._order = 0
@@ -182,7 +182,7 @@ class PublishingFleet:
         if kind == _STEP:
             delay = device.reconciler.step()
             self._schedule(now + max(delay, 0.05), index, _STEP)
-            deployed = device.ledger.get("deployed_version")
+            deployed = device.ledger.facts().deployed_version
             if deployed != self._deployed[index]:
                 self._deployed_counts[str(self._deployed[index])] -= 1
                 self._deployed_counts[str(deployed)] += 1
