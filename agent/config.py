@@ -172,6 +172,44 @@ class SageMakerSettings(_Settings):
         return (self.s3_output_location or "").removeprefix("s3://").split("/", 1)[0]
 
 
+class FleetSettings(_Settings):
+    """Fleet coordination (stand-in until the configuration branch lands)."""
+
+    enabled: bool = False
+    topic_prefix: str = "l4v-edge/fleet"
+    size: int = Field(default=1, ge=1, le=10_000_000)
+    check_budget_per_second: float = Field(default=0.5, gt=0, le=5)
+    hint_min_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
+    suppression_seconds: float = Field(default=30.0, ge=0, le=3600)
+    poller_fallback_seconds: float = Field(default=1800.0, ge=60, le=86_400)
+    waves: tuple[float, ...] = (100.0,)
+    wave_delay_seconds: float = Field(default=900.0, ge=0, le=7 * 86_400)
+    halt_failures: int = Field(default=3, ge=1, le=100_000)
+    group_name_template: str | None = None
+    deployment_watch_seconds: float = Field(default=300.0, ge=10, le=86_400)
+
+    def wave_of(self, thing_name: str) -> int:
+        """The canary wave of ``thing_name`` (stable hash against cumulative percents)."""
+        import hashlib
+
+        digest = hashlib.sha256(thing_name.encode()).digest()
+        position = int.from_bytes(digest[:8], "big") / 2**64 * 100
+        for index, percent in enumerate(self.waves):
+            if position < percent:
+                return index
+        return len(self.waves) - 1
+
+    def group_name(self, project: str, platform_key: str, wave: int) -> str | None:
+        """The thing group of ``platform_key``'s wave ``wave`` (None: deploy per device)."""
+        if self.group_name_template is None:
+            return None
+        return (
+            self.group_name_template.replace("{project}", project)
+            .replace("{platform}", platform_key)
+            .replace("{wave}", str(wave))
+        )
+
+
 class AgentConfig(_Settings):
     """Everything the agent needs; see the README's configuration reference."""
 
@@ -207,6 +245,7 @@ class AgentConfig(_Settings):
     reporting: ReportingSettings = ReportingSettings()
     commands: CommandSettings = CommandSettings()
     packaging: PackagingSettings = PackagingSettings()
+    fleet: FleetSettings = FleetSettings()
     sagemaker: SageMakerSettings = SageMakerSettings()
 
     @model_validator(mode="before")

@@ -54,7 +54,7 @@ class AnnouncementKind(str, Enum):
     FAILED = "failed"
 
 
-class _Announcement(BaseModel):
+class AnnouncementBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     schema_version: Literal[1] = Field(default=1, alias="schemaVersion")
@@ -66,13 +66,13 @@ class _Announcement(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
-class Released(_Announcement):
+class Released(AnnouncementBase):
     """A device's own check found ``modelVersion`` packageable."""
 
     kind: Literal["released"] = "released"
 
 
-class JobNews(_Announcement):
+class JobNews(AnnouncementBase):
     """The packaging job for ``modelVersion`` on the topic's platform."""
 
     kind: Literal["job"] = "job"
@@ -82,7 +82,7 @@ class JobNews(_Announcement):
     reason: str | None = Field(default=None, max_length=512)
 
 
-class Ready(_Announcement):
+class Ready(AnnouncementBase):
     """The component version for ``modelVersion`` exists (the job SUCCEEDED)."""
 
     kind: Literal["ready"] = "ready"
@@ -91,7 +91,7 @@ class Ready(_Announcement):
     component_version: str = Field(alias="componentVersion", pattern=r"^[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}$")
 
 
-class Deployed(_Announcement):
+class Deployed(AnnouncementBase):
     """Wave ``wave``'s thing-group deployment holds the component for ``modelVersion``."""
 
     kind: Literal["deployed"] = "deployed"
@@ -101,7 +101,7 @@ class Deployed(_Announcement):
     deployment_id: str = Field(alias="deploymentId", min_length=1, max_length=128)
 
 
-class Failed(_Announcement):
+class Failed(AnnouncementBase):
     """``modelVersion`` failed to deploy on the sender (canary halts count these)."""
 
     kind: Literal["failed"] = "failed"
@@ -113,7 +113,7 @@ class Failed(_Announcement):
 Announcement = Annotated[Released | JobNews | Ready | Deployed | Failed, Field(discriminator="kind")]
 _ANNOUNCEMENT: TypeAdapter[Released | JobNews | Ready | Deployed | Failed] = TypeAdapter(Announcement)
 #: Every announcement model (``python -m agent schemas`` exports one JSON Schema each).
-ANNOUNCEMENT_MODELS: tuple[type[_Announcement], ...] = (Released, JobNews, Ready, Deployed, Failed)
+ANNOUNCEMENT_MODELS: tuple[type[AnnouncementBase], ...] = (Released, JobNews, Ready, Deployed, Failed)
 
 
 class HintRejected(ValueError):
@@ -155,7 +155,7 @@ class FleetTopics:
         """What a device of ``platform`` subscribes to."""
         return (self.released(), f"{self.base}/{platform}/#")
 
-    def topic_of(self, message: _Announcement) -> str:
+    def topic_of(self, message: AnnouncementBase) -> str:
         """Where ``message`` is published."""
         if isinstance(message, Released):
             return self.released()
@@ -194,6 +194,8 @@ class HeardJob:
     status: str
     reason: str | None
     heard_at: float
+    #: the device that announced it (a device does not defer to its own news)
+    sender: str = ""
 
 
 @dataclass(frozen=True)
@@ -261,7 +263,7 @@ class FleetBoard:
         self.add(message)
         return True
 
-    def add(self, message: _Announcement) -> None:
+    def add(self, message: AnnouncementBase) -> None:
         """Record ``message`` (already validated)."""
         now = float(self._now())
         with self._lock:
@@ -273,7 +275,7 @@ class FleetBoard:
             return self._news
 
 
-def _with(news: FleetNews, message: _Announcement, now: float) -> FleetNews:
+def _with(news: FleetNews, message: AnnouncementBase, now: float) -> FleetNews:
     version = message.model_version
     if isinstance(message, Released):
         if news.released is not None and version <= news.released:
@@ -282,7 +284,7 @@ def _with(news: FleetNews, message: _Announcement, now: float) -> FleetNews:
     jobs, ready, deployed = dict(news.jobs), dict(news.ready), dict(news.deployed)
     failures = dict(news.failures)
     if isinstance(message, JobNews):
-        jobs[version] = HeardJob(message.job_name, message.status, message.reason, now)
+        jobs[version] = HeardJob(message.job_name, message.status, message.reason, now, message.thing_name)
     elif isinstance(message, Ready):
         if version not in ready:
             ready[version] = HeardReady(message.component_name, message.component_version, now)

@@ -32,11 +32,20 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, cast
 
 from agent import errors
 from agent.clock import Backoff, JitteredInterval, capped_wait
+from agent.coordination import (
+    Deployed,
+    Failed,
+    FleetNews,
+    JobNews,
+    Ready,
+    Released,
+    stamp,
+)
 from agent.platform import DetectedPlatform
 from agent.ports import (
     KEEP,
@@ -52,6 +61,10 @@ from agent.ports import (
 from agent.reporting.events import ErrorInfo, StatusPhase
 from agent.request import NamingTemplates, deployment_token, derive_request
 from agent.rollout import Phase, Rollout
+
+if TYPE_CHECKING:
+    from agent.config import FleetSettings
+    from agent.coordination import AnnouncementBase
 
 _RUNNING_STATES = {"RUNNING", "FINISHED"}
 _EXECUTION_FAILED = {"FAILED", "TIMED_OUT", "REJECTED", "CANCELED"}
@@ -77,6 +90,8 @@ class RolloutSettings:
     component_tags: dict[str, str] | None = None
     #: the configured packaging backend (status messages name it)
     packaging_backend: str = "lookoutvision"
+    #: fleet coordination (announcements, canary waves); None: this device acts alone
+    fleet: FleetSettings | None = None
 
 
 #: The status event that describes a rollout resting in each phase (``status`` on
@@ -89,7 +104,16 @@ STATUS_OF_PHASE: dict[Phase, StatusPhase] = {
     Phase.DEPLOYING: StatusPhase.DEPLOYMENT_IN_PROGRESS,
     Phase.SUCCEEDED: StatusPhase.COMPONENT_RUNNING,
     Phase.FAILED: StatusPhase.ROLLOUT_FAILED,
+    Phase.HALTED: StatusPhase.HALTED,
 }
+
+#: Greengrass calls per second a fleet's spread-out deployment calls and confirmations aim
+#: at: half of the control plane's 30 requests/s per Region, leaving the rest to others.
+FLEET_GREENGRASS_CALLS_PER_SECOND = 15.0
+#: Greengrass calls one device makes to confirm a deployment (ReadProgress, at most).
+CONFIRM_CALLS = 3
+#: ``last_reported`` key of a deployment the nucleus said it applied (confirmation pending).
+APPLIED_LOCALLY = "APPLIED_LOCALLY"
 
 
 # -- calls: performed by the executor, answered back ------------------------------------------
@@ -186,6 +210,8 @@ class Record:
     facts: FactChanges | None = None
     #: the rollout's next job-status poll (KEEP: unchanged)
     job_poll_due: float | Keep | None = KEEP
+    #: fleet announcements to publish (retained) with this change
+    announce: tuple[AnnouncementBase, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         data: dict[str, Any] = {"action": "Record", "waitSeconds": round(self.wait, 3)}
@@ -198,6 +224,8 @@ class Record:
             data["detail"] = self.detail
         if self.error is not None:
             data["error"] = {"type": self.error.type, "message": self.error.message}
+        if self.announce:
+            data["announce"] = [getattr(a, "kind", type(a).__name__) for a in self.announce]
         return data
 
 
@@ -228,6 +256,12 @@ class Observation:
     job_poll_due: float | None = None
     #: a command or configuration change asked for a check now
     check_requested: bool = False
+    #: what the fleet announced (None: fleet coordination off)
+    fleet: FleetNews | None = None
+    #: deployments the nucleus reported applied on this device (IPC component updates)
+    locally_completed: frozenset[str] = frozenset()
+    #: whether the nucleus reports applied deployments at all (else the cloud is polled)
+    nucleus_reports_deployments: bool = False
 
 
 @dataclass
@@ -365,15 +399,21 @@ class Decider:
         return bool(self._ask(CheckComponent(self._arn_prefix(facts), name, version)))
 
     # -- the step --------------------------------------------------------------------------
+    @property
+    def fleet(self) -> FleetSettings | None:
+        """Fleet coordination settings, when it is on."""
+        fleet = self.settings.fleet
+        return fleet if fleet is not None and fleet.enabled else None
+
     def _decide(self, obs: Observation) -> Action:
         rollout = obs.rollout
         if rollout is not None:
             wait = self._action_wait(rollout, obs.now)
-            if wait.seconds > 0 and not obs.check_requested:
+            if wait.seconds > 0 and not obs.check_requested and not self._news_moves(obs, rollout):
                 return wait
             return self._advance(obs, rollout)
         wait = self._check_wait(obs)
-        if wait.seconds > 0 and not obs.check_requested:
+        if wait.seconds > 0 and not obs.check_requested and self._hinted_version(obs) is None:
             return wait
         return self._check(obs)
 
@@ -381,7 +421,18 @@ class Decider:
     # happened while the agent was stopped is caught by capping every wait at the longest
     # one that could have set it (a jump seen while running is followed by the executor).
     def _longest_action_wait(self) -> float:
-        return max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap)
+        longest = max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap)
+        fleet = self.fleet
+        if fleet is None:
+            return longest
+        waves = fleet.wave_delay_seconds * (len(fleet.waves) - 1) + self._deploy_spread(fleet, len(fleet.waves) - 1)
+        return max(
+            longest,
+            fleet.poller_fallback_seconds + fleet.suppression_seconds,
+            waves + fleet.suppression_seconds,
+            fleet.deployment_watch_seconds,
+            self._confirm_spread(fleet),
+        )
 
     def _longest_check_wait(self) -> float:
         interval = self.settings.check_interval
@@ -410,11 +461,13 @@ class Decider:
     def _check(self, obs: Observation) -> Action:
         now, facts = obs.now, obs.facts
         requested = facts.requested_version
+        hinted = None if requested else self._hinted_version(obs)
         try:
             desired = (
                 requested
                 if requested
                 else self.settings.pinned_version
+                or hinted
                 or int(self._ask(FindLatestVersion(self.settings.project)))
             )
         except errors.TransientError as error:
@@ -425,8 +478,13 @@ class Decider:
         pinned_or_requested = bool(requested) or self.settings.pinned_version is not None
 
         def checked(next_check: float) -> FactChanges:
+            if hinted:
+                # A hint is not a check: the next real check stays due when it was, and
+                # the next hint may start a rollout only an interval later.
+                return FactChanges(last_hint_at=now, next_check_at=max(next_check, facts.next_check_at or 0.0))
             return FactChanges(
-                last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None
+                last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None,
+                halt_lifted_version=requested if requested else KEEP,
             )
 
         # Never go back on our own: only a pin or a command may ask for an older version.
@@ -444,12 +502,30 @@ class Decider:
             if last.ended_at is not None and last.ended_at > now:
                 # It ended "in the future": the wall clock went back while we were stopped.
                 fixed = last = last.model_copy(update={"ended_at": now})
+            if last.phase is Phase.HALTED and not requested:
+                # Only an operator (deploy-version) or a newer version lifts a halt.
+                return Record(next_check_at - now, rollout=fixed, facts=checked(next_check_at),
+                              detail=f"v{desired} halted by canary failures")
+            if hinted and last.phase is not Phase.FAILED:
+                return Record(next_check_at - now, rollout=fixed, facts=checked(next_check_at),
+                              detail=f"v{desired} announced; already rolled out")
             retry_at = (last.ended_at or now) + self.settings.failure_retry_seconds
             if last.phase is Phase.FAILED and retry_at > now and not requested:
                 next_check = min(retry_at, next_check_at)
                 return Record(next_check - now, rollout=fixed, facts=checked(next_check),
                               detail=f"retry of v{desired} not due yet")
         request = self.request_for(desired, attempt)
+        pause = self.settings.poll_backoff.delay(0, self.rng)
+        announce: tuple[AnnouncementBase, ...] = ()
+        fleet = self.fleet
+        if fleet is not None:
+            # Only one device of the platform should start the job: wait a random moment
+            # and see whether another announces it first.
+            pause = self.rng.uniform(0, fleet.suppression_seconds)
+            news = obs.fleet or FleetNews()
+            if not hinted and (news.released or 0) < desired:
+                announce = (Released(thing_name=self.settings.thing_name, sent_at=stamp(now),
+                                     model_version=desired),)
         rollout = Rollout(
             model_version=desired,
             platform_key=self.platform.key,
@@ -462,14 +538,16 @@ class Decider:
             # A short jittered pause before StartPackaging: back to back with the
             # version lookup just made, a fleet's checks would reach the account's
             # requests/s quota in pairs.
-            next_action_at=now + self.settings.poll_backoff.delay(0, self.rng),
+            next_action_at=now + pause,
             started_at=now,
             updated_at=now,
         )
-        return self._record(
+        record = self._record(
             rollout, StatusPhase.CHECKING, facts=checked(next_check_at),
-            detail=f"deployed={deployed or 'none'}", wait=rollout.next_action_at - now,
+            detail=f"deployed={deployed or 'none'}" + (" (announced)" if hinted else ""),
+            wait=rollout.next_action_at - now,
         )
+        return replace(record, announce=announce)
 
     def _check_failed(self, now: float, error: errors.AgentError, *, retry: bool) -> Record:
         if not retry:
@@ -489,6 +567,11 @@ class Decider:
 
     # -- advancing a rollout ---------------------------------------------------------------
     def _advance(self, obs: Observation, rollout: Rollout) -> Action:
+        if self.fleet is not None:
+            return self._fleet_advance(obs, rollout, self.fleet)
+        return self._advance_alone(obs, rollout)
+
+    def _advance_alone(self, obs: Observation, rollout: Rollout) -> Action:
         try:
             if rollout.phase is Phase.PACKAGING_REQUESTED:
                 return self._start_packaging(obs, rollout)
@@ -632,9 +715,11 @@ class Decider:
         )
         return self._record(updated, StatusPhase.PACKAGING_SUCCEEDED, detail=detail)
 
-    def _deploy(self, obs: Observation, rollout: Rollout) -> Action:
+    def _deploy(
+        self, obs: Observation, rollout: Rollout, *, target: str | None = None, verify: bool = False
+    ) -> Action:
         now = obs.now
-        target = self.settings.target_arn or self._thing_arn(obs.facts)
+        target = target or self.settings.target_arn or self._thing_arn(obs.facts)
         name, version = rollout.component_name or "", rollout.component_version or ""
         latest: DeploymentSpec | None = self._ask(ReadLatestDeployment(target))
         self._refuse_mixed_platform_group(target, latest, name)
@@ -643,6 +728,9 @@ class Decider:
             # Already deployed (e.g. killed after CreateDeployment): adopt, never duplicate.
             deployment_id, detail = latest.deployment_id, "adopted the target's latest deployment"
         else:
+            if verify and not self._component_exists(obs.facts, name, version):
+                # The component was only announced: never deploy on a hint alone.
+                raise errors.TransientError(f"component {name} {version} was announced but does not exist (yet)")
             spec = self.merged_deployment(latest, name, version)
             deployment_id = str(self._ask(CreateDeployment(target, spec, token)))
             detail = f"target {target}"
@@ -744,6 +832,252 @@ class Decider:
             updated, None if rollout.last_reported == reported else event, detail=state, reported_key=state
         )
 
+    # -- fleet coordination ------------------------------------------------------------------
+    # With ``fleet.enabled`` a device acts for the fleet only when nobody announced the same
+    # action first (a random pause before each fleet-wide action lets one device go first),
+    # deploys in its canary wave, and learns that its deployment finished from its nucleus.
+    # Every action that follows a hint is verified by the call that performs it.
+    def _hinted_version(self, obs: Observation) -> int | None:
+        """A version announced as released that this device should roll out now, if any
+        (at most one hint-started rollout per ``hintMinIntervalSeconds``)."""
+        fleet, news = self.fleet, obs.fleet
+        if fleet is None or news is None or self.settings.pinned_version is not None:
+            return None
+        released = news.released
+        if released is None or released <= (obs.facts.deployed_version or 0):
+            return None
+        last = obs.facts.last_hint_at
+        if last is not None and last <= obs.now < last + fleet.hint_min_interval_seconds:
+            return None
+        return released
+
+    def _news_moves(self, obs: Observation, rollout: Rollout) -> bool:
+        """Whether fleet news or the nucleus lets ``rollout`` move before its due-time."""
+        fleet, news = self.fleet, obs.fleet
+        if fleet is None:
+            return False
+        version, phase = rollout.model_version, rollout.phase
+        if phase is Phase.DEPLOYING:
+            return rollout.deployment_id in obs.locally_completed and not self._applied_locally(rollout)
+        if news is None:
+            return False
+        ready = news.ready.get(version)
+        job = news.jobs.get(version)
+        if phase is Phase.PACKAGING_REQUESTED:
+            return self._ready_matches(ready, rollout) or (job is not None and job.job_name == rollout.job_name)
+        if phase is Phase.PACKAGING:
+            return self._ready_matches(ready, rollout) or (
+                job is not None and job.status == "FAILED" and job.job_name == rollout.job_name
+                and job.sender != self.settings.thing_name
+            )
+        if phase is Phase.DEPLOY_REQUESTED:
+            return self._halted(obs, fleet, rollout) is not None
+        return False
+
+    @staticmethod
+    def _ready_matches(ready: Any, rollout: Rollout) -> bool:
+        return ready is not None and (ready.component_name, ready.component_version) == (
+            rollout.component_name, rollout.component_version
+        )
+
+    @staticmethod
+    def _applied_locally(rollout: Rollout) -> bool:
+        return rollout.last_reported == f"{StatusPhase.DEPLOYMENT_IN_PROGRESS.value}:{APPLIED_LOCALLY}"
+
+    def _wave(self, fleet: FleetSettings) -> int:
+        return fleet.wave_of(self.settings.thing_name)
+
+    def _deploy_spread(self, fleet: FleetSettings, wave: int) -> float:
+        """How widely the devices of ``wave`` spread their own deployment calls: one actor
+        per wave with thing-group targets; per-device targets share the Greengrass budget."""
+        if fleet.group_name_template is not None:
+            return fleet.suppression_seconds
+        previous = fleet.waves[wave - 1] if wave > 0 else 0.0
+        devices = fleet.size * (fleet.waves[wave] - previous) / 100
+        return max(fleet.suppression_seconds, devices * 3 / FLEET_GREENGRASS_CALLS_PER_SECOND)
+
+    def _confirm_spread(self, fleet: FleetSettings) -> float:
+        """How widely a fleet spreads its one confirming ReadProgress per device."""
+        return fleet.size * CONFIRM_CALLS / FLEET_GREENGRASS_CALLS_PER_SECOND
+
+    def _halted(self, obs: Observation, fleet: FleetSettings, rollout: Rollout) -> int | None:
+        """The number of failures that halt ``rollout`` before it deploys, if it is halted."""
+        news = obs.fleet
+        if news is None or obs.facts.halt_lifted_version == rollout.model_version:
+            return None
+        failures = news.failed_count(rollout.model_version)
+        return failures if failures >= fleet.halt_failures else None
+
+    def _group_target(self, obs: Observation, fleet: FleetSettings) -> str | None:
+        group = fleet.group_name(self.settings.project, self.platform.key, self._wave(fleet))
+        if group is None:
+            return None
+        parts = self._thing_arn(obs.facts).split(":")
+        return f"arn:{parts[1]}:iot:{parts[3]}:{parts[4]}:thinggroup/{group}"
+
+    def _fleet_advance(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        try:
+            if rollout.phase is Phase.PACKAGING_REQUESTED:
+                action = self._fleet_request_packaging(obs, rollout, fleet)
+            elif rollout.phase is Phase.PACKAGING:
+                action = self._fleet_packaging(obs, rollout, fleet)
+            elif rollout.phase is Phase.DEPLOY_REQUESTED:
+                action = self._fleet_deploy(obs, rollout, fleet)
+            elif rollout.phase is Phase.DEPLOYING:
+                action = self._fleet_deploying(obs, rollout, fleet)
+            else:
+                action = self._advance_alone(obs, rollout)
+        except errors.TransientError as error:
+            return self._retry_later(rollout, obs.now, error)
+        except errors.TerminalError as error:
+            return self._fail(rollout, obs.now, error, StatusPhase.ROLLOUT_FAILED)
+        if isinstance(action, Record):
+            return self._fleet_schedule(obs, rollout, action, fleet)
+        return action
+
+    def _fleet_request_packaging(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now, news = obs.now, obs.fleet or FleetNews()
+        version = rollout.model_version
+        if self._ready_matches(news.ready.get(version), rollout):
+            return self._record(
+                self._to(rollout, Phase.DEPLOY_REQUESTED, now), StatusPhase.PACKAGING_SKIPPED,
+                detail=f"component {rollout.component_name} {rollout.component_version} announced ready",
+            )
+        job = news.jobs.get(version)
+        if job is not None and job.job_name == rollout.job_name and job.sender != self.settings.thing_name:
+            if job.status == "FAILED":
+                error = errors.PackagingFailedError(f"job {job.job_name} FAILED (announced by {job.sender}): {job.reason or ''}")
+                return self._fail(rollout, now, error, StatusPhase.PACKAGING_FAILED)
+            # Another device started our job: follow it without a call of our own, and
+            # poll it only if its poller goes quiet.
+            updated = self._to(rollout, Phase.PACKAGING, now)
+            due = self._fallback_due(job.heard_at, fleet)
+            updated.next_action_at = due
+            return self._record(updated, StatusPhase.PACKAGING_STARTED, job_poll_due=due,
+                                detail=f"job {job.job_name} started by {job.sender}")
+        action = self._advance_alone(obs, rollout)
+        if isinstance(action, Record) and action.rollout is not None:
+            after = action.rollout
+            if after.phase is Phase.PACKAGING:
+                # This device started (or adopted) the job: it polls it for the fleet.
+                return replace(action, announce=(self._job_news(now, after, "STARTED"),))
+            if after.phase is Phase.DEPLOY_REQUESTED:
+                return replace(action, announce=(self._ready_news(now, after),))
+        return action
+
+    def _fallback_due(self, heard_at: float, fleet: FleetSettings) -> float:
+        return heard_at + fleet.poller_fallback_seconds + self.rng.uniform(0, fleet.suppression_seconds)
+
+    def _fleet_packaging(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now, news = obs.now, obs.fleet or FleetNews()
+        version = rollout.model_version
+        if self._ready_matches(news.ready.get(version), rollout):
+            return self._packaged(rollout, now, detail="component announced ready")
+        job = news.jobs.get(version)
+        others = job is not None and job.job_name == rollout.job_name and job.sender != self.settings.thing_name
+        if others and job is not None:
+            if job.status == "FAILED":
+                error = errors.PackagingFailedError(f"job {job.job_name} FAILED (announced by {job.sender}): {job.reason or ''}")
+                return self._fail(rollout, now, error, StatusPhase.PACKAGING_FAILED)
+            quiet_until = job.heard_at + fleet.poller_fallback_seconds
+            if now < quiet_until:
+                # Another device polls the job: wait for its news, or until it goes quiet.
+                due = self._fallback_due(job.heard_at, fleet)
+                updated = rollout.model_copy(update={"next_action_at": due, "updated_at": now})
+                return Record(due - now, rollout=updated, job_poll_due=due)
+        action = self._advance_alone(obs, rollout)
+        if not isinstance(action, Record) or action.rollout is None:
+            return action
+        after = action.rollout
+        if after.phase is Phase.DEPLOY_REQUESTED:
+            return replace(action, announce=(self._ready_news(now, after),))
+        if after.phase is Phase.FAILED:
+            return replace(action, announce=(self._job_news(now, after, "FAILED", after.error_message),))
+        polled = any(isinstance(c, PollJob) and not isinstance(a, errors.AgentError) for c, a in self._answers.made)
+        if polled:
+            return replace(action, announce=(self._job_news(now, after, "RUNNING"),))
+        return action
+
+    def _fleet_deploy(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now, news = obs.now, obs.fleet or FleetNews()
+        failures = self._halted(obs, fleet, rollout)
+        if failures is not None:
+            updated = self._to(rollout, Phase.HALTED, now)
+            updated.ended_at = now
+            detail = (f"{failures} devices announced v{rollout.model_version} failed (haltFailures "
+                      f"{fleet.halt_failures}); lift with a deploy-version command or release a newer version")
+            return self._record(updated, StatusPhase.HALTED, detail=detail)
+        wave = self._wave(fleet)
+        target = self._group_target(obs, fleet)
+        if target is None:
+            return self._deploy(obs, rollout, verify=True)
+        heard = news.deployed.get((rollout.model_version, wave))
+        if heard is not None and heard.target_arn == target:
+            updated = self._to(rollout, Phase.DEPLOYING, now, target_arn=target, deployment_id=heard.deployment_id)
+            return self._record(updated, StatusPhase.DEPLOYMENT_CREATED,
+                                detail=f"wave {wave} deployment {heard.deployment_id} announced")
+        action = self._deploy(obs, rollout, target=target, verify=True)
+        if isinstance(action, Record) and action.rollout is not None and action.rollout.phase is Phase.DEPLOYING:
+            after = action.rollout
+            deployed = Deployed(
+                thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=after.model_version,
+                platform=self.platform.key, wave=wave, target_arn=target, deployment_id=after.deployment_id or "",
+            )
+            return replace(action, announce=(deployed,))
+        return action
+
+    def _fleet_deploying(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now = obs.now
+        if rollout.deployment_id in obs.locally_completed and not self._applied_locally(rollout):
+            # The nucleus applied it: confirm with the cloud once, spread over the fleet.
+            updated = self._to(rollout, Phase.DEPLOYING, now)
+            updated.next_action_at = now + self.rng.uniform(0, self._confirm_spread(fleet))
+            return self._record(
+                updated, StatusPhase.DEPLOYMENT_IN_PROGRESS, reported_key=APPLIED_LOCALLY,
+                detail=f"applied by the nucleus; confirming in {updated.next_action_at - now:.0f} s",
+            )
+        action = self._advance_alone(obs, rollout)
+        if isinstance(action, Record) and action.rollout is not None and action.rollout.phase is Phase.FAILED:
+            after = action.rollout
+            failed = Failed(
+                thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=after.model_version,
+                platform=self.platform.key, component_version=after.component_version,
+                reason=(after.error_message or "")[:500] or None,
+            )
+            return replace(action, announce=(failed,))
+        return action
+
+    def _fleet_schedule(self, obs: Observation, before: Rollout, record: Record, fleet: FleetSettings) -> Record:
+        """Fleet timing for a rollout entering a phase: the canary wave's wait before
+        deploying, and the nucleus's report awaited before polling a deployment."""
+        after = record.rollout
+        if after is None or after.phase is before.phase:
+            return record
+        now = obs.now
+        if after.phase is Phase.DEPLOY_REQUESTED:
+            wave = self._wave(fleet)
+            due = now + wave * fleet.wave_delay_seconds + self.rng.uniform(0, self._deploy_spread(fleet, wave))
+        elif after.phase is Phase.DEPLOYING and obs.nucleus_reports_deployments:
+            due = now + fleet.deployment_watch_seconds
+        else:
+            return record
+        after = after.model_copy(update={"next_action_at": due})
+        return replace(record, rollout=after, wait=due - now)
+
+    def _job_news(self, now: float, rollout: Rollout, status: str, reason: str | None = None) -> JobNews:
+        return JobNews(
+            thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=rollout.model_version,
+            platform=self.platform.key, job_name=rollout.job_name or "", status=status,
+            reason=(reason or "")[:500] or None,
+        )
+
+    def _ready_news(self, now: float, rollout: Rollout) -> Ready:
+        return Ready(
+            thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=rollout.model_version,
+            platform=self.platform.key, component_name=rollout.component_name or "",
+            component_version=rollout.component_version or "",
+        )
+
     # -- outcomes ----------------------------------------------------------------------------
     def _retry_later(
         self, rollout: Rollout, now: float, error: errors.AgentError, *, backoff: Backoff | None = None
@@ -823,8 +1157,5 @@ class Decider:
 
 
 def _with_job_poll(record: Record, due: float) -> Record:
-    return Record(
-        record.wait, rollout=record.rollout, event=record.event, detail=record.detail,
-        error=record.error, facts=record.facts, job_poll_due=due,
-    )
+    return replace(record, job_poll_due=due)
 

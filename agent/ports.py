@@ -175,6 +175,10 @@ class Facts:
     last_error: LastError | None = None
     #: this device's thing ARN (looked up once)
     thing_arn: str | None = None
+    #: a version whose canary halt an operator lifted (deploy-version command)
+    halt_lifted_version: int | None = None
+    #: when an announcement last started a rollout (hints start at most one per interval)
+    last_hint_at: float | None = None
 
     def changed(self, changes: FactChanges) -> Facts:
         """These facts with ``changes`` applied."""
@@ -200,6 +204,8 @@ class FactChanges:
     next_check_at: float | Keep | None = KEEP
     last_error: LastError | Keep | None = KEEP
     thing_arn: str | Keep | None = KEEP
+    halt_lifted_version: int | Keep | None = KEEP
+    last_hint_at: float | Keep | None = KEEP
 
     def items(self) -> list[tuple[str, Any]]:
         """(name, value) of every fact this changes."""
@@ -217,6 +223,16 @@ class OutgoingMessage:
     topic: str
     render: Callable[[int, str], bytes]
     retain: bool = False
+
+
+class LocalDeployments(Protocol):
+    """What this device's nucleus said about deployments applied to it (no cloud call)."""
+
+    def completed(self) -> frozenset[str]:
+        """Deployment ids the nucleus reported applied here since the agent started."""
+
+    def available(self) -> bool:
+        """Whether the nucleus reports applied deployments at all."""
 
 
 class RolloutStore(Protocol):

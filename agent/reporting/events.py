@@ -63,6 +63,7 @@ class StatusPhase(str, Enum):
     DEPLOYMENT_FAILED = "DEPLOYMENT_FAILED"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLOUT_FAILED = "ROLLOUT_FAILED"  # any other terminal error of the rollout
+    HALTED = "HALTED"  # canary failures halted this version before this device's wave
 
 
 class StatusEvent(_Message):
