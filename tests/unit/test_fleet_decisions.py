@@ -147,7 +147,7 @@ def finish_job(fleet: Fleet) -> Rollout:
 
 def apply_everywhere(fleet: Fleet, state: str = "RUNNING") -> None:
     """Greengrass applied every created deployment; nuclei report it."""
-    for target, specs in fleet.gg.deployments.items():
+    for specs in fleet.gg.deployments.values():
         for spec in specs:
             if spec.deployment_id == "d-agent":
                 continue
@@ -220,7 +220,7 @@ def test_a_bad_version_halts_later_waves_and_a_deploy_version_command_lifts_the_
     finish_job(fleet)
 
     def first_wave_failed() -> bool:
-        for target, specs in fleet.gg.deployments.items():
+        for specs in fleet.gg.deployments.values():
             for spec in specs[1:]:
                 fleet.gg.set_progress(spec.deployment_id, "FAILED", deployment="ACTIVE", reason="install failed")
         return all(d.phase() is Phase.FAILED for d in first)
