@@ -327,6 +327,7 @@ class Ledger:
                 str(error_type), str(stored.get("last_error_message") or ""), _float(stored.get("last_error_at"))
             ),
             thing_arn=_str(stored.get("thing_arn")),
+            check_interval_factor=_float(stored.get("check_interval_factor")) or 1.0,
         )
 
     def update_facts(self, changes: FactChanges) -> None:
@@ -507,7 +508,7 @@ def _state_dir_error(directory: Path, reason: str) -> errors.ConfigurationError:
 _FACT_KEYS = [
     "deployed_version", "deployed_component_name", "deployed_component_version", "deployed_at",
     "deployed_lifecycle_state", "requested_version", "last_check_at", "next_check_at",
-    "last_error_type", "last_error_message", "last_error_at", "thing_arn",
+    "last_error_type", "last_error_message", "last_error_at", "thing_arn", "check_interval_factor",
 ]
 
 

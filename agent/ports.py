@@ -175,6 +175,9 @@ class Facts:
     last_error: LastError | None = None
     #: this device's thing ARN (looked up once)
     thing_arn: str | None = None
+    #: the check interval's multiplier: grows when checks are throttled, shrinks back
+    #: on success (``agent.clock.ThrottleAdaptation``)
+    check_interval_factor: float = 1.0
 
     def changed(self, changes: FactChanges) -> Facts:
         """These facts with ``changes`` applied."""
@@ -200,6 +203,7 @@ class FactChanges:
     next_check_at: float | Keep | None = KEEP
     last_error: LastError | Keep | None = KEEP
     thing_arn: str | Keep | None = KEEP
+    check_interval_factor: float | Keep = KEEP
 
     def items(self) -> list[tuple[str, Any]]:
         """(name, value) of every fact this changes."""

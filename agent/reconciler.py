@@ -83,6 +83,7 @@ def settings_from_config(config: AgentConfig) -> RolloutSettings:
         failure_handling_policy=config.failure_handling_policy,
         component_tags=dict(config.component_tags) or None,
         packaging_backend=config.packaging.backend,
+        fleet=config.fleet if config.fleet.enabled else None,
     )
 
 
