@@ -132,7 +132,8 @@ class CommandSettings(_Settings):
 
 #: A cumulative share of the fleet, in percent.
 WavePercent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
-_THING_GROUP_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+_THING_GROUP_NAME_MAX = 128
+_THING_GROUP_NAME = re.compile(rf"^[a-zA-Z0-9:_-]{{1,{_THING_GROUP_NAME_MAX}}}$")
 
 
 class FleetSettings(_Settings):
@@ -181,17 +182,14 @@ class FleetSettings(_Settings):
 
     @field_validator("group_name_template")
     @classmethod
-    def _group_template(cls, value: str | None) -> str | None:
-        if value is not None:
-            naming.parse(naming.THING_GROUP_NAME, value)
+    def _group_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        pieces = naming.parse(naming.THING_GROUP_NAME, value)
+        waves = info.data.get("waves") or ()
+        if len(waves) > 1 and naming.WAVE not in {name for _, name in pieces}:
+            raise ValueError("must contain {wave} when there is more than one wave (one group per wave)")
         return value
-
-    @model_validator(mode="after")
-    def _one_group_per_wave(self) -> FleetSettings:
-        template = self.group_name_template
-        if template is not None and len(self.waves) > 1 and "{wave}" not in template:
-            raise ValueError("groupNameTemplate: must contain {wave} when there is more than one wave")
-        return self
 
     def wave_of(self, thing_name: str) -> int:
         """The canary wave (0 first) of ``thing_name``: a stable point in [0, 100) from
@@ -208,14 +206,18 @@ class FleetSettings(_Settings):
         thing-group name rule."""
         if self.group_name_template is None:
             return None
-        values = {naming.PROJECT: project, naming.PLATFORM: platform_key, naming.WAVE: str(wave)}
-        name = naming.render(naming.THING_GROUP_NAME, self.group_name_template, values)
+        name = self.render_group_name(project, platform_key, wave)
         if not _THING_GROUP_NAME.match(name):
             raise ValueError(
-                f"fleet.groupNameTemplate: {clip(name, 60)!r} is not a thing group name "
-                "([a-zA-Z0-9:_-], 1-128 characters)"
+                f"fleet.groupNameTemplate: renders {clip(name, 40)!r} ({len(name)} characters), "
+                "not a thing group name ([a-zA-Z0-9:_-], 1-128 characters)"
             )
         return name
+
+    def render_group_name(self, project: str, platform_key: str, wave: int) -> str:
+        """``groupNameTemplate`` rendered as it is (no check of the result)."""
+        values = {naming.PROJECT: project, naming.PLATFORM: platform_key, naming.WAVE: str(wave)}
+        return naming.render(naming.THING_GROUP_NAME, self.group_name_template or "", values)
 
     def group_arn(self, thing_arn: str, project: str, platform_key: str, wave: int) -> str | None:
         """The ARN of :meth:`group_name`'s group, in the partition, Region and account of
@@ -393,7 +395,13 @@ class AgentConfig(_Settings):
             )
         # Platform keys are [a-z0-9-] and at most KEY_MAX_LENGTH long, so the longest
         # key and the last wave give the longest name this device can render.
-        fleet.group_name(self.project_name, "k" * KEY_MAX_LENGTH, len(fleet.waves) - 1)
+        longest = len(fleet.render_group_name(self.project_name, "k" * KEY_MAX_LENGTH, len(fleet.waves) - 1))
+        if longest > _THING_GROUP_NAME_MAX:
+            raise ValueError(
+                f"fleet.groupNameTemplate: renders up to {longest} characters with this projectName "
+                f"and a {KEY_MAX_LENGTH}-character platform key; a thing group name has at most "
+                f"{_THING_GROUP_NAME_MAX}"
+            )
         return self
 
     # -- value objects derived from settings ------------------------------------------

@@ -570,7 +570,7 @@ class Decider:
     def _start_throttled(self, rollout: Rollout, now: float, error: errors.ThrottledError) -> Record:
         """StartPackaging was throttled: ask again after an escalating job-poll back-off
         (at least the service's Retry-After) and watch for the component meanwhile."""
-        retry = self._retry_later(rollout, now, error)
+        retry = self._retry_later(rollout, now, error, same_call=False)
         throttles = retry.rollout.throttles if retry.rollout is not None else rollout.throttles
         backoff = self.settings.job_poll_backoff.delay(rollout.polls + throttles, self.rng)
         return _with_job_poll(retry, now + self._throttled_delay(error, backoff))
@@ -788,14 +788,26 @@ class Decider:
 
     # -- outcomes ----------------------------------------------------------------------------
     def _retry_later(
-        self, rollout: Rollout, now: float, error: errors.AgentError, *, backoff: Backoff | None = None
+        self,
+        rollout: Rollout,
+        now: float,
+        error: errors.AgentError,
+        *,
+        backoff: Backoff | None = None,
+        same_call: bool = True,
     ) -> Record:
+        """Stay in the phase and step again after ``backoff`` (the poll back-off by
+        default). ``same_call``: the next step repeats the failed call, so a throttle's
+        Retry-After holds it back too; otherwise the failed call keeps a due-time of its
+        own and the next step only watches (another service)."""
         throttled = isinstance(error, errors.ThrottledError)
         # Greengrass's shared 30/s budget frees up at the poll pace; a throttled start of
         # packaging keeps its own, longer due-time (see _start_packaging).
         backoff = backoff or self.settings.poll_backoff
         throttles = rollout.throttles + 1 if throttled else rollout.throttles
-        delay = self._throttled_delay(error, backoff.delay(rollout.polls + throttles, self.rng))
+        delay = backoff.delay(rollout.polls + throttles, self.rng)
+        if same_call:
+            delay = self._throttled_delay(error, delay)
         updated = rollout.model_copy(
             update={"throttles": throttles, "updated_at": now, "next_action_at": now + delay}
         )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import math
 import random
+
+import pytest
 
 from agent.clock import CheckBudget, ThrottleAdaptation, WallClockWatch, capped_wait
 
