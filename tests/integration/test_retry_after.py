@@ -81,3 +81,20 @@ def test_a_throttled_check_waits_the_retry_after(world: World, clock: VirtualClo
     clock.advance(delay)
     agent.step()
     assert [c[2] for c in lookout_calls(world) if c[1] == "ListModels"] == [429, 200]
+
+
+def test_a_throttled_greengrass_answer_carries_retry_after(world: World, tmp_path: Path) -> None:
+    """Greengrass's control-plane quota (here 1 request/s) answers ThrottlingException
+    whose retryAfterSeconds (the Retry-After header) the agent's Greengrass adapter
+    reads as ThrottledError.retry_after: the second until the quota frees."""
+    from localcloud.greengrass import OTHER_OPERATIONS
+
+    aw.seed(world)
+    aw.add_device(world, "dev-1")
+    agent = aw.reconciler(world, "dev-1", tmp_path)
+    world.greengrass.rate_quotas[OTHER_OPERATIONS] = 1
+    prefix = f"arn:aws:greengrass:{world.region}:{world.account_id}"
+    assert agent.deployments.component_version_exists(prefix, aw.AGENT_COMPONENT, "0.1.0")
+    with pytest.raises(errors.ThrottledError) as caught:
+        agent.deployments.component_version_exists(prefix, aw.AGENT_COMPONENT, "0.1.0")
+    assert caught.value.retry_after == 1
