@@ -36,7 +36,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 from agent import errors
-from agent.clock import Backoff, JitteredInterval, capped_wait
+from agent.clock import Backoff, JitteredInterval, ThrottleAdaptation, capped_wait
+from agent.config import FleetSettings
 from agent.coordination import (
     Deployed,
     Failed,
@@ -63,7 +64,6 @@ from agent.request import NamingTemplates, deployment_token, derive_request
 from agent.rollout import Phase, Rollout
 
 if TYPE_CHECKING:
-    from agent.config import FleetSettings
     from agent.coordination import AnnouncementBase
 
 _RUNNING_STATES = {"RUNNING", "FINISHED"}
@@ -90,6 +90,8 @@ class RolloutSettings:
     component_tags: dict[str, str] | None = None
     #: the configured packaging backend (status messages name it)
     packaging_backend: str = "lookoutvision"
+    #: how throttled and successful checks stretch and shrink ``check_interval``
+    check_adaptation: ThrottleAdaptation = field(default_factory=ThrottleAdaptation)
     #: fleet coordination (announcements, canary waves); None: this device acts alone
     fleet: FleetSettings | None = None
 
@@ -434,13 +436,19 @@ class Decider:
             self._confirm_spread(fleet),
         )
 
-    def _longest_check_wait(self) -> float:
+    def _longest_check_wait(self, facts: Facts) -> float:
+        # The stored interval factor was written with the due-time it stretched (one
+        # FactChanges), so it bounds that wait; it never exceeds the adaptation's cap.
+        factor = self._check_factor(facts)
         interval = self.settings.check_interval
         return max(
-            interval.seconds * (1 + interval.jitter),
+            interval.seconds * (1 + interval.jitter) * factor,
             self.settings.failure_retry_seconds,
-            self._longest_action_wait(),
+            self._longest_action_wait() * factor,
         )
+
+    def _check_factor(self, facts: Facts) -> float:
+        return self.settings.check_adaptation.bounded(facts.check_interval_factor)
 
     def _action_wait(self, rollout: Rollout, now: float) -> Wait:
         longest = self._longest_action_wait()
@@ -451,7 +459,7 @@ class Decider:
 
     def _check_wait(self, obs: Observation) -> Wait:
         due = obs.facts.next_check_at or 0.0
-        longest = self._longest_check_wait()
+        longest = self._longest_check_wait(obs.facts)
         wait = capped_wait(due, obs.now, longest)
         if due - obs.now > longest:
             return Wait(wait, rebased_facts=FactChanges(next_check_at=obs.now + wait))
@@ -471,11 +479,13 @@ class Decider:
                 or int(self._ask(FindLatestVersion(self.settings.project)))
             )
         except errors.TransientError as error:
-            return self._check_failed(now, error, retry=True)
+            return self._check_failed(now, facts, error, retry=True)
         except errors.TerminalError as error:
-            return self._check_failed(now, error, retry=False)
+            return self._check_failed(now, facts, error, retry=False)
         deployed = facts.deployed_version or 0
         pinned_or_requested = bool(requested) or self.settings.pinned_version is not None
+        # The service answered: the interval creeps back towards the budget's.
+        factor = self.settings.check_adaptation.succeeded(facts.check_interval_factor)
 
         def checked(next_check: float) -> FactChanges:
             if hinted:
@@ -485,15 +495,16 @@ class Decider:
             return FactChanges(
                 last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None,
                 halt_lifted_version=requested if requested else KEEP,
+                check_interval_factor=factor,
             )
 
         # Never go back on our own: only a pin or a command may ask for an older version.
         if desired == deployed or (desired < deployed and not pinned_or_requested):
-            next_check_at = now + self.settings.check_interval.next(self.rng)
+            next_check_at = now + self.settings.check_interval.next(self.rng) * factor
             return Record(next_check_at - now, facts=checked(next_check_at), detail="up to date")
         previous: Rollout | None = self._ask(FindPreviousRollout(desired))
         # Jitter is drawn only after the last call: a replay draws nothing twice.
-        next_check_at = now + self.settings.check_interval.next(self.rng)
+        next_check_at = now + self.settings.check_interval.next(self.rng) * factor
         attempt = 1
         if previous is not None:
             last = previous
@@ -549,18 +560,24 @@ class Decider:
         )
         return replace(record, announce=announce)
 
-    def _check_failed(self, now: float, error: errors.AgentError, *, retry: bool) -> Record:
+    def _check_failed(self, now: float, facts: Facts, error: errors.AgentError, *, retry: bool) -> Record:
+        factor = self._check_factor(facts)
         if not retry:
-            delay = self.settings.check_interval.next(self.rng)
+            delay = self.settings.check_interval.next(self.rng) * factor
         elif isinstance(error, errors.ThrottledError):
             # The account's quota is used up right now (by the fleet): back off harder,
-            # as for every other throttled call.
-            delay = self.settings.job_poll_backoff.delay(3, self.rng)
+            # as for every other throttled call, and stretch this device's interval so
+            # that a fleet larger than configured settles below the quota.
+            factor = self.settings.check_adaptation.throttled(factor)
+            delay = self._throttled_delay(error, self.settings.job_poll_backoff.delay(3, self.rng) * factor)
         else:
             delay = self.settings.poll_backoff.delay(3, self.rng)
         return Record(
             delay,
-            facts=FactChanges(last_error=LastError(error.kind, error.message, now), next_check_at=now + delay),
+            facts=FactChanges(
+                last_error=LastError(error.kind, error.message, now), next_check_at=now + delay,
+                check_interval_factor=factor,
+            ),
             detail="check failed",
             error=ErrorInfo(type=error.kind, code=error.code, message=error.message),
         )
@@ -597,9 +614,23 @@ class Decider:
                 StatusPhase.PACKAGING_SKIPPED,
                 detail=f"component {name} {version} already exists",
             )
+        # After a throttled StartPackaging its retry has a due-time of its own (stored as
+        # the rollout's job poll); until then only the component is watched, at the poll
+        # pace, so a job started by another device is noticed as soon as it delivers.
+        longest = self._longest_action_wait()
+        due = obs.job_poll_due or 0.0
+        start_wait = capped_wait(due, now, longest)
+        if start_wait > 0:
+            polls = rollout.polls + 1
+            pace = min(start_wait, self.settings.poll_backoff.delay(polls, self.rng))
+            watching = rollout.model_copy(update={"polls": polls, "updated_at": now, "next_action_at": now + pace})
+            rebased: float | Keep = now + start_wait if due - now > longest else KEEP
+            return Record(pace, rollout=watching, detail="watching for the component", job_poll_due=rebased)
         detail: str | None = None
         try:
             job_name: str | None = str(self._ask(StartPackaging(request)))
+        except errors.ThrottledError as throttled:
+            return self._start_throttled(rollout, now, throttled)
         except errors.ConflictError as conflict:
             job_name, detail = self._adopt(obs.facts, request, conflict)
             if job_name is None:
@@ -615,6 +646,14 @@ class Decider:
         return self._record(
             updated, StatusPhase.PACKAGING_STARTED, detail=detail, job_poll_due=now + self._job_poll_delay()
         )
+
+    def _start_throttled(self, rollout: Rollout, now: float, error: errors.ThrottledError) -> Record:
+        """StartPackaging was throttled: ask again after an escalating job-poll back-off
+        (at least the service's Retry-After) and watch for the component meanwhile."""
+        retry = self._retry_later(rollout, now, error, same_call=False)
+        throttles = retry.rollout.throttles if retry.rollout is not None else rollout.throttles
+        backoff = self.settings.job_poll_backoff.delay(rollout.polls + throttles, self.rng)
+        return _with_job_poll(retry, now + self._throttled_delay(error, backoff))
 
     def _adopt(
         self, facts: Facts, request: PackagingRequest, conflict: errors.ConflictError
@@ -1080,16 +1119,26 @@ class Decider:
 
     # -- outcomes ----------------------------------------------------------------------------
     def _retry_later(
-        self, rollout: Rollout, now: float, error: errors.AgentError, *, backoff: Backoff | None = None
+        self,
+        rollout: Rollout,
+        now: float,
+        error: errors.AgentError,
+        *,
+        backoff: Backoff | None = None,
+        same_call: bool = True,
     ) -> Record:
+        """Stay in the phase and step again after ``backoff`` (the poll back-off by
+        default). ``same_call``: the next step repeats the failed call, so a throttle's
+        Retry-After holds it back too; otherwise the failed call keeps a due-time of its
+        own and the next step only watches (another service)."""
         throttled = isinstance(error, errors.ThrottledError)
-        if backoff is None:
-            # Only the start of packaging meets the packaging service's tight account
-            # quota (~5/s); Greengrass's shared 30/s budget frees up at the poll pace.
-            packaging = throttled and rollout.phase is Phase.PACKAGING_REQUESTED
-            backoff = self.settings.job_poll_backoff if packaging else self.settings.poll_backoff
+        # Greengrass's shared 30/s budget frees up at the poll pace; a throttled start of
+        # packaging keeps its own, longer due-time (see _start_packaging).
+        backoff = backoff or self.settings.poll_backoff
         throttles = rollout.throttles + 1 if throttled else rollout.throttles
         delay = backoff.delay(rollout.polls + throttles, self.rng)
+        if same_call:
+            delay = self._throttled_delay(error, delay)
         updated = rollout.model_copy(
             update={"throttles": throttles, "updated_at": now, "next_action_at": now + delay}
         )
@@ -1100,6 +1149,15 @@ class Decider:
             detail="transient error",
             error=ErrorInfo(type=error.kind, code=error.code, message=error.message),
         )
+
+    def _throttled_delay(self, error: errors.AgentError, delay: float) -> float:
+        """``delay``, or longer when ``error`` is a throttle whose service said how long
+        to wait (Retry-After), honoured up to the longest back-off (so the wait stays
+        within what the clock-jump caps allow)."""
+        retry_after = error.retry_after if isinstance(error, errors.ThrottledError) else None
+        if retry_after is None:
+            return delay
+        return max(delay, min(retry_after, self._longest_action_wait()))
 
     def _fail(self, rollout: Rollout, now: float, error: errors.AgentError, event: StatusPhase) -> Record:
         updated = self._to(rollout, Phase.FAILED, now)

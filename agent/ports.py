@@ -179,6 +179,9 @@ class Facts:
     halt_lifted_version: int | None = None
     #: when an announcement last started a rollout (hints start at most one per interval)
     last_hint_at: float | None = None
+    #: the check interval's multiplier: grows when checks are throttled, shrinks back
+    #: on success (``agent.clock.ThrottleAdaptation``)
+    check_interval_factor: float = 1.0
 
     def changed(self, changes: FactChanges) -> Facts:
         """These facts with ``changes`` applied."""
@@ -206,6 +209,7 @@ class FactChanges:
     thing_arn: str | Keep | None = KEEP
     halt_lifted_version: int | Keep | None = KEEP
     last_hint_at: float | Keep | None = KEEP
+    check_interval_factor: float | Keep = KEEP
 
     def items(self) -> list[tuple[str, Any]]:
         """(name, value) of every fact this changes."""
