@@ -265,3 +265,64 @@ def test_thing_group_waves_create_one_deployment_per_wave(platform: DetectedPlat
     waves = {d.config.fleet.wave_of(d.thing) for d in fleet.devices}
     assert len(groups) == len(waves)
     assert fleet.gg.script.count("create_deployment") == len(waves)
+
+
+def test_when_the_poller_goes_quiet_one_follower_takes_over_polling(platform: DetectedPlatform) -> None:
+    """The device that started the job disappears; after pollerFallbackSeconds without
+    news a follower polls the job itself, announces it, and the others keep waiting."""
+    fleet = Fleet(platform, 6, pollerFallbackSeconds=600)
+    fleet.run(lambda: phases(fleet, Phase.PACKAGING))
+    poller = next(d for d in fleet.devices if fleet.packaging.script.count("start_packaging") and
+                  any(m.kind == "announcement" and m.topic.endswith("/job") for _, m in d.store.outbox))
+    fleet.devices.remove(poller)
+    del fleet.due[poller.thing]
+    polls_before = fleet.packaging.script.count("packaging_status")
+    start = fleet.clock.now()
+    fleet.run(lambda: fleet.packaging.script.count("packaging_status") > polls_before, limit=3600)
+    assert fleet.clock.now() - start >= 600 - 60
+    # One follower polled; its news keeps the others from polling for another interval.
+    fleet.run(lambda: fleet.clock.now() >= start + 1100, limit=3600)
+    assert fleet.packaging.script.count("packaging_status") - polls_before <= 2
+
+
+def test_a_failed_job_announced_by_its_poller_ends_every_follower_without_a_call(platform: DetectedPlatform) -> None:
+    """The job FAILED: its poller announces it and every follower ends its rollout
+    PACKAGING_FAILED on the announcement alone (the next attempt follows after
+    failureRetrySeconds)."""
+    fleet = Fleet(platform, 5)
+    fleet.run(lambda: phases(fleet, Phase.PACKAGING))
+    (name,) = fleet.packaging.jobs
+    fleet.packaging.set_job(name, "FAILED", status_message="compilation failed")
+    fleet.run(lambda: phases(fleet, Phase.FAILED), limit=3600)
+    assert fleet.packaging.script.count("packaging_status") <= 2
+    assert all("PACKAGING_FAILED" in d.store.events() for d in fleet.devices)
+
+
+def test_release_hints_start_at_most_one_rollout_per_hint_interval(platform: DetectedPlatform) -> None:
+    """An idle device hears 'released v5': it starts a rollout without asking Lookout for
+    Vision. When that rollout has ended, a 'released v6' heard at once starts nothing;
+    the same hint after hintMinIntervalSeconds does."""
+    from agent.ports import FactChanges
+
+    fleet = Fleet(platform, 1, hintMinIntervalSeconds=600)
+    device = fleet.devices[0]
+    device.store.update_facts(FactChanges(deployed_version=1, next_check_at=fleet.clock.now() + 86_400))
+    topics = FleetTopics(PREFIX, "widgets")
+
+    def hear(version: int) -> None:
+        message = Released(thing_name="dev-noisy", sent_at=stamp(0), model_version=version)
+        assert device.board.receive(topics.topic_of(message), message.to_json())
+
+    hear(5)
+    device.reconciler.step()
+    assert device.rollout is not None and device.rollout.model_version == 5
+    ended = device.rollout.model_copy(update={"phase": Phase.HALTED, "ended_at": fleet.clock.now()})
+    device.store.save(ended)
+    hear(6)
+    fleet.clock.advance(10)
+    device.reconciler.step()
+    assert device.rollout is not None and device.rollout.model_version == 5
+    fleet.clock.advance(600)
+    device.reconciler.step()
+    assert device.rollout is not None and device.rollout.model_version == 6
+    assert fleet.packaging.script.count("latest_version") == 0
