@@ -104,7 +104,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"l4v-edge-agent: {reason}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "config":
-        print(json.dumps(effective_configuration(config), indent=2, ensure_ascii=False))
+        effective = effective_configuration(config)
+        if config.fleet.enabled:
+            # Where this device stands in the fleet's canary waves (derived, not configured).
+            wave = config.fleet.wave_of(config.thing_name)
+            effective["fleetPlacement"] = {
+                "wave": wave,
+                "deploysSecondsAfterReady": wave * config.fleet.wave_delay_seconds,
+            }
+        print(json.dumps(effective, indent=2, ensure_ascii=False))
         return EXIT_OK
     configure_logging(config.log_level, config.log_format)
     if args.command == "status":
