@@ -113,7 +113,7 @@ STATUS_OF_PHASE: dict[Phase, StatusPhase] = {
 #: at: half of the control plane's 30 requests/s per Region, leaving the rest to others.
 FLEET_GREENGRASS_CALLS_PER_SECOND = 15.0
 #: Greengrass calls one device makes to confirm a deployment (ReadProgress, at most).
-CONFIRM_CALLS = 3
+CONFIRM_CALLS = 2
 #: ``last_reported`` key of a deployment the nucleus said it applied (confirmation pending).
 APPLIED_LOCALLY = "APPLIED_LOCALLY"
 
@@ -427,11 +427,11 @@ class Decider:
         fleet = self.fleet
         if fleet is None:
             return longest
-        waves = fleet.wave_delay_seconds * (len(fleet.waves) - 1) + self._deploy_spread(fleet, len(fleet.waves) - 1)
+        waves = max(k * fleet.wave_delay_seconds + self._deploy_spread(fleet, k) for k in range(len(fleet.waves)))
         return max(
             longest,
             fleet.poller_fallback_seconds + fleet.suppression_seconds,
-            waves + fleet.suppression_seconds,
+            waves,
             fleet.deployment_watch_seconds,
             self._confirm_spread(fleet),
         )
@@ -903,7 +903,9 @@ class Decider:
         ready = news.ready.get(version)
         job = news.jobs.get(version)
         if phase is Phase.PACKAGING_REQUESTED:
-            return self._ready_matches(ready, rollout) or (job is not None and job.job_name == rollout.job_name)
+            return self._ready_matches(ready, rollout) or (
+                job is not None and job.job_name == rollout.job_name and job.sender != self.settings.thing_name
+            )
         if phase is Phase.PACKAGING:
             return self._ready_matches(ready, rollout) or (
                 job is not None and job.status == "FAILED" and job.job_name == rollout.job_name
@@ -947,10 +949,7 @@ class Decider:
         failures = news.failed_count(rollout.model_version)
         return failures if failures >= fleet.halt_failures else None
 
-    def _group_target(self, obs: Observation, fleet: FleetSettings) -> str | None:
-        group = fleet.group_name(self.settings.project, self.platform.key, self._wave(fleet))
-        if group is None:
-            return None
+    def _group_target(self, obs: Observation, group: str) -> str:
         parts = self._thing_arn(obs.facts).split(":")
         return f"arn:{parts[1]}:iot:{parts[3]}:{parts[4]}:thinggroup/{group}"
 
@@ -1047,14 +1046,20 @@ class Decider:
                       f"{fleet.halt_failures}); lift with a deploy-version command or release a newer version")
             return self._record(updated, StatusPhase.HALTED, detail=detail)
         wave = self._wave(fleet)
-        target = self._group_target(obs, fleet)
-        if target is None:
+        try:
+            group = fleet.group_name(self.settings.project, self.platform.key, wave)
+        except ValueError as invalid:
+            raise errors.TerminalError(str(invalid)) from invalid
+        if group is None:
             return self._deploy(obs, rollout, verify=True)
         heard = news.deployed.get((rollout.model_version, wave))
-        if heard is not None and heard.target_arn == target:
-            updated = self._to(rollout, Phase.DEPLOYING, now, target_arn=target, deployment_id=heard.deployment_id)
+        if heard is not None and heard.target_arn.endswith(f":thinggroup/{group}"):
+            # Adopted by name: the group's other devices need not look up their ARN.
+            updated = self._to(rollout, Phase.DEPLOYING, now, target_arn=heard.target_arn,
+                               deployment_id=heard.deployment_id)
             return self._record(updated, StatusPhase.DEPLOYMENT_CREATED,
                                 detail=f"wave {wave} deployment {heard.deployment_id} announced")
+        target = self._group_target(obs, group)
         action = self._deploy(obs, rollout, target=target, verify=True)
         if isinstance(action, Record) and action.rollout is not None and action.rollout.phase is Phase.DEPLOYING:
             after = action.rollout
