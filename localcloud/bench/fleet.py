@@ -218,6 +218,16 @@ def greengrass_quotas() -> dict[str, float | None]:
     }
 
 
+#: The thing group of every bench device (the agent component is deployed to it).
+FLEET_GROUP = "bench-fleet"
+
+
+def _architecture(platform: DetectedPlatform) -> str:
+    """The Greengrass architecture of a device of ``platform``."""
+    arm = platform.target_device is not None or platform.arch == "ARM64"
+    return "aarch64" if arm else "amd64"
+
+
 @dataclass
 class Stage:
     """A fresh world with the fleet seeded and the release made."""
@@ -238,7 +248,8 @@ class Stage:
 def build_stage(scenario: Scenario, clock: VirtualClock | None = None) -> Stage:
     """Seed a new World (this resets moto), add the fleet, turn faults on, release v1.
 
-    Every device already runs the agent component, deployed to its own thing. The
+    Every device already runs the agent component, deployed to the fleet's thing group
+    (the devices are seeded in bulk, not through an API call each). The rest of the
     setup goes through the world's internal clients: no faults, no call log. ``clock``
     (default: a new VirtualClock) lets a live fleet start at the wall clock's time. With
     the SageMaker backend the project is a model package group, Neo compiles in
@@ -255,15 +266,17 @@ def build_stage(scenario: Scenario, clock: VirtualClock | None = None) -> Stage:
         world.sagemaker.compile_seconds = scenario.packaging_seconds
         role_arn = world.sagemaker.create_execution_role()
     world.greengrass.register_component_version(json.loads(AGENT_RECIPE.read_text()))
-    gg, iot = world.client("greengrassv2"), world.client("iot")
-    for thing, platform in scenario.platforms():
-        arm = platform.target_device is not None or platform.arch == "ARM64"
-        world.greengrass.add_core_device(thing, architecture="aarch64" if arm else "amd64")
-        gg.create_deployment(
-            targetArn=iot.describe_thing(thingName=thing)["thingArn"],
-            deploymentName=f"fleet-{thing}",
-            components={AGENT_COMPONENT: {"componentVersion": AGENT_VERSION}},
-        )
+    # Seeded in bulk (the setup is not what is measured): the things join one thing group
+    # and the agent component reaches them all through one thing-group deployment.
+    world.greengrass.add_core_devices(
+        ((thing, _architecture(platform)) for thing, platform in scenario.platforms()),
+        thing_group=FLEET_GROUP,
+    )
+    world.client("greengrassv2").create_deployment(
+        targetArn=world.arn("iot", f"thinggroup/{FLEET_GROUP}"),
+        deploymentName=f"{FLEET_GROUP}-agent",
+        components={AGENT_COMPONENT: {"componentVersion": AGENT_VERSION}},
+    )
     clock.advance(300)
     world.tick()
     world.faults.set_quota(scenario.service, scenario.packaging_quota)
