@@ -673,9 +673,7 @@ class GreengrassEmulator:
                 key=lambda d: d.sequence,
             )
             members = {
-                d.deployment_id: {
-                    m.thing_name for m in self._member_devices(d.target_kind, d.target_name)
-                }
+                d.deployment_id: set(self._group_members(d.target_name))
                 for d in active
                 if d.target_kind == "thinggroup"
             }
@@ -1141,6 +1139,10 @@ class GreengrassEmulator:
             return [device] if device is not None else []
         if not self.devices:
             return []
+        return [self.devices[t] for t in self._group_members(name) if t in self.devices]
+
+    def _group_members(self, name: str) -> list[str]:
+        """Thing names in the thing group ``name`` and its descendants (IoT's view)."""
         iot = self._iot()
         groups = [name] + [
             g["groupName"]
@@ -1149,7 +1151,7 @@ class GreengrassEmulator:
         things: list[str] = []
         for group in groups:
             things += _all(iot.list_things_in_thing_group, "things", thingGroupName=group)
-        return [self.devices[t] for t in dict.fromkeys(things) if t in self.devices]
+        return list(dict.fromkeys(things))
 
     def _deployments_for_new_device(self, device: CoreDevice) -> list[Deployment]:
         wanted: list[Deployment] = []
