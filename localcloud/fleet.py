@@ -102,10 +102,21 @@ class Fleet:
         self.clock = clock
         self.devices: list[SimDevice] = []
         self._queue: list[tuple[float, int]] = []
+        #: each device's current due-time (queue entries with another time are stale)
+        self._due: list[float] = []
 
     def add(self, device: SimDevice, first_step_at: float) -> None:
         self.devices.append(device)
+        self._due.append(first_step_at)
         heapq.heappush(self._queue, (first_step_at, len(self.devices) - 1))
+
+    def wake(self, index: int) -> None:
+        """Step device ``index`` now rather than at its due-time (news arrived for it, as
+        the daemon's main loop is woken by an announcement or a nucleus event)."""
+        now = self.clock.now()
+        if self._due[index] > now:
+            self._due[index] = now
+            heapq.heappush(self._queue, (now, index))
 
     def run_until(
         self,
@@ -118,6 +129,8 @@ class Fleet:
         """Step devices in time order until ``done()`` or the clock passes ``deadline``."""
         while self._queue:
             due, index = heapq.heappop(self._queue)
+            if due != self._due[index]:
+                continue  # superseded by a wake
             if due > deadline:
                 heapq.heappush(self._queue, (due, index))
                 self.clock.set(max(self.clock.now(), deadline))
@@ -128,7 +141,9 @@ class Fleet:
             delay = device.reconciler.step()
             if on_step is not None:
                 on_step(device, self.clock.now())
-            heapq.heappush(self._queue, (self.clock.now() + max(delay, min_delay), index))
+            next_due = self.clock.now() + max(delay, min_delay)
+            self._due[index] = next_due
+            heapq.heappush(self._queue, (next_due, index))
             if done():
                 return True
         return done()
