@@ -228,6 +228,9 @@ class Observation:
     job_poll_due: float | None = None
     #: a command or configuration change asked for a check now
     check_requested: bool = False
+    #: deployment ids this device's nucleus reported finished (post-update events); a
+    #: hint that the cloud holds the outcome now, not the outcome itself
+    locally_completed: frozenset[str] = frozenset()
 
 
 @dataclass

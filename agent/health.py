@@ -77,6 +77,9 @@ class HealthReporter:
         self._lock = threading.Lock()
         #: set by the main loop while the ledger cannot be written (reported, not stored)
         self.storage_error: ErrorInfo | None = None
+        #: why the nucleus's deployment events are not followed now (None: they are, or
+        #: there is no nucleus); the agent then polls the cloud instead
+        self.local_deployments_problem: Callable[[], str | None] | None = None
         self._cpu_sample = (time.monotonic(), self._cpu_seconds())
         self._dropped_seen = dropped_total(ledger)
 
@@ -108,6 +111,9 @@ class HealthReporter:
                 reasons.append(f"{dropped_since} message(s) dropped by the outbox bound")
             if self.storage_error is not None:
                 reasons.append("the ledger cannot be written")
+            local_problem = self.local_deployments_problem() if self.local_deployments_problem else None
+            if local_problem:
+                reasons.append(f"no deployment events from the nucleus ({local_problem})")
             if reset is not None and "corrupt" in reset:
                 reasons.append("the ledger was corrupt and replaced")
             if reasons:

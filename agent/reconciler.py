@@ -48,6 +48,7 @@ from agent.platform import DetectedPlatform
 from agent.ports import (
     DeploymentPort,
     FactChanges,
+    LocalDeployments,
     OutgoingMessage,
     PackagingPort,
     PackagingRequest,
@@ -103,12 +104,15 @@ class Reconciler:
         clock: TimeSource,
         rng: random.Random | None = None,
         derive: RequestDeriver = lookout_for_vision_request,
+        local_deployments: LocalDeployments | None = None,
     ) -> None:
         self.platform = platform
         self.packaging = packaging
         self.deployments = deployments
         self.ledger = ledger
         self.clock = clock
+        #: what the nucleus says finished on this device (None: nothing, ask the cloud)
+        self.local_deployments = local_deployments
         self.rng = rng or random.Random()
         self.decider = Decider(settings, platform, self.rng, derive)
         self._check_requested = False
@@ -147,9 +151,11 @@ class Reconciler:
         """What the store knows now."""
         rollout = self.ledger.active_rollout()
         due = None if rollout is None or rollout.id is None else self.ledger.job_poll_due(rollout.id)
+        local = self.local_deployments
         return Observation(
             now=now, rollout=rollout, facts=self.ledger.facts(), job_poll_due=due,
             check_requested=check_requested,
+            locally_completed=local.completed() if local is not None else frozenset(),
         )
 
     def request_for(self, version: int, attempt: int) -> PackagingRequest:

@@ -24,6 +24,7 @@ from agent.ports import (
     OutgoingMessage,
     PackagingJob,
     PackagingRequest,
+    RecentIds,
 )
 from agent.rollout import Phase, Rollout
 
@@ -172,6 +173,25 @@ class FakeDeployments:
         installed: str | None = None, state: str | None = None, reason: str | None = None,
     ) -> None:
         self.progress_of[deployment_id] = DeploymentProgress(deployment, execution, reason, installed, state)
+
+
+class FakeLocalDeployments:
+    """The LocalDeployments port without a nucleus: the test (or a simulated fleet, from
+    ``GreengrassEmulator.on_post_update``) says which deployments finished here."""
+
+    def __init__(self, *, available: bool = True) -> None:
+        self.is_available = available
+        self._completed = RecentIds()
+
+    def finish(self, deployment_id: str) -> None:
+        """The nucleus reported ``deployment_id`` finished (a post-update event)."""
+        self._completed.add(deployment_id)
+
+    def completed(self) -> frozenset[str]:
+        return self._completed.snapshot()
+
+    def available(self) -> bool:
+        return self.is_available
 
 
 @dataclass
