@@ -98,6 +98,7 @@ class HealthReporter:
             self._dropped_seen = dropped
         reasons: list[str] = []
         status: Status = "HEALTHY"
+        local_problem = self.local_deployments_problem() if self.local_deployments_problem else None
         if state in UNHEALTHY_STATES or (error is not None and error.type in UNHEALTHY_ERRORS):
             status = "UNHEALTHY"
         else:
@@ -111,7 +112,6 @@ class HealthReporter:
                 reasons.append(f"{dropped_since} message(s) dropped by the outbox bound")
             if self.storage_error is not None:
                 reasons.append("the ledger cannot be written")
-            local_problem = self.local_deployments_problem() if self.local_deployments_problem else None
             if local_problem:
                 reasons.append(f"no deployment events from the nucleus ({local_problem})")
             if reset is not None and "corrupt" in reset:
@@ -142,6 +142,7 @@ class HealthReporter:
             resources=self._resources(),
             outbox_depth=depth,
             ledger_reset=reset,
+            deployment_events_problem=local_problem or None,
         )
 
     def message(self) -> OutgoingMessage:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import re
+import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -489,6 +490,8 @@ class CoreDevice:
         self._free_at = now  # when the device can start its next deployment
         self._listeners: list[ConfigListener] = []
         self._notifier: UpdatePolicyNotifier | None = None
+        #: notified when an answer to a pre-update event moved a deployment on
+        self._stage_changed = threading.Condition(emulator.lock)
         self._last_status = "HEALTHY"
         nucleus = emulator.latest_public(NUCLEUS_NAME)
         if nucleus is not None:
@@ -538,6 +541,22 @@ class CoreDevice:
     def set_update_notifier(self, notifier: UpdatePolicyNotifier | None) -> None:
         with self._emulator.lock:
             self._notifier = notifier
+
+    def update_stage(self, deployment_id: str) -> str | None:
+        """Where the deployment being applied is: "notify" (awaiting answers to a
+        pre-update event), "deferred", "install"; None when it is not being applied."""
+        with self._emulator.lock:
+            current = self._current
+            if current is None or current.effective.deployment.deployment_id != deployment_id:
+                return None
+            return current.stage
+
+    def wait_for_update_stage(self, deployment_id: str, stage: str, timeout: float) -> bool:
+        """Wait (real time) until :meth:`update_stage` is ``stage``; False on timeout."""
+        with self._stage_changed:
+            return self._stage_changed.wait_for(
+                lambda: self.update_stage(deployment_id) == stage, timeout
+            )
 
     # -- status for the control plane --------------------------------------------------
     @property
@@ -705,6 +724,7 @@ class CoreDevice:
                 self._notifier.end_round()
             self._end_round(flight, self._emulator.world.clock.now(), recheck_ms)
             self._emulator.wake_device(self)
+            self._stage_changed.notify_all()
 
     def _end_round(self, flight: _InFlight, at: float, recheck_ms: int) -> None:
         if recheck_ms > 0:

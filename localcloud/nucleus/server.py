@@ -875,9 +875,11 @@ class Nucleus:
             if self._round and all(a.answered for a in self._round):
                 notify, self._round_answered = self._round_answered, None
                 longest = max(a.recheck_ms for a in self._round)
-        connection.finish(stream, "DeferComponentUpdateResponse", {}, error=False)
+        # The device hears the round is over before the caller gets its answer (the real
+        # nucleus completes its future first): a caller that got the answer may rely on it.
         if notify is not None:
             notify(longest)
+        connection.finish(stream, "DeferComponentUpdateResponse", {}, error=False)
 
     # -- UpdatePolicyNotifier (called by the device, under the world lock) --------------
     def pre_update(self, deployment_id: str, ggc_restarting: bool, answered: RoundAnswered) -> bool:
