@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import re
-import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -490,8 +489,6 @@ class CoreDevice:
         self._free_at = now  # when the device can start its next deployment
         self._listeners: list[ConfigListener] = []
         self._notifier: UpdatePolicyNotifier | None = None
-        #: notified when an answer to a pre-update event moved a deployment on
-        self._stage_changed = threading.Condition(emulator.lock)
         self._last_status = "HEALTHY"
         nucleus = emulator.latest_public(NUCLEUS_NAME)
         if nucleus is not None:
@@ -553,8 +550,8 @@ class CoreDevice:
 
     def wait_for_update_stage(self, deployment_id: str, stage: str, timeout: float) -> bool:
         """Wait (real time) until :meth:`update_stage` is ``stage``; False on timeout."""
-        with self._stage_changed:
-            return self._stage_changed.wait_for(
+        with self._emulator.stage_changed:
+            return self._emulator.stage_changed.wait_for(
                 lambda: self.update_stage(deployment_id) == stage, timeout
             )
 
@@ -724,7 +721,7 @@ class CoreDevice:
                 self._notifier.end_round()
             self._end_round(flight, self._emulator.world.clock.now(), recheck_ms)
             self._emulator.wake_device(self)
-            self._stage_changed.notify_all()
+            self._emulator.stage_changed.notify_all()
 
     def _end_round(self, flight: _InFlight, at: float, recheck_ms: int) -> None:
         if recheck_ms > 0:

@@ -417,6 +417,8 @@ class GreengrassEmulator:
         #: a nucleus feed each device's local deployment events from it. O(1) per event,
         #: called under the world lock: it must not call back into the world.
         self.on_post_update: Callable[[str, str], None] | None = None
+        #: notified (under ``lock``) when an answer to a pre-update event moved a device on
+        self.stage_changed = threading.Condition(self.lock)
         self._iot_client: Any = None
         #: Requests/s per quota (None: unlimited); see DEFAULT_RATE_QUOTAS.
         self.rate_quotas: dict[str, float | None] = dict(DEFAULT_RATE_QUOTAS)
