@@ -113,6 +113,14 @@ class Published(NamedTuple):
     qos: int
 
 
+class Deferral(NamedTuple):
+    """One DeferComponentUpdate the nucleus accepted."""
+
+    component: str
+    deployment_id: str
+    recheck_after_ms: int | None
+
+
 class IpcError(Exception):
     """An operation failure answered as APPLICATION_ERROR with model ``shape``."""
 
@@ -462,6 +470,7 @@ class Nucleus:
         #: every answer the current pre-update round waits for, and who to tell
         self._round: list[_AwaitedAnswer] = []
         self._round_answered: RoundAnswered | None = None
+        self._deferrals: list[Deferral] = []
         self._connections: dict[_Connection, threading.Thread] = {}
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -542,6 +551,12 @@ class Nucleus:
         """Every accepted PublishToIoTCore, oldest first (a snapshot)."""
         with self._lock:
             return list(self._published)
+
+    @property
+    def deferrals(self) -> list[Deferral]:
+        """Every accepted DeferComponentUpdate, oldest first (a snapshot)."""
+        with self._lock:
+            return list(self._deferrals)
 
     @property
     def connection_count(self) -> int:
@@ -870,6 +885,7 @@ class Nucleus:
                 raise IpcError(
                     "ServiceError", "Time limit to respond to PreComponentUpdateEvent exceeded"
                 )
+            self._deferrals.append(Deferral(caller, deployment_id, recheck))
             if recheck is not None:  # the real nucleus ignores an answer without it
                 awaited.answered, awaited.recheck_ms = True, recheck
             if self._round and all(a.answered for a in self._round):
