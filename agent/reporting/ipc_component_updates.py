@@ -211,7 +211,10 @@ class ComponentUpdateWatcher:
                 lifecycle_handler=Lifecycle(generation),
                 timeout=self._timeout,
             )
+            # One worker keeps events in order and off the network thread; started now so
+            # the process has its full set of threads from the start, not at the first event.
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipc-updates")
+            executor.submit(int)
             client = GreengrassCoreIPCClientV2(client=connection, executor=executor)
             with self._lock:
                 self._client = client
