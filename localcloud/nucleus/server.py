@@ -923,9 +923,9 @@ class Nucleus:
         with self._lock:
             # As the real nucleus: no answer is awaited from a stream the event missed.
             for subscription in unsent:
-                awaited = self._awaited.pop((subscription.component, deployment_id), None)
-                if awaited is not None and awaited in self._round:
-                    self._round.remove(awaited)
+                missed = self._awaited.pop((subscription.component, deployment_id), None)
+                if missed is not None and missed in self._round:
+                    self._round.remove(missed)
             awaiting = any(not a.answered for a in self._round)
             if not awaiting:  # nobody left to wait for (answers may have raced the sends)
                 self._round, self._round_answered = [], None
