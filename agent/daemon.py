@@ -20,6 +20,7 @@ to flush); a second one sets ``force_exit`` and the flush is cut short.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -50,6 +51,9 @@ from agent.reporting.commands import CommandHandler
 from agent.reporting.events import ErrorInfo, PlatformReport, utc_iso
 from agent.reporting.outbox import Outbox, Publisher
 from agent.reporting.transport import MessageHandler, Transport
+
+if TYPE_CHECKING:
+    from agent.reporting.ipc_component_updates import ComponentUpdateWatcher, NoLocalDeployments
 
 log = structlog.get_logger("agent.daemon")
 
@@ -157,6 +161,19 @@ def make_transport(config: AgentConfig, env: Mapping[str, str]) -> Transport:
     return LogTransport()
 
 
+def make_local_deployments(
+    env: Mapping[str, str], *, wake: Callable[[], None]
+) -> ComponentUpdateWatcher | NoLocalDeployments:
+    """Under a nucleus, the watcher of its component update events (it subscribes at
+    startup); otherwise nothing is reported and the agent polls the cloud."""
+    from agent.reporting.ipc import nucleus_available
+    from agent.reporting.ipc_component_updates import ComponentUpdateWatcher, NoLocalDeployments
+
+    if not nucleus_available(env):
+        return NoLocalDeployments()
+    return ComponentUpdateWatcher.from_env(env, wake=wake)
+
+
 class Requests:
     """What commands and configuration updates ask of the main loop: flags it reads at
     its next turn, and the event that cuts its wait short. The command handler's target
@@ -168,6 +185,10 @@ class Requests:
         self.status = False
         self._reconciler = reconciler
         self._platform_error = platform_error
+
+    def bind(self, reconciler: Reconciler | None, platform_error: errors.AgentError | None) -> None:
+        """The reconciler (or why there is none), once built: the wake event exists before."""
+        self._reconciler, self._platform_error = reconciler, platform_error
 
     def request_check(self, model_version: int | None = None) -> None:
         """Check for a new version (or roll out ``model_version``) at the next turn."""
@@ -212,6 +233,8 @@ class Agent:
     pending_config: AgentConfig | None = None
     #: the platform report of the packaging backend's target (None: ``platform``'s)
     platform_details: dict[str, object] | None = None
+    #: deployments the nucleus reports finished here (subscribed at startup; None: no nucleus)
+    local_deployments: ComponentUpdateWatcher | NoLocalDeployments | None = None
 
     # -- live configuration -----------------------------------------------------------------
     def configuration_changed(self, component_configuration: dict[str, Any]) -> None:
@@ -345,6 +368,8 @@ def build_agent(
     platform: DetectedPlatform | None = None
     platform_error: errors.AgentError | None = None
     backend = None
+    requests = Requests(None, None)
+    local_deployments = make_local_deployments(env, wake=requests.wake.set)
     try:
         backend = packaging_backend(config, clients)
         platform = backend.platform
@@ -361,6 +386,7 @@ def build_agent(
             clock=clock,
             rng=rng,
             derive=backend.derive,
+            local_deployments=local_deployments,
         )
         bind(backend.packaging, reconciler.request_for)
     health = HealthReporter(
@@ -375,7 +401,7 @@ def build_agent(
     )
     reporting = config.reporting
     outbox = Outbox(ledger, clock, reporting.outbox_max_messages)
-    requests = Requests(reconciler, platform_error)
+    requests.bind(reconciler, platform_error)
     commands = CommandHandler(
         thing_name=config.thing_name,
         response_topic=topics["command_responses"],
@@ -409,9 +435,11 @@ def build_agent(
         reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
         clients=clients, outbox=outbox, requests=requests, rng=rng, started_at=clock.now(),
         platform_details=backend.report if backend is not None else None,
+        local_deployments=local_deployments,
     )
     # Wiring: the parts that call back into others, now that all exist.
     outbox.notify = publisher.notify
+    health.local_deployments_problem = local_deployments.problem
     health.state_provider = lambda: agent.state.value
     return agent
 
@@ -448,6 +476,11 @@ class MainLoop:
         if agent.platform_error is not None:
             log.error("platform not supported: health reporting only", error=agent.platform_error.message)
         agent.publisher.start()
+        if agent.reconciler is not None and agent.local_deployments is not None:
+            # Fail-soft: the watcher logs the failure once and health shows it; the cloud
+            # is polled meanwhile, and the watcher retries.
+            with contextlib.suppress(errors.AgentError):
+                agent.local_deployments.start()
         try:
             agent.send([agent.platform_message(), agent.health.message()])
         except errors.StateStorageError as exc:
@@ -556,6 +589,8 @@ class MainLoop:
         ``abort()`` says so) and close the ledger."""
         agent = self.agent
         agent.state = AgentState.STOPPING
+        if agent.local_deployments is not None:
+            agent.local_deployments.stop()
         deadline = time.monotonic() + shutdown_timeout
         flush_until = time.monotonic() + shutdown_timeout * 0.6
         while agent.publisher.running and not abort() and time.monotonic() < flush_until:

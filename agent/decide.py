@@ -260,7 +260,8 @@ class Observation:
     check_requested: bool = False
     #: what the fleet announced (None: fleet coordination off)
     fleet: FleetNews | None = None
-    #: deployments the nucleus reported applied on this device (IPC component updates)
+    #: deployment ids this device's nucleus reported finished (post-update events); a
+    #: hint that the cloud holds the outcome now, not the outcome itself
     locally_completed: frozenset[str] = frozenset()
     #: whether the nucleus reports applied deployments at all (else the cloud is polled)
     nucleus_reports_deployments: bool = False
@@ -433,7 +434,7 @@ class Decider:
             fleet.poller_fallback_seconds + fleet.suppression_seconds,
             waves,
             fleet.deployment_watch_seconds,
-            self._confirm_spread(fleet),
+            max(self._confirm_spread(fleet, k) for k in range(len(fleet.waves))),
         )
 
     def _longest_check_wait(self, facts: Facts) -> float:
@@ -928,18 +929,23 @@ class Decider:
     def _wave(self, fleet: FleetSettings) -> int:
         return fleet.wave_of(self.settings.thing_name)
 
+    @staticmethod
+    def _wave_devices(fleet: FleetSettings, wave: int) -> float:
+        previous = fleet.waves[wave - 1] if wave > 0 else 0.0
+        return fleet.size * (fleet.waves[wave] - previous) / 100
+
     def _deploy_spread(self, fleet: FleetSettings, wave: int) -> float:
         """How widely the devices of ``wave`` spread their own deployment calls: one actor
         per wave with thing-group targets; per-device targets share the Greengrass budget."""
         if fleet.group_name_template is not None:
             return fleet.suppression_seconds
-        previous = fleet.waves[wave - 1] if wave > 0 else 0.0
-        devices = fleet.size * (fleet.waves[wave] - previous) / 100
+        devices = self._wave_devices(fleet, wave)
         return max(fleet.suppression_seconds, devices * 3 / FLEET_GREENGRASS_CALLS_PER_SECOND)
 
-    def _confirm_spread(self, fleet: FleetSettings) -> float:
-        """How widely a fleet spreads its one confirming ReadProgress per device."""
-        return fleet.size * CONFIRM_CALLS / FLEET_GREENGRASS_CALLS_PER_SECOND
+    def _confirm_spread(self, fleet: FleetSettings, wave: int) -> float:
+        """How widely the devices of ``wave`` spread their one confirming ReadProgress:
+        a canary wave is small, so its failures are known within seconds of the install."""
+        return self._wave_devices(fleet, wave) * CONFIRM_CALLS / FLEET_GREENGRASS_CALLS_PER_SECOND
 
     def _halted(self, obs: Observation, fleet: FleetSettings, rollout: Rollout) -> int | None:
         """The number of failures that halt ``rollout`` before it deploys, if it is halted."""
@@ -1075,7 +1081,7 @@ class Decider:
         if rollout.deployment_id in obs.locally_completed and not self._applied_locally(rollout):
             # The nucleus applied it: confirm with the cloud once, spread over the fleet.
             updated = self._to(rollout, Phase.DEPLOYING, now)
-            updated.next_action_at = now + self.rng.uniform(0, self._confirm_spread(fleet))
+            updated.next_action_at = now + self.rng.uniform(0, self._confirm_spread(fleet, self._wave(fleet)))
             return self._record(
                 updated, StatusPhase.DEPLOYMENT_IN_PROGRESS, reported_key=APPLIED_LOCALLY,
                 detail=f"applied by the nucleus; confirming in {updated.next_action_at - now:.0f} s",

@@ -77,6 +77,9 @@ class HealthReporter:
         self._lock = threading.Lock()
         #: set by the main loop while the ledger cannot be written (reported, not stored)
         self.storage_error: ErrorInfo | None = None
+        #: why the nucleus's deployment events are not followed now (None: they are, or
+        #: there is no nucleus); the agent then polls the cloud instead
+        self.local_deployments_problem: Callable[[], str | None] | None = None
         self._cpu_sample = (time.monotonic(), self._cpu_seconds())
         self._dropped_seen = dropped_total(ledger)
 
@@ -95,6 +98,7 @@ class HealthReporter:
             self._dropped_seen = dropped
         reasons: list[str] = []
         status: Status = "HEALTHY"
+        local_problem = self.local_deployments_problem() if self.local_deployments_problem else None
         if state in UNHEALTHY_STATES or (error is not None and error.type in UNHEALTHY_ERRORS):
             status = "UNHEALTHY"
         else:
@@ -108,6 +112,8 @@ class HealthReporter:
                 reasons.append(f"{dropped_since} message(s) dropped by the outbox bound")
             if self.storage_error is not None:
                 reasons.append("the ledger cannot be written")
+            if local_problem:
+                reasons.append(f"no deployment events from the nucleus ({local_problem})")
             if reset is not None and "corrupt" in reset:
                 reasons.append("the ledger was corrupt and replaced")
             if reasons:
@@ -136,6 +142,7 @@ class HealthReporter:
             resources=self._resources(),
             outbox_depth=depth,
             ledger_reset=reset,
+            deployment_events_problem=local_problem or None,
         )
 
     def message(self) -> OutgoingMessage:

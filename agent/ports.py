@@ -15,6 +15,7 @@ job succeeds; a backend that must create it itself does so before reporting SUCC
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
@@ -138,6 +139,53 @@ class DeploymentPort(Protocol):
     ) -> DeploymentProgress: ...
 
 
+class LocalDeployments(Protocol):
+    """What the device's own nucleus says about deployments on it (Greengrass IPC
+    ``SubscribeToComponentUpdates``): the ids of deployments it reported as finished.
+
+    A post-update event means the nucleus ran the update, not that it worked: a failed or
+    rolled-back deployment is reported too, so the cloud still has the last word on the
+    outcome. With the SKIP_NOTIFY_COMPONENTS policy, or while not :meth:`available`, no
+    event comes and the agent must ask the cloud.
+    """
+
+    def completed(self) -> frozenset[str]:
+        """Deployment ids reported finished on this device since the agent started (the
+        most recent :data:`RECENT_DEPLOYMENTS` only)."""
+        ...
+
+    def available(self) -> bool:
+        """Whether the subscription is in place now (events can arrive)."""
+        ...
+
+
+#: How many finished deployment ids :class:`LocalDeployments` remembers.
+RECENT_DEPLOYMENTS = 64
+
+
+class RecentIds:
+    """The last ``limit`` distinct ids added, oldest forgotten first. Thread-safe."""
+
+    def __init__(self, limit: int = RECENT_DEPLOYMENTS) -> None:
+        self._limit = limit
+        self._ids: dict[str, None] = {}  # insertion-ordered
+        self._lock = threading.Lock()
+
+    def add(self, item: str) -> bool:
+        """Remember ``item``; False if it was already known."""
+        with self._lock:
+            if item in self._ids:
+                return False
+            self._ids[item] = None
+            while len(self._ids) > self._limit:
+                del self._ids[next(iter(self._ids))]
+            return True
+
+    def snapshot(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._ids)
+
+
 # -- the rollout store ----------------------------------------------------------------------
 class Keep(Enum):
     """The type of :data:`KEEP`."""
@@ -227,16 +275,6 @@ class OutgoingMessage:
     topic: str
     render: Callable[[int, str], bytes]
     retain: bool = False
-
-
-class LocalDeployments(Protocol):
-    """What this device's nucleus said about deployments applied to it (no cloud call)."""
-
-    def completed(self) -> frozenset[str]:
-        """Deployment ids the nucleus reported applied here since the agent started."""
-
-    def available(self) -> bool:
-        """Whether the nucleus reports applied deployments at all."""
 
 
 class RolloutStore(Protocol):

@@ -120,6 +120,8 @@ class Reconciler:
         self.deployments = deployments
         self.ledger = ledger
         self.clock = clock
+        #: what the nucleus says finished on this device (None: nothing, ask the cloud)
+        self.local_deployments = local_deployments
         self.rng = rng or random.Random()
         self.decider = Decider(settings, platform, self.rng, derive)
         self._check_requested = False

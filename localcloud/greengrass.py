@@ -416,6 +416,13 @@ class GreengrassEmulator:
         self._ordered: set[str] = set()
         self._next_due = float("inf")
         self._sequence = 0
+        #: Called with (thing name, deployment id) whenever a device's nucleus would send
+        #: a post-update event for a deployment (see ``localcloud.device``): fleets without
+        #: a nucleus feed each device's local deployment events from it. O(1) per event,
+        #: called under the world lock: it must not call back into the world.
+        self.on_post_update: Callable[[str, str], None] | None = None
+        #: notified (under ``lock``) when an answer to a pre-update event moved a device on
+        self.stage_changed = threading.Condition(self.lock)
         self._iot_client: Any = None
         #: Requests/s per quota (None: unlimited); see DEFAULT_RATE_QUOTAS.
         self.rate_quotas: dict[str, float | None] = dict(DEFAULT_RATE_QUOTAS)
@@ -573,6 +580,16 @@ class GreengrassEmulator:
             self._scheduled[device.thing_name] = due
             heapq.heappush(self._steps, (due, device.thing_name))
         self._next_due = min(self._next_due, due)
+
+    def wake_device(self, device: CoreDevice) -> None:
+        """A device's next step moved (an answer to a pre-update event came): look at it."""
+        with self.lock:
+            self._wake(device)
+
+    def post_update_done(self, device: CoreDevice, deployment_id: str) -> None:
+        """A device sent a post-update event for ``deployment_id``: tell ``on_post_update``."""
+        if self.on_post_update is not None:
+            self.on_post_update(device.thing_name, deployment_id)
 
     # -- Python API used by other emulators, tests and the demo ---------------------------------
     def register_component_version(

@@ -156,6 +156,12 @@ class HealthReport(_Message):
         description="Only in the first report from a new ledger (new epoch): why it is new, "
         "e.g. none existed, or the previous one was corrupt and moved aside",
     )
+    deployment_events_problem: str | None = Field(
+        default=None,
+        alias="deploymentEventsProblem",
+        description="Only under a Greengrass nucleus whose component update events the "
+        "agent cannot follow now: why (it asks the cloud for deployment progress meanwhile)",
+    )
 
 
 class CommandName(str, Enum):

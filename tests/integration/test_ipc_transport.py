@@ -18,7 +18,7 @@ import pytest
 
 from agent.errors import AccessDeniedError, ConfigurationError, TransportError
 from agent.reporting.ipc import SOCKET_ENV, TOKEN_ENV, IpcTransport, nucleus_available
-from localcloud.componenthost import ComponentInfo, ConfigListener
+from localcloud.componenthost import ComponentInfo, ConfigListener, UpdatePolicyNotifier
 from localcloud.iotcore import IoTCoreBus
 from localcloud.nucleus import Nucleus
 
@@ -46,6 +46,9 @@ class StaticHost:
         self.states[name] = state
 
     def add_config_listener(self, listener: ConfigListener) -> None:
+        pass
+
+    def set_update_notifier(self, notifier: UpdatePolicyNotifier | None) -> None:
         pass
 
 

@@ -157,11 +157,13 @@ def daemon_agent(
     *,
     clock: Any = None,
     hook: Any = None,
+    env: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
     """The whole agent (``build_agent``) of an x86_64 CPU device in ``world``: its AWS
     clients answered in-process, its transport offline. ``hook(client)`` may register
-    botocore event handlers (to act at the wire while a request is in flight)."""
+    botocore event handlers (to act at the wire while a request is in flight); ``env`` is
+    the process environment it sees (default: none, so no nucleus)."""
     import os
 
     from agent.daemon import build_agent
@@ -189,7 +191,7 @@ def daemon_agent(
     return build_agent(
         cfg,
         clock=clock or world.clock,
-        env={},
+        env=env or {},
         customize_clients=customize,
         transport_factory=OfflineTransport,
     )

@@ -18,6 +18,7 @@ from agent.ports import (
     DeploymentSpec,
     PackagingJob,
     PackagingRequest,
+    RecentIds,
 )
 from localcloud.memorystore import MemoryStore  # noqa: F401  (re-exported for the tests)
 
@@ -166,3 +167,22 @@ class FakeDeployments:
         installed: str | None = None, state: str | None = None, reason: str | None = None,
     ) -> None:
         self.progress_of[deployment_id] = DeploymentProgress(deployment, execution, reason, installed, state)
+
+
+class FakeLocalDeployments:
+    """The LocalDeployments port without a nucleus: the test (or a simulated fleet, from
+    ``GreengrassEmulator.on_post_update``) says which deployments finished here."""
+
+    def __init__(self, *, available: bool = True) -> None:
+        self.is_available = available
+        self._completed = RecentIds()
+
+    def finish(self, deployment_id: str) -> None:
+        """The nucleus reported ``deployment_id`` finished (a post-update event)."""
+        self._completed.add(deployment_id)
+
+    def completed(self) -> frozenset[str]:
+        return self._completed.snapshot()
+
+    def available(self) -> bool:
+        return self.is_available
