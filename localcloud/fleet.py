@@ -20,10 +20,12 @@ from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
+from agent.coordination import FleetBoard
 from agent.decide import lookout_for_vision_request
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
 from agent.platform.neo import from_detected
+from agent.ports import LocalDeployments
 from agent.reconciler import Reconciler, settings_from_config
 from localcloud.clock import VirtualClock
 from localcloud.memorystore import MemoryStore
@@ -73,9 +75,12 @@ def make_reconciler(
     clients: AwsClients | None = None,
     credentials: tuple[str, str] | None = None,
     rng: random.Random | None = None,
+    fleet_board: FleetBoard | None = None,
+    local_deployments: LocalDeployments | None = None,
 ) -> Reconciler:
     """The agent's reconciler for ``config`` (its packaging backend, ``platform``'s
-    target), wired to ``world`` in-process."""
+    target), wired to ``world`` in-process; ``fleet_board`` and ``local_deployments``
+    are what a fleet-coordinated device hears (see ``localcloud.fleetnet``)."""
     clients = clients or agent_clients(world, config, credentials=credentials)
     backend = Backend(platform, LookoutVisionPackaging(clients), lookout_for_vision_request)
     if config.packaging.backend == "sagemaker":
@@ -89,6 +94,8 @@ def make_reconciler(
         clock=world.clock,
         rng=rng,
         derive=backend.derive,
+        fleet_board=fleet_board,
+        local_deployments=local_deployments,
     )
     bind(backend.packaging, reconciler.request_for)
     return reconciler

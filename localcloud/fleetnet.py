@@ -114,3 +114,101 @@ class FleetNetwork:
             ):
                 wake.extend(members)
         return wake
+
+
+@dataclass
+class Member:
+    """One simulated device of a coordinated fleet."""
+
+    index: int
+    thing: str
+    platform_key: str
+    reconciler: Any
+    store: Ledger | MemoryStore
+    nucleus: SimNucleus
+    #: when the world first ran each (component, version) on the device
+    running_since: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+class CoordinatedFleet:
+    """Real agents with fleet coordination on, stepping on the world's clock: the
+    simulated broker (:class:`FleetNetwork`) carries their announcements and each one's
+    nucleus reports applied deployments (``GreengrassEmulator.on_post_update``)."""
+
+    def __init__(self, world: Any, clock: Any, topics: FleetTopics) -> None:
+        from localcloud.fleet import Fleet
+
+        self.world = world
+        self.clock = clock
+        self.fleet = Fleet(world, clock)
+        self.network = FleetNetwork(topics, clock.now)
+        self.members: list[Member] = []
+        self._by_thing: dict[str, Member] = {}
+        #: (thing, component, version) -> first time it ran, for whoever watches
+        self.on_running: Callable[[Member, str, str, float], None] | None = None
+        world.greengrass.on_post_update = self._post_update
+
+    def add(
+        self,
+        thing: str,
+        platform_key: str,
+        build: Callable[[Any, SimNucleus], Any],
+        store: Ledger | MemoryStore,
+        first_step_at: float,
+    ) -> Member:
+        """Add a device; ``build(board, nucleus)`` makes its reconciler."""
+        from localcloud.fleet import SimDevice
+
+        index = len(self.members)
+        nucleus = SimNucleus()
+        board = self.network.board(platform_key, index)
+        reconciler = build(board, nucleus)
+        member = Member(index, thing, platform_key, reconciler, store, nucleus)
+        self.members.append(member)
+        self._by_thing[thing] = member
+        self.fleet.add(SimDevice(thing, reconciler.platform, reconciler, store), first_step_at)
+        return member
+
+    def run_until(self, done: Callable[[], bool], *, deadline: float,
+                  on_step: Callable[[Member, float], Any] | None = None) -> bool:
+        """Step devices in time order, publishing what each queued, until ``done()``."""
+        members = self.members
+
+        def stepped(device: Any, now: float) -> None:
+            member = self._by_thing[device.thing_name]
+            for index in self.network.after_step(member.index, member.store):
+                if members[index] is not member:
+                    self.fleet.wake(index)
+            if on_step is not None:
+                on_step(member, now)
+
+        # The world moves only when asked: tick it whenever a device's install is due,
+        # so nucleus reports arrive on time even while no device calls the cloud.
+        while True:
+            self.world.tick()
+            now = self.clock.now()
+            if done():
+                return True
+            if now >= deadline:
+                return False
+            upcoming = self.world.greengrass.next_due()
+            stop = deadline if upcoming <= now else min(deadline, upcoming)
+            if self.fleet.run_until(done, deadline=stop, on_step=stepped):
+                return True
+            if self.clock.now() < stop:
+                self.clock.set(stop)
+
+    def _post_update(self, thing: str, deployment_id: str) -> None:
+        member = self._by_thing.get(thing)
+        if member is None:
+            return
+        member.nucleus.applied.add(deployment_id)
+        device = self.world.greengrass.devices[thing]
+        now = self.clock.now()
+        for component in device.installed():
+            key = (component.name, component.version)
+            if component.state in ("RUNNING", "FINISHED") and key not in member.running_since:
+                member.running_since[key] = now
+                if self.on_running is not None:
+                    self.on_running(member, component.name, component.version, now)
+        self.fleet.wake(member.index)

@@ -492,6 +492,11 @@ class GreengrassEmulator:
                 self._register(_public_recipe(name, version), public=True, now=world.clock.now())
 
     # -- time -------------------------------------------------------------------------------
+    def next_due(self) -> float:
+        """When :meth:`tick` next has device work to do (``inf``: none), so a simulation
+        can tick the world then rather than wait for the next request."""
+        return self._next_due
+
     def tick(self, now: float) -> None:
         """Advance every device with work due by ``now``; O(1) when nothing is due, and
         O(log devices) per due step otherwise (a thing-group deployment to 25,000 devices
