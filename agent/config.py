@@ -154,6 +154,9 @@ class FleetSettings(_Settings):
     waves: tuple[WavePercent, ...] = Field(default=(100.0,), min_length=1, max_length=10)
     wave_delay_seconds: float = Field(default=900.0, ge=0, le=7 * 86_400, allow_inf_nan=False)
     halt_failures: int = Field(default=3, ge=1, le=100_000)
+    #: ... or this share of the canary waves' announced outcomes (a small platform's first
+    #: wave may hold fewer devices than haltFailures)
+    halt_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
     group_name_template: str | None = None
     #: how long a deploying device waits for its nucleus to report the deployment
     #: applied before it asks the cloud (a canary whose install fails reports nothing)

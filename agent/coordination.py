@@ -8,6 +8,7 @@ kinds of announcement, each retained on its own topic under ``{prefix}/{project}
     {prefix}/{project}/{platform}/ready                component C@V for version N exists
     {prefix}/{project}/{platform}/wave/{k}/deployed    wave k's group deployment D holds C@V
     {prefix}/{project}/{platform}/failed/{thingName}   version N failed on this device
+    {prefix}/{project}/{platform}/succeeded/{thingName}  a canary device runs version N
 
 An announcement is a **hint, never an authority**. A hint can make a device skip a call
 (someone else made it) or try one sooner; it never makes a device write to the cloud on
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -52,6 +53,7 @@ class AnnouncementKind(str, Enum):
     READY = "ready"
     DEPLOYED = "deployed"
     FAILED = "failed"
+    SUCCEEDED = "succeeded"
 
 
 class AnnouncementBase(BaseModel):
@@ -110,10 +112,21 @@ class Failed(AnnouncementBase):
     reason: str | None = Field(default=None, max_length=512)
 
 
-Announcement = Annotated[Released | JobNews | Ready | Deployed | Failed, Field(discriminator="kind")]
-_ANNOUNCEMENT: TypeAdapter[Released | JobNews | Ready | Deployed | Failed] = TypeAdapter(Announcement)
+class Succeeded(AnnouncementBase):
+    """A canary-wave device runs ``modelVersion`` (the share of failures in the canary
+    waves is counted against these)."""
+
+    kind: Literal["succeeded"] = "succeeded"
+    platform: str = Field(pattern=_PLATFORM)
+    wave: int = Field(ge=0, le=9)
+    component_version: str | None = Field(default=None, alias="componentVersion", max_length=64)
+
+
+AnyAnnouncement = Released | JobNews | Ready | Deployed | Failed | Succeeded
+Announcement = Annotated[AnyAnnouncement, Field(discriminator="kind")]
+_ANNOUNCEMENT: TypeAdapter[AnyAnnouncement] = TypeAdapter(Announcement)
 #: Every announcement model (``python -m agent schemas`` exports one JSON Schema each).
-ANNOUNCEMENT_MODELS: tuple[type[AnnouncementBase], ...] = (Released, JobNews, Ready, Deployed, Failed)
+ANNOUNCEMENT_MODELS: tuple[type[AnnouncementBase], ...] = (Released, JobNews, Ready, Deployed, Failed, Succeeded)
 
 
 class HintRejected(ValueError):
@@ -151,6 +164,9 @@ class FleetTopics:
     def failed(self, platform: str, thing_name: str) -> str:
         return f"{self.base}/{platform}/failed/{thing_name}"
 
+    def succeeded(self, platform: str, thing_name: str) -> str:
+        return f"{self.base}/{platform}/succeeded/{thing_name}"
+
     def subscriptions(self, platform: str) -> tuple[str, ...]:
         """What a device of ``platform`` subscribes to."""
         return (self.released(), f"{self.base}/{platform}/#")
@@ -167,9 +183,11 @@ class FleetTopics:
             return self.deployed(message.platform, message.wave)
         if isinstance(message, Failed):
             return self.failed(message.platform, message.thing_name)
+        if isinstance(message, Succeeded):
+            return self.succeeded(message.platform, message.thing_name)
         raise TypeError(f"not an announcement: {type(message).__name__}")
 
-    def parse(self, topic: str, payload: bytes) -> Released | JobNews | Ready | Deployed | Failed:
+    def parse(self, topic: str, payload: bytes) -> AnyAnnouncement:
         """The announcement on ``topic``; :class:`HintRejected` naming the field and the
         rule when the payload is invalid or does not belong on ``topic``."""
         if len(payload) > 4096:
@@ -225,9 +243,14 @@ class FleetNews:
     ready: Mapping[int, HeardReady] = field(default_factory=dict)
     deployed: Mapping[tuple[int, int], HeardDeployment] = field(default_factory=dict)
     failures: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    #: canary devices that announced they run a version
+    successes: Mapping[int, frozenset[str]] = field(default_factory=dict)
 
     def failed_count(self, model_version: int) -> int:
         return len(self.failures.get(model_version, ()))
+
+    def succeeded_count(self, model_version: int) -> int:
+        return len(self.successes.get(model_version, ()))
 
 
 class FleetBoard:
@@ -280,9 +303,9 @@ def _with(news: FleetNews, message: AnnouncementBase, now: float) -> FleetNews:
     if isinstance(message, Released):
         if news.released is not None and version <= news.released:
             return news
-        return _trim(FleetNews(version, now, news.jobs, news.ready, news.deployed, news.failures))
+        return _trim(replace(news, released=version, released_heard_at=now))
     jobs, ready, deployed = dict(news.jobs), dict(news.ready), dict(news.deployed)
-    failures = dict(news.failures)
+    failures, successes = dict(news.failures), dict(news.successes)
     if isinstance(message, JobNews):
         jobs[version] = HeardJob(message.job_name, message.status, message.reason, now, message.thing_name)
     elif isinstance(message, Ready):
@@ -292,15 +315,19 @@ def _with(news: FleetNews, message: AnnouncementBase, now: float) -> FleetNews:
         key = (version, message.wave)
         if key not in deployed:
             deployed[key] = HeardDeployment(message.target_arn, message.deployment_id, now)
-    elif isinstance(message, Failed):
-        things = failures.get(version, frozenset())
-        if len(things) < KEPT_FAILURES:
-            failures[version] = things | {message.thing_name}
-    return _trim(FleetNews(news.released, news.released_heard_at, jobs, ready, deployed, failures))
+    elif isinstance(message, Failed | Succeeded):
+        outcomes = failures if isinstance(message, Failed) else successes
+        things = outcomes.get(version, frozenset())
+        if len(things) < KEPT_FAILURES and message.thing_name not in things:
+            outcomes[version] = things | {message.thing_name}
+    return _trim(FleetNews(news.released, news.released_heard_at, jobs, ready, deployed, failures, successes))
 
 
 def _trim(news: FleetNews) -> FleetNews:
-    versions = set(news.jobs) | set(news.ready) | {v for v, _ in news.deployed} | set(news.failures)
+    versions = (
+        set(news.jobs) | set(news.ready) | {v for v, _ in news.deployed} | set(news.failures)
+        | set(news.successes)
+    )
     if len(versions) <= KEPT_VERSIONS:
         return news
     keep = set(sorted(versions)[-KEPT_VERSIONS:])
@@ -311,4 +338,5 @@ def _trim(news: FleetNews) -> FleetNews:
         {v: r for v, r in news.ready.items() if v in keep},
         {k: d for k, d in news.deployed.items() if k[0] in keep},
         {v: f for v, f in news.failures.items() if v in keep},
+        {v: f for v, f in news.successes.items() if v in keep},
     )

@@ -45,6 +45,7 @@ from agent.coordination import (
     JobNews,
     Ready,
     Released,
+    Succeeded,
     stamp,
 )
 from agent.platform import DetectedPlatform
@@ -490,9 +491,10 @@ class Decider:
 
         def checked(next_check: float) -> FactChanges:
             if hinted:
-                # A hint is not a check: the next real check stays due when it was, and
-                # the next hint may start a rollout only an interval later.
-                return FactChanges(last_hint_at=now, next_check_at=max(next_check, facts.next_check_at or 0.0))
+                # The fleet just told us the newest version (whoever acts on it verifies
+                # it): our own check can wait a whole interval, and the next hint may
+                # start a rollout only hintMinIntervalSeconds later.
+                return FactChanges(last_hint_at=now, next_check_at=next_check)
             return FactChanges(
                 last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None,
                 halt_lifted_version=requested if requested else KEEP,
@@ -948,12 +950,16 @@ class Decider:
         return self._wave_devices(fleet, wave) * CONFIRM_CALLS / FLEET_GREENGRASS_CALLS_PER_SECOND
 
     def _halted(self, obs: Observation, fleet: FleetSettings, rollout: Rollout) -> int | None:
-        """The number of failures that halt ``rollout`` before it deploys, if it is halted."""
+        """The number of failures that halt ``rollout`` before it deploys, if it is halted:
+        ``haltFailures`` of them, or ``haltShare`` of the canary outcomes announced."""
         news = obs.fleet
         if news is None or obs.facts.halt_lifted_version == rollout.model_version:
             return None
         failures = news.failed_count(rollout.model_version)
-        return failures if failures >= fleet.halt_failures else None
+        outcomes = failures + news.succeeded_count(rollout.model_version)
+        if failures >= fleet.halt_failures or (failures and failures >= fleet.halt_share * outcomes):
+            return failures
+        return None
 
     def _group_target(self, obs: Observation, group: str) -> str:
         parts = self._thing_arn(obs.facts).split(":")
@@ -1048,8 +1054,10 @@ class Decider:
         if failures is not None:
             updated = self._to(rollout, Phase.HALTED, now)
             updated.ended_at = now
-            detail = (f"{failures} devices announced v{rollout.model_version} failed (haltFailures "
-                      f"{fleet.halt_failures}); lift with a deploy-version command or release a newer version")
+            succeeded = (obs.fleet or FleetNews()).succeeded_count(rollout.model_version)
+            detail = (f"{failures} devices announced v{rollout.model_version} failed, {succeeded} canaries "
+                      f"succeeded (haltFailures {fleet.halt_failures}, haltShare {fleet.halt_share}); "
+                      "lift with a deploy-version command or release a newer version")
             return self._record(updated, StatusPhase.HALTED, detail=detail)
         wave = self._wave(fleet)
         try:
@@ -1087,6 +1095,16 @@ class Decider:
                 detail=f"applied by the nucleus; confirming in {updated.next_action_at - now:.0f} s",
             )
         action = self._advance_alone(obs, rollout)
+        wave = self._wave(fleet)
+        if (isinstance(action, Record) and action.rollout is not None
+                and action.rollout.phase is Phase.SUCCEEDED and wave < len(fleet.waves) - 1):
+            # A canary's success counts against the failures (haltShare).
+            after = action.rollout
+            succeeded = Succeeded(
+                thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=after.model_version,
+                platform=self.platform.key, wave=wave, component_version=after.component_version,
+            )
+            return replace(action, announce=(succeeded,))
         if isinstance(action, Record) and action.rollout is not None and action.rollout.phase is Phase.FAILED:
             after = action.rollout
             failed = Failed(

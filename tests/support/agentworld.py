@@ -81,9 +81,15 @@ def sagemaker_settings(role_arn: str, **changes: Any) -> dict[str, Any]:
     return {"packaging": {"backend": "sagemaker"}, "sagemaker": block}
 
 
-def add_device(world: World, thing_name: str, *, groups: tuple[str, ...] = ()) -> Any:
-    """A core device that already runs the agent component (deployed to its thing)."""
-    device = world.greengrass.add_core_device(thing_name, thing_groups=list(groups))
+def add_device(
+    world: World, thing_name: str, *, groups: tuple[str, ...] = (), platform: DetectedPlatform | None = None
+) -> Any:
+    """A core device that already runs the agent component (deployed to its thing); with
+    ``platform``, of that platform's architecture (default amd64)."""
+    arm = platform is not None and (platform.target_device is not None or platform.arch == "ARM64")
+    device = world.greengrass.add_core_device(
+        thing_name, thing_groups=list(groups), architecture="aarch64" if arm else "amd64"
+    )
     gg = world.client("greengrassv2")
     thing_arn = world.client("iot").describe_thing(thingName=thing_name)["thingArn"]
     gg.create_deployment(
