@@ -25,7 +25,7 @@ import copy
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from localcloud.componenthost import LIFECYCLE_STATES, ComponentInfo, ConfigListener
@@ -356,6 +356,15 @@ class InstalledComponent:
     status_codes: list[str] = field(default_factory=list)
     state_details: str | None = None
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> InstalledComponent:
+        # The recipe is the registered component version's and is never changed in place:
+        # a snapshot shares it (copying it for every device of a fleet dominated the cost).
+        return replace(
+            self,
+            configuration=copy.deepcopy(self.configuration, memo),
+            status_codes=list(self.status_codes),
+        )
+
     def to_wire(self) -> dict[str, Any]:
         item: dict[str, Any] = {
             "componentName": self.name,
@@ -683,7 +692,8 @@ class CoreDevice:
                     fresh = False
                     existing.version, existing.recipe = chosen.version, chosen.recipe
                     _fill_missing(existing.configuration, default)
-                old_configuration = copy.deepcopy(existing.configuration)
+                # Only an update of an installed component notifies changed paths.
+                old_configuration = {} if fresh else copy.deepcopy(existing.configuration)
                 existing.configuration = apply_configuration_update(
                     existing.configuration, default, updates.get(name)
                 )
