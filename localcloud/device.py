@@ -240,6 +240,9 @@ def recipe_dependencies(recipe: Mapping[str, Any]) -> dict[str, tuple[str, str]]
 def default_configuration(recipe: Mapping[str, Any]) -> dict[str, Any]:
     configuration = recipe_get(recipe, "ComponentConfiguration") or {}
     default = recipe_get(configuration, "DefaultConfiguration") or {}
+    if isinstance(default, dict):
+        # _floats builds new dicts and lists all the way down: the result is already a copy.
+        return dict(_floats(default))
     return _floats(copy.deepcopy(default)) if isinstance(default, Mapping) else {}
 
 
@@ -681,8 +684,8 @@ class CoreDevice:
         root_names = {name for spec in flight.roots.values() for name in spec}
         for name, chosen in _dependencies_first(flight.plan).items():
             existing = self._installed.get(name)
-            default = default_configuration(chosen.recipe)
             if name in flight.installing:
+                default = default_configuration(chosen.recipe)
                 if existing is None or existing.state == "NEW":
                     existing = self._installed[name] = InstalledComponent(
                         name, chosen.version, "NEW", chosen.recipe, default
@@ -718,7 +721,7 @@ class CoreDevice:
                 if updates.get(name):
                     old_configuration = existing.configuration
                     existing.configuration = apply_configuration_update(
-                        old_configuration, default, updates[name]
+                        old_configuration, default_configuration(chosen.recipe), updates[name]
                     )
                     notifications += [
                         (name, p)
