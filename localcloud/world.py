@@ -46,7 +46,7 @@ class Emulator(Protocol):
         """Advance time-driven state (jobs, deployments) up to ``now``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of them in a fleet bench
 class Call:
     """One request the world answered, for benchmarks and the IAM policy test."""
 
