@@ -35,7 +35,7 @@ import copy
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from localcloud.componenthost import (
@@ -255,6 +255,9 @@ def recipe_dependencies(recipe: Mapping[str, Any]) -> dict[str, tuple[str, str]]
 def default_configuration(recipe: Mapping[str, Any]) -> dict[str, Any]:
     configuration = recipe_get(recipe, "ComponentConfiguration") or {}
     default = recipe_get(configuration, "DefaultConfiguration") or {}
+    if isinstance(default, dict):
+        # _floats builds new dicts and lists all the way down: the result is already a copy.
+        return dict(_floats(default))
     return _floats(copy.deepcopy(default)) if isinstance(default, Mapping) else {}
 
 
@@ -370,6 +373,15 @@ class InstalledComponent:
     last_installation_source: str | None = None
     status_codes: list[str] = field(default_factory=list)
     state_details: str | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InstalledComponent:
+        # The recipe is the registered component version's and is never changed in place:
+        # a snapshot shares it (copying it for every device of a fleet dominated the cost).
+        return replace(
+            self,
+            configuration=copy.deepcopy(self.configuration, memo),
+            status_codes=list(self.status_codes),
+        )
 
     def to_wire(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -793,8 +805,8 @@ class CoreDevice:
         root_names = {name for spec in flight.roots.values() for name in spec}
         for name, chosen in _dependencies_first(flight.plan).items():
             existing = self._installed.get(name)
-            default = default_configuration(chosen.recipe)
             if name in flight.installing:
+                default = default_configuration(chosen.recipe)
                 if existing is None or existing.state == "NEW":
                     existing = self._installed[name] = InstalledComponent(
                         name, chosen.version, "NEW", chosen.recipe, default
@@ -804,7 +816,8 @@ class CoreDevice:
                     fresh = False
                     existing.version, existing.recipe = chosen.version, chosen.recipe
                     _fill_missing(existing.configuration, default)
-                old_configuration = copy.deepcopy(existing.configuration)
+                # Only an update of an installed component notifies changed paths.
+                old_configuration = {} if fresh else copy.deepcopy(existing.configuration)
                 existing.configuration = apply_configuration_update(
                     existing.configuration, default, updates.get(name)
                 )
@@ -829,7 +842,7 @@ class CoreDevice:
                 if updates.get(name):
                     old_configuration = existing.configuration
                     existing.configuration = apply_configuration_update(
-                        old_configuration, default, updates[name]
+                        old_configuration, default_configuration(chosen.recipe), updates[name]
                     )
                     notifications += [
                         (name, p)

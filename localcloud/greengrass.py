@@ -680,9 +680,8 @@ class GreengrassEmulator:
                 except ResourceNotFoundException:
                     iot.create_thing_group(thing_group, None, None)
             for thing_name, _architecture in wanted:
-                try:
-                    iot.describe_thing(thing_name)
-                except ResourceNotFoundException:
+                # A membership test, not describe_thing: moto's exceptions render XML.
+                if self.world.arn("iot", f"thing/{thing_name}") not in iot.things:
                     iot.create_thing(thing_name, None, None)
                 if thing_group is not None:
                     iot.add_thing_to_thing_group(thing_group, None, thing_name, None)

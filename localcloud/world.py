@@ -46,7 +46,7 @@ class Emulator(Protocol):
         """Advance time-driven state (jobs, deployments) up to ``now``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of them in a fleet bench
 class Call:
     """One request the world answered, for benchmarks and the IAM policy test."""
 
@@ -413,23 +413,24 @@ def _index_moto_describe_thing() -> None:
     """Make moto's IoT ``describe_thing`` a dictionary lookup instead of a scan of every
     thing (with 100,000 simulated devices each call, and so each deployment to a thing,
     would cost O(things)). moto keys its things by ARN and a thing's ARN is made from its
-    name, so the answer is the same; a name the lookup misses still goes through moto's
-    own scan (and its ResourceNotFoundException). Installed once per process.
+    name, so the answer is the same (a miss raises moto's ResourceNotFoundException, as
+    its scan does). Installed once per process.
     """
+    from moto.iot.exceptions import ResourceNotFoundException
     from moto.iot.models import IoTBackend
     from moto.utilities.utils import get_partition
 
-    scan = IoTBackend.describe_thing
-    if getattr(scan, "indexed", False):
+    current = IoTBackend.describe_thing
+    if getattr(current, "indexed", False):
         return
 
     def describe_thing(self: Any, thing_name: str) -> Any:
         partition = get_partition(self.region_name)
         arn = f"arn:{partition}:iot:{self.region_name}:{self.account_id}:thing/{thing_name}"
         found = self.things.get(arn)
-        if found is not None and found.thing_name == thing_name:
-            return found
-        return scan(self, thing_name)
+        if found is None or found.thing_name != thing_name:
+            raise ResourceNotFoundException()  # what moto's scan raises for a missing name
+        return found
 
     describe_thing.indexed = True  # type: ignore[attr-defined]
     IoTBackend.describe_thing = describe_thing  # type: ignore[method-assign]

@@ -1142,6 +1142,14 @@ def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
     plt.close(fig)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_megabytes() -> float:
     """The peak resident memory of this process so far, MB (Linux reports KiB)."""
     import resource
@@ -1159,7 +1167,7 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
     write ``<stem>.json`` and ``<stem>.png`` into ``out`` (see :func:`output_stem`)."""
     out.mkdir(parents=True, exist_ok=True)
     stem = output_stem(scenario)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     with quiet_agent_logs(out / f"{stem}-agent.log") as log_counts:
         agent = run_agent(scenario, state_dir)
         agent_figures = figures(agent)
@@ -1205,6 +1213,8 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
         "agentLogAtWarningOrAbove": dict(log_counts),
         "machine": machine(),
         "wallSeconds": round(time.perf_counter() - started, 1),
+        # CPU time says what the run cost on a machine shared with other work.
+        "cpuSeconds": round(cpu_seconds() - cpu_started, 1),
         "peakRssMegabytes": peak_rss_megabytes(),
     }
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -1281,7 +1291,8 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
             f"{result['platformBaseline']['wallSeconds']} s"
         )
     print(
-        f"wall {result['wallSeconds']} s ({walls}), peak RSS {result['peakRssMegabytes']:,.0f} MB; "
+        f"wall {result['wallSeconds']} s ({walls}), CPU {result['cpuSeconds']} s, "
+        f"peak RSS {result['peakRssMegabytes']:,.0f} MB; "
         f"wrote {args.out / f'{stem}.json'}, "
         f"{args.out / f'{stem}.png'}",
         file=stdout,
