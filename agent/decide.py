@@ -1046,6 +1046,11 @@ class Decider:
         polled = any(isinstance(c, PollJob) and not isinstance(a, errors.AgentError) for c, a in self._answers.made)
         if polled:
             return replace(action, announce=(self._job_news(now, after, "RUNNING"),))
+        if action.error is None and after.next_action_at - now > self.settings.poll_backoff.base:
+            # The one watcher of its platform: it can afford to look for the component
+            # at the fastest pace, and the whole platform deploys sooner for it.
+            due = now + max(1.0, self.settings.poll_backoff.base * self.rng.uniform(0.75, 1.0))
+            return replace(action, rollout=after.model_copy(update={"next_action_at": due}), wait=due - now)
         return action
 
     def _fleet_deploy(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
@@ -1097,8 +1102,9 @@ class Decider:
         action = self._advance_alone(obs, rollout)
         wave = self._wave(fleet)
         if (isinstance(action, Record) and action.rollout is not None
-                and action.rollout.phase is Phase.SUCCEEDED and wave < len(fleet.waves) - 1):
-            # A canary's success counts against the failures (haltShare).
+                and action.rollout.phase is Phase.SUCCEEDED and wave == 0 and len(fleet.waves) > 1):
+            # A first-wave canary's success counts against the failures (haltShare); the
+            # later waves' successes would only cost messages.
             after = action.rollout
             succeeded = Succeeded(
                 thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=after.model_version,

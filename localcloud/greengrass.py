@@ -492,6 +492,11 @@ class GreengrassEmulator:
                 self._register(_public_recipe(name, version), public=True, now=world.clock.now())
 
     # -- time -------------------------------------------------------------------------------
+    def deployments(self) -> list[Deployment]:
+        """Every deployment, oldest first (for benchmarks and tests)."""
+        with self.lock:
+            return sorted(self._deployments.values(), key=lambda d: d.sequence)
+
     def next_due(self) -> float:
         """When :meth:`tick` next has device work to do (``inf``: none), so a simulation
         can tick the world then rather than wait for the next request."""
