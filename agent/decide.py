@@ -491,10 +491,11 @@ class Decider:
 
         def checked(next_check: float) -> FactChanges:
             if hinted:
-                # The fleet just told us the newest version (whoever acts on it verifies
-                # it): our own check can wait a whole interval, and the next hint may
-                # start a rollout only hintMinIntervalSeconds later.
-                return FactChanges(last_hint_at=now, next_check_at=next_check)
+                # Not a check: our own next check stays where it was, so the fleet's
+                # checks stay spread over the interval (re-timing them all from one
+                # announcement would leave the fleet blind for most of an interval);
+                # the next hint may start a rollout only hintMinIntervalSeconds later.
+                return FactChanges(last_hint_at=now)
             return FactChanges(
                 last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None,
                 halt_lifted_version=requested if requested else KEEP,
@@ -1128,6 +1129,13 @@ class Decider:
         if after is None or after.phase is before.phase:
             return record
         now = obs.now
+        if after.phase in (Phase.SUCCEEDED, Phase.HALTED) and (obs.facts.next_check_at or 0.0) <= now:
+            # The device's check came due during the rollout: put it back at a random
+            # point of the interval, not at once, or a fleet's overdue checks would all
+            # land when the rollout ends.
+            next_check = now + self.rng.uniform(0, self.settings.check_interval.seconds)
+            facts = replace(record.facts or FactChanges(), next_check_at=next_check)
+            return replace(record, facts=facts)
         if after.phase is Phase.DEPLOY_REQUESTED:
             wave = self._wave(fleet)
             due = now + wave * fleet.wave_delay_seconds + self.rng.uniform(0, self._deploy_spread(fleet, wave))
