@@ -571,8 +571,9 @@ class Decider:
         """StartPackaging was throttled: ask again after an escalating job-poll back-off
         (at least the service's Retry-After) and watch for the component meanwhile."""
         retry = self._retry_later(rollout, now, error, same_call=False)
-        throttles = retry.rollout.throttles if retry.rollout is not None else rollout.throttles
-        backoff = self.settings.job_poll_backoff.delay(rollout.polls + throttles, self.rng)
+        # Escalates with the throttles in a row only: the watch steps between them are
+        # Greengrass calls and say nothing about the packaging service's quota.
+        backoff = self.settings.job_poll_backoff.delay(rollout.throttles + 1, self.rng)
         return _with_job_poll(retry, now + self._throttled_delay(error, backoff))
 
     def _adopt(
