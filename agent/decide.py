@@ -29,6 +29,7 @@ The phases of a rollout (``agent.rollout.Phase``) and the calls that move them::
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable
@@ -491,10 +492,14 @@ class Decider:
             delay = self.settings.check_interval.next(self.rng) * factor
         elif isinstance(error, errors.ThrottledError):
             # The account's quota is used up right now (by the fleet): back off harder,
-            # as for every other throttled call, and stretch this device's interval so
-            # that a fleet larger than configured settles below the quota.
+            # as for every other throttled call, escalating with the throttles in a row
+            # (the factor doubles with each), but never past the job-poll cap, so a
+            # release is still found soon. The stretched factor then slows this
+            # device's idle checks, so a fleet larger than configured settles below
+            # the quota.
             factor = self.settings.check_adaptation.throttled(factor)
-            delay = self._throttled_delay(error, self.settings.job_poll_backoff.delay(3, self.rng) * factor)
+            attempt = 2 + round(math.log2(factor))
+            delay = self._throttled_delay(error, self.settings.job_poll_backoff.delay(attempt, self.rng))
         else:
             delay = self.settings.poll_backoff.delay(3, self.rng)
         return Record(
