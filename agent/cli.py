@@ -206,6 +206,8 @@ def _status(config: Any, *, as_json: bool) -> int:
         "deployed_component_version": known.deployed_component_version,
         "last_check_at": known.last_check_at,
         "next_check_at": known.next_check_at,
+        # > 1 while throttling has stretched this device's check interval
+        "check_interval_factor": known.check_interval_factor,
         "last_error_type": known.last_error.type if known.last_error else None,
         "last_error_message": known.last_error.message if known.last_error else None,
     }

@@ -29,6 +29,7 @@ The phases of a rollout (``agent.rollout.Phase``) and the calls that move them::
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable
@@ -570,10 +571,14 @@ class Decider:
             delay = self.settings.check_interval.next(self.rng) * factor
         elif isinstance(error, errors.ThrottledError):
             # The account's quota is used up right now (by the fleet): back off harder,
-            # as for every other throttled call, and stretch this device's interval so
-            # that a fleet larger than configured settles below the quota.
+            # as for every other throttled call, escalating with the throttles in a row
+            # (the factor doubles with each), but never past the job-poll cap, so a
+            # release is still found soon. The stretched factor then slows this
+            # device's idle checks, so a fleet larger than configured settles below
+            # the quota.
             factor = self.settings.check_adaptation.throttled(factor)
-            delay = self._throttled_delay(error, self.settings.job_poll_backoff.delay(3, self.rng) * factor)
+            attempt = 2 + round(math.log2(factor))
+            delay = self._throttled_delay(error, self.settings.job_poll_backoff.delay(attempt, self.rng))
         else:
             delay = self.settings.poll_backoff.delay(3, self.rng)
         return Record(
@@ -655,8 +660,9 @@ class Decider:
         """StartPackaging was throttled: ask again after an escalating job-poll back-off
         (at least the service's Retry-After) and watch for the component meanwhile."""
         retry = self._retry_later(rollout, now, error, same_call=False)
-        throttles = retry.rollout.throttles if retry.rollout is not None else rollout.throttles
-        backoff = self.settings.job_poll_backoff.delay(rollout.polls + throttles, self.rng)
+        # Escalates with the throttles in a row only: the watch steps between them are
+        # Greengrass calls and say nothing about the packaging service's quota.
+        backoff = self.settings.job_poll_backoff.delay(rollout.throttles + 1, self.rng)
         return _with_job_poll(retry, now + self._throttled_delay(error, backoff))
 
     def _adopt(
@@ -962,10 +968,6 @@ class Decider:
             return failures
         return None
 
-    def _group_target(self, obs: Observation, group: str) -> str:
-        parts = self._thing_arn(obs.facts).split(":")
-        return f"arn:{parts[1]}:iot:{parts[3]}:{parts[4]}:thinggroup/{group}"
-
     def _fleet_advance(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
         try:
             if rollout.phase is Phase.PACKAGING_REQUESTED:
@@ -1079,7 +1081,7 @@ class Decider:
                                deployment_id=heard.deployment_id)
             return self._record(updated, StatusPhase.DEPLOYMENT_CREATED,
                                 detail=f"wave {wave} deployment {heard.deployment_id} announced")
-        target = self._group_target(obs, group)
+        target = fleet.group_arn(self._thing_arn(obs.facts), self.settings.project, self.platform.key, wave) or ""
         action = self._deploy(obs, rollout, target=target, verify=True)
         if isinstance(action, Record) and action.rollout is not None and action.rollout.phase is Phase.DEPLOYING:
             after = action.rollout

@@ -63,6 +63,7 @@ def test_once_rolls_out_and_status_shows_the_ledger(stage: Stage) -> None:
     assert status.returncode == 0, status.stderr
     ledger = json.loads(status.stdout)
     assert ledger["facts"]["deployed_version"] == 1
+    assert ledger["facts"]["check_interval_factor"] == 1.0  # nothing was throttled
     assert ledger["rollouts"][0]["phase"] == "SUCCEEDED"
     table = agent(stage, "status")
     assert "deployed: v1" in table.stdout
