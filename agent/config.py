@@ -127,6 +127,29 @@ class CommandSettings(_Settings):
     min_check_interval_seconds: float = Field(default=60.0, ge=0, le=86_400)
 
 
+class FleetSettings(_Settings):
+    """Fleet announcements over MQTT (``agent.coordination``); off for a single device."""
+
+    enabled: bool = False
+    #: Topics are ``{topicPrefix}/{project}/...``. The recipe's accessControl (and
+    #: iam/iot-policy-fleet.json) grant the default prefix: change them with it.
+    topic_prefix: str = "l4v-fleet"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_rules(cls, value: str) -> str:
+        if not value or len(value) > 64:
+            raise ValueError("must be 1-64 characters")
+        if value.startswith("$"):
+            raise ValueError("reserved $ topics are not allowed")
+        levels = value.split("/")
+        if any(not level for level in levels):
+            raise ValueError("must not start or end with '/' or contain '//'")
+        if any(c in value for c in "#+\x00") or re.search(r"\s", value):
+            raise ValueError("must not contain MQTT wildcards (# +), NUL or white space")
+        return value
+
+
 _S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[a-zA-Z0-9!_.*'()/\-]*)?$"
 _ROLE_ARN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$"
 _ENTITY_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
@@ -208,6 +231,7 @@ class AgentConfig(_Settings):
     commands: CommandSettings = CommandSettings()
     packaging: PackagingSettings = PackagingSettings()
     sagemaker: SageMakerSettings = SageMakerSettings()
+    fleet: FleetSettings = FleetSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -22,6 +22,7 @@ import structlog
 from agent import errors
 from agent.clock import TimeSource, WallClockWatch
 from agent.config import AgentConfig
+from agent.coordination import FleetBoard
 from agent.decide import (
     Action,
     Answers,
@@ -103,7 +104,9 @@ class Reconciler:
         clock: TimeSource,
         rng: random.Random | None = None,
         derive: RequestDeriver = lookout_for_vision_request,
+        fleet_board: FleetBoard | None = None,
     ) -> None:
+        self.fleet_board = fleet_board
         self.platform = platform
         self.packaging = packaging
         self.deployments = deployments

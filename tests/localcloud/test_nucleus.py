@@ -996,3 +996,57 @@ def test_payload_base64_is_what_the_wire_carries(nucleus: Nucleus, bus: IoTCoreB
         assert bus.messages[0].payload == b"\x00\x01"
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(
+    ("request_body", "error"),
+    [
+        ({"topicName": "logs/x", "qos": "1"}, "Payload is required"),
+        ({"topicName": "logs/x", "payload": ""}, "QoS is required"),
+        ({"topicName": "logs/x", "qos": 1, "payload": ""}, "Invalid QoS value: 1"),
+        ({"topicName": "logs/x", "qos": "1", "payload": "", "retain": "true"}, "retain must be a boolean"),
+        ({"topicName": "dt/other/x", "qos": "1"}, "not authorized"),
+    ],
+)
+def test_publish_requests_are_checked_as_the_real_nucleus_does(
+    nucleus: Nucleus, bus: IoTCoreBus, request_body: dict[str, Any], error: str
+) -> None:
+    """PublishToIoTCore needs payload and QoS (no defaults), takes retain only as a JSON
+    boolean, and authorizes the topic before it looks at the payload: each bad request
+    is refused with the rule and nothing reaches the bus."""
+    raw = RawClient(nucleus.socket_path)
+    try:
+        raw.connect(nucleus.register_component(PUBLISHER))
+        raw.send(
+            0,
+            stream_id=1,
+            headers=[
+                Header.string("operation", "aws.greengrass#PublishToIoTCore"),
+                Header.string(":content-type", "application/json"),
+            ],
+            payload=json.dumps(request_body).encode(),
+        )
+        answer = raw.receive()
+        assert answer.get("service-model-type") in (
+            "aws.greengrass#InvalidArgumentsError",
+            "aws.greengrass#UnauthorizedError",
+        )
+        assert error in json.loads(answer.payload)["message"]
+        assert bus.messages == []
+    finally:
+        raw.close()
+
+
+def test_retained_publish_is_kept_for_a_later_subscriber(
+    ipc: Callable[[str], GreengrassCoreIPCClientV2], bus: IoTCoreBus
+) -> None:
+    """PublishToIoTCore with retain=True is kept by IoT Core for its topic and handed to
+    a client that subscribes afterwards; retain=False is delivered but not kept."""
+    client = ipc(PUBLISHER)
+    client.publish_to_iot_core(topic_name="logs/kept", qos="1", payload=b"kept", retain=True)
+    client.publish_to_iot_core(topic_name="logs/passing", qos="1", payload=b"gone", retain=False)
+    late: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    bus.subscribe("logs/#", lambda topic, payload: late.put((topic, payload)))
+    assert late.get(timeout=WAIT) == ("logs/kept", b"kept")
+    assert late.empty()
+    assert [m.retain for m in bus.messages] == [True, False]
