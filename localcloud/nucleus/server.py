@@ -7,6 +7,8 @@ the Greengrass IPC model):
 
 * ``PublishToIoTCore`` / ``SubscribeToIoTCore`` -- through an :class:`IoTCoreBus`,
   authorized per the caller's ``accessControl`` for ``aws.greengrass.ipc.mqttproxy``;
+  ``retain`` is passed on (nucleus 2.10+); a subscription covered by one already open
+  on the device gets no retained messages (the nucleus does not subscribe again);
 * ``GetConfiguration`` / ``SubscribeToConfigurationUpdate`` -- another component's
   configuration needs an ``aws.greengrass.ipc.config`` policy whose resources name
   that component (or ``*``);
@@ -427,6 +429,8 @@ class Nucleus:
         self._tokens: dict[str, str] = {}  # token -> component
         self._by_component: dict[str, str] = {}  # component -> token
         self._published: list[Published] = []
+        #: the topic filter of every open SubscribeToIoTCore stream (all components)
+        self._iot_filters: list[str] = []
         self._config_subscriptions: list[_ConfigSubscription] = []
         self._connections: dict[_Connection, threading.Thread] = {}
         self._listener: socket.socket | None = None
@@ -724,9 +728,23 @@ class Nucleus:
             body = {"message": {"topicName": topic, "payload": base64.b64encode(payload).decode()}}
             connection.send_event(stream, "IoTCoreMessage", body)
 
+        # The nucleus shares one cloud subscription between the components of the device:
+        # a filter already covered by an open one is not sent to IoT Core again, so IoT
+        # Core hands it no retained messages (MqttClient.findExistingSubscriberForTopic).
+        with self._lock:
+            covered = any(mqtt_resource_matches(f, topic_filter) for f in self._iot_filters)
+            self._iot_filters.append(topic_filter)
         # Subscribed before the response (as the nucleus does); events wait for it.
-        handle: SubscriptionHandle = self.bus.subscribe(topic_filter, deliver)
-        stream.cleanups.append(lambda: self.bus.unsubscribe(handle))
+        handle: SubscriptionHandle = self.bus.subscribe(
+            topic_filter, deliver, deliver_retained=not covered
+        )
+
+        def unsubscribe() -> None:
+            self.bus.unsubscribe(handle)
+            with self._lock:
+                self._iot_filters.remove(topic_filter)
+
+        stream.cleanups.append(unsubscribe)
         connection.respond_open(stream, "SubscribeToIoTCoreResponse", {})
 
     def _get_configuration(

@@ -1050,3 +1050,35 @@ def test_retained_publish_is_kept_for_a_later_subscriber(
     assert late.get(timeout=WAIT) == ("logs/kept", b"kept")
     assert late.empty()
     assert [m.retain for m in bus.messages] == [True, False]
+
+
+def test_a_subscription_covered_by_an_open_one_gets_no_retained_messages(
+    ipc: Callable[[str], GreengrassCoreIPCClientV2], bus: IoTCoreBus
+) -> None:
+    """The nucleus subscribes to IoT Core once per filter: while cmd/{thing}/# is open,
+    subscribing to cmd/{thing}/# again (or anything under it) gets live messages but not
+    the retained one; once the covering stream is closed, a new subscription gets it."""
+    bus.publish(f"cmd/{THING}/kept", b"kept", retain=True)
+    first: queue.Queue[IoTCoreMessage] = queue.Queue()
+    second: queue.Queue[IoTCoreMessage] = queue.Queue()
+    client = ipc(PUBLISHER)
+    _, covering = client.subscribe_to_iot_core(
+        topic_name=f"cmd/{THING}/#", qos="1", on_stream_event=first.put
+    )
+    assert first.get(timeout=WAIT).message.payload == b"kept"
+    _, covered = client.subscribe_to_iot_core(
+        topic_name=f"cmd/{THING}/#", qos="1", on_stream_event=second.put
+    )
+    bus.publish(f"cmd/{THING}/live", b"live")
+    assert second.get(timeout=WAIT).message.payload == b"live"
+    assert first.get(timeout=WAIT).message.payload == b"live"
+    covering.close().result(WAIT)
+    covered.close().result(WAIT)
+    assert bus.wait_for_subscriptions(0, WAIT)
+
+    third: queue.Queue[IoTCoreMessage] = queue.Queue()
+    _, fresh = client.subscribe_to_iot_core(
+        topic_name=f"cmd/{THING}/#", qos="1", on_stream_event=third.put
+    )
+    assert third.get(timeout=WAIT).message.payload == b"kept"
+    fresh.close()
