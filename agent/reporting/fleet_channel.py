@@ -63,8 +63,8 @@ class FleetChannel:
         self._lock = threading.Lock()
         self._next_log = float("-inf")
         self._unlogged = 0
-        #: why the last subscription attempt failed; None once subscribed
-        self.subscription_error: str | None = None
+        #: topic filter -> why subscribing to it failed at the last attempt
+        self._refused: dict[str, str] = {}
 
     @classmethod
     def for_device(
@@ -91,12 +91,20 @@ class FleetChannel:
             log.exception("fleet announcement handler failed", topic=clip(topic, 200),
                           error=type(exc).__name__)
 
+    @property
+    def subscription_error(self) -> str | None:
+        """Why a fleet subscription failed at its last attempt; None when all hold."""
+        with self._lock:
+            refused = sorted(self._refused.items())
+        return "; ".join(clip(f"{topic}: {reason}", 300) for topic, reason in refused) or None
+
     def subscription_result(self, topic: str, error: AgentError | None) -> None:
         """The transport's outcome of subscribing to ``topic`` (None: subscribed)."""
-        if error is None:
-            self.subscription_error = None
-            return
-        self.subscription_error = clip(f"{topic}: {error.message}", 300)
+        with self._lock:
+            if error is None:
+                self._refused.pop(topic, None)
+                return
+            self._refused[topic] = error.message
         log.error("fleet announcements unavailable: subscription refused",
                   topic=topic, error=error.kind, message=error.message)
 

@@ -57,10 +57,10 @@ FLOOD_SENDERS = 25
 class Host:
     """The component host of one device: the agent with its shipped recipe."""
 
-    def __init__(self, thing_name: str) -> None:
+    def __init__(self, thing_name: str, configuration: dict[str, Any] | None = None) -> None:
         self.thing_name = thing_name
         recipe = json.loads(RECIPE_PATH.read_text())
-        self._agent = ComponentInfo(AGENT, recipe["ComponentVersion"], "RUNNING", {}, recipe)
+        self._agent = ComponentInfo(AGENT, recipe["ComponentVersion"], "RUNNING", configuration or {}, recipe)
 
     def component(self, name: str) -> ComponentInfo | None:
         return self._agent if name == AGENT else None
@@ -359,3 +359,72 @@ def test_access_control_refuses_announcements_outside_the_fleet_topics(ipc_world
     for topic_filter in (f"{PREFIX}/#", f"{PREFIX}/{PROJECT}/#", f"{PREFIX}/+/#", "#"):
         with pytest.raises(AccessDeniedError):
             device.transport.subscribe(topic_filter, lambda t, p: None, timeout=TIMEOUT)
+
+
+# -- the agent as build_agent wires it ----------------------------------------------------
+@pytest.fixture
+def agent_host(tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | None], tuple[Any, IoTCoreBus]]]:
+    """Build the whole agent (fleet enabled, x86_64 CPU device) on a simulated nucleus
+    whose component configuration is ``configuration`` (None: the recipe's defaults)."""
+    from agent.config import load_config
+    from agent.daemon import MainLoop, build_agent
+
+    directory = Path(tempfile.mkdtemp(prefix="fleet-agent-"))
+    started: list[tuple[MainLoop, Nucleus]] = []
+
+    def start(configuration: dict[str, Any] | None) -> tuple[Any, IoTCoreBus]:
+        bus = IoTCoreBus()
+        nucleus = Nucleus(Host("edge-a", configuration), bus, directory / "ipc.sock").start()
+        config = load_config(overrides={
+            "thingName": "edge-a", "region": "us-east-1", "projectName": PROJECT, "s3Bucket": "l4v-models",
+            "stateDir": str(tmp_path / "state"),
+            "platformRoot": str(Path(__file__).resolve().parents[1] / "fixtures" / "platforms" / "x86-64-cpu-server"),
+            "fleet": {"enabled": True, "topicPrefix": PREFIX},
+        })
+        agent = build_agent(config, env={}, transport_factory=lambda: IpcTransport.from_env(nucleus.component_env(AGENT)))
+        loop = MainLoop(agent)
+        loop.start()  # publisher: connects, subscribes, sends the platform and health reports
+        started.append((loop, nucleus))
+        assert agent.publisher.flush(TIMEOUT)
+        return agent, bus
+
+    yield start
+    for loop, nucleus in started:
+        loop.stop(1.0)
+        nucleus.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_built_agent_hears_announcements_and_wakes_its_loop(agent_host: Callable[..., Any]) -> None:
+    """build_agent with fleet.enabled subscribes the board to the project's released topic
+    and the platform's topics next to the command topic; a retained announcement made
+    before wakes the main loop, the reconciler reads the same board, and the health
+    report counts it."""
+    agent, bus = agent_host(None)
+    platform = agent.platform.key
+    assert agent.reconciler.fleet_board is agent.fleet_board
+    assert agent.fleet_board.platform == platform
+    agent.wake.clear()
+    bus.publish(TOPICS.ready(platform), _ready("edge-z", 7, platform).to_json(), retain=True, source="edge-z")
+
+    assert agent.wake.wait(TIMEOUT)
+    assert agent.fleet_board.news().ready[7].component_version == "7.0.0"
+    report = json.loads(agent.health.message().render(1, "e"))
+    assert report["announcements"]["accepted"] == 1
+    assert report["announcements"]["subscriptionError"] is None
+
+
+def test_a_refused_fleet_subscription_leaves_the_agent_reporting(agent_host: Callable[..., Any]) -> None:
+    """A deployment whose accessControl does not grant the fleet topics: the fleet
+    subscription is refused by the nucleus, the agent still connects, takes commands and
+    publishes its reports, and its health says DEGRADED with the refusal."""
+    recipe = json.loads(RECIPE_PATH.read_text())
+    access = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
+    del access["aws.greengrass.ipc.mqttproxy"]["l4v.edge.Agent:fleet-subscribe:1"]
+    agent, bus = agent_host({"accessControl": access})
+
+    report = json.loads(agent.health.message().render(1, "e"))
+    assert report["status"] == "DEGRADED"
+    assert "not authorized" in report["announcements"]["subscriptionError"]
+    assert [m.topic for m in bus.messages][:2] == ["l4v-edge/edge-a/platform", "l4v-edge/edge-a/health"]
+    assert bus.subscription_count == 1  # the command topic

@@ -94,6 +94,12 @@ INVALID = [
     ("reporting", {"outboxMaxMessages": "1"}, "reporting.outboxMaxMessages"),
     ("commands", {"maxPayloadBytes": "10"}, "commands.maxPayloadBytes"),
     ("commands", {"allowDeployVersion": "maybe"}, "commands.allowDeployVersion"),
+    ("fleet", {"enabled": "sometimes"}, "fleet.enabled"),
+    ("fleet", {"topicPrefix": "fleet/#"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "/fleet"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "a//b"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "$aws/fleet"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "my fleet"}, "fleet.topicPrefix"),
 ]
 
 
