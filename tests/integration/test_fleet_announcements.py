@@ -363,7 +363,7 @@ def test_access_control_refuses_announcements_outside_the_fleet_topics(ipc_world
 
 # -- the agent as build_agent wires it ----------------------------------------------------
 @pytest.fixture
-def agent_host(tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | None], tuple[Any, IoTCoreBus]]]:
+def agent_host(tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | None], tuple[Any, IoTCoreBus, Nucleus]]]:
     """Build the whole agent (fleet enabled, x86_64 CPU device) on a simulated nucleus
     whose component configuration is ``configuration`` (None: the recipe's defaults)."""
     from agent.config import load_config
@@ -372,7 +372,7 @@ def agent_host(tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | None], tup
     directory = Path(tempfile.mkdtemp(prefix="fleet-agent-"))
     started: list[tuple[MainLoop, Nucleus]] = []
 
-    def start(configuration: dict[str, Any] | None) -> tuple[Any, IoTCoreBus]:
+    def start(configuration: dict[str, Any] | None) -> tuple[Any, IoTCoreBus, Nucleus]:
         bus = IoTCoreBus()
         nucleus = Nucleus(Host("edge-a", configuration), bus, directory / "ipc.sock").start()
         config = load_config(overrides={
@@ -386,7 +386,7 @@ def agent_host(tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | None], tup
         loop.start()  # publisher: connects, subscribes, sends the platform and health reports
         started.append((loop, nucleus))
         assert agent.publisher.flush(TIMEOUT)
-        return agent, bus
+        return agent, bus, nucleus
 
     yield start
     for loop, nucleus in started:
@@ -400,7 +400,7 @@ def test_the_built_agent_hears_announcements_and_wakes_its_loop(agent_host: Call
     and the platform's topics next to the command topic; a retained announcement made
     before wakes the main loop, the reconciler reads the same board, and the health
     report counts it."""
-    agent, bus = agent_host(None)
+    agent, bus, _ = agent_host(None)
     platform = agent.platform.key
     assert agent.reconciler.fleet_board is agent.fleet_board
     assert agent.fleet_board.platform == platform
@@ -421,10 +421,29 @@ def test_a_refused_fleet_subscription_leaves_the_agent_reporting(agent_host: Cal
     recipe = json.loads(RECIPE_PATH.read_text())
     access = recipe["ComponentConfiguration"]["DefaultConfiguration"]["accessControl"]
     del access["aws.greengrass.ipc.mqttproxy"]["l4v.edge.Agent:fleet-subscribe:1"]
-    agent, bus = agent_host({"accessControl": access})
+    agent, bus, _ = agent_host({"accessControl": access})
 
     report = json.loads(agent.health.message().render(1, "e"))
     assert report["status"] == "DEGRADED"
     assert "not authorized" in report["announcements"]["subscriptionError"]
     assert [m.topic for m in bus.messages][:2] == ["l4v-edge/edge-a/platform", "l4v-edge/edge-a/health"]
     assert bus.subscription_count == 1  # the command topic
+
+
+def test_after_the_nucleus_restarts_the_fleet_topics_are_subscribed_again(agent_host: Callable[..., Any]) -> None:
+    """The nucleus restarts while an announcement is made: once the agent's transport
+    is back (its next report), the fleet subscriptions are renewed and the retained
+    announcement made meanwhile reaches the board."""
+    agent, bus, nucleus = agent_host(None)
+    platform = agent.platform.key
+    nucleus.stop()
+    bus.publish(TOPICS.job(platform), JobNews(
+        thing_name="edge-z", sent_at="", model_version=8, platform=platform, job_name="w-x-v8-1", status="STARTED",
+    ).to_json(), retain=True, source="edge-z")
+    nucleus.start()
+    agent.wake.clear()
+
+    agent.send([agent.health.message()])
+    assert agent.publisher.flush(TIMEOUT)
+    assert agent.wake.wait(TIMEOUT)
+    assert agent.fleet_board.news().jobs[8].job_name == "w-x-v8-1"
