@@ -142,7 +142,10 @@ class FleetSettings(_Settings):
 
     #: announcements, suppression and waves; the check budget applies either way
     enabled: bool = False
-    topic_prefix: str = "l4v-edge/fleet"
+    #: Topics are ``{topicPrefix}/{project}/...``. The recipe's accessControl (and
+    #: iam/iot-policy-fleet.json) grant the default prefix: change them with it. Apart
+    #: from ``l4v-edge/{thingName}/...`` so no thing name can collide with it.
+    topic_prefix: str = "l4v-fleet"
     #: about how many devices of this project share the account
     size: int = Field(default=1, ge=1, le=10_000_000)
     #: idle checks per second the whole fleet may spend
@@ -167,8 +170,8 @@ class FleetSettings(_Settings):
     def _prefix_rules(cls, value: str) -> str:
         if not 1 <= len(value) <= 200:
             raise ValueError("must be 1-200 characters")
-        if "#" in value or "+" in value:
-            raise ValueError("must not hold MQTT wildcards (# +)")
+        if "#" in value or "+" in value or "\x00" in value or re.search(r"\s", value):
+            raise ValueError("must not hold MQTT wildcards (# +), NUL or white space")
         if "$" in value:
             raise ValueError("must not hold $ (reserved topics)")
         if "{" in value or "}" in value:

@@ -31,7 +31,14 @@ import structlog
 
 from agent.clock import Clock
 from agent.ledger import Ledger, OutgoingMessage
-from agent.reporting.events import DeployedModel, ErrorInfo, HealthReport, ResourceUse, utc_iso
+from agent.reporting.events import (
+    AnnouncementCounts,
+    DeployedModel,
+    ErrorInfo,
+    HealthReport,
+    ResourceUse,
+    utc_iso,
+)
 from agent.reporting.outbox import dropped_total, transport_connected
 
 log = structlog.get_logger("agent.health")
@@ -80,6 +87,8 @@ class HealthReporter:
         #: why the nucleus's deployment events are not followed now (None: they are, or
         #: there is no nucleus); the agent then polls the cloud instead
         self.local_deployments_problem: Callable[[], str | None] | None = None
+        #: the fleet channel's counts (set when fleet announcements are enabled)
+        self.announcements_provider: Callable[[], AnnouncementCounts] | None = None
         self._cpu_sample = (time.monotonic(), self._cpu_seconds())
         self._dropped_seen = dropped_total(ledger)
 
@@ -96,6 +105,7 @@ class HealthReporter:
         with self._lock:
             dropped_since = dropped - self._dropped_seen
             self._dropped_seen = dropped
+        announcements = self.announcements_provider() if self.announcements_provider else None
         reasons: list[str] = []
         status: Status = "HEALTHY"
         local_problem = self.local_deployments_problem() if self.local_deployments_problem else None
@@ -116,6 +126,8 @@ class HealthReporter:
                 reasons.append(f"no deployment events from the nucleus ({local_problem})")
             if reset is not None and "corrupt" in reset:
                 reasons.append("the ledger was corrupt and replaced")
+            if announcements is not None and announcements.subscription_error is not None:
+                reasons.append("fleet announcements cannot be received")
             if reasons:
                 status = "DEGRADED"
         if reasons:
@@ -143,6 +155,7 @@ class HealthReporter:
             outbox_depth=depth,
             ledger_reset=reset,
             deployment_events_problem=local_problem or None,
+            announcements=announcements,
         )
 
     def message(self) -> OutgoingMessage:

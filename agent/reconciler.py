@@ -112,6 +112,7 @@ class Reconciler:
         fleet_board: FleetBoard | None = None,
         local_deployments: LocalDeployments | None = None,
     ) -> None:
+        self.fleet_board = fleet_board
         self.platform = platform
         #: what the fleet announced (fleet coordination on), and the nucleus's reports
         self.fleet_board = fleet_board

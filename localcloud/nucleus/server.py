@@ -7,6 +7,8 @@ the Greengrass IPC model):
 
 * ``PublishToIoTCore`` / ``SubscribeToIoTCore`` -- through an :class:`IoTCoreBus`,
   authorized per the caller's ``accessControl`` for ``aws.greengrass.ipc.mqttproxy``;
+  ``retain`` is passed on (nucleus 2.10+); a subscription covered by one already open
+  on the device gets no retained messages (the nucleus does not subscribe again);
 * ``GetConfiguration`` / ``SubscribeToConfigurationUpdate`` -- another component's
   configuration needs an ``aws.greengrass.ipc.config`` policy whose resources name
   that component (or ``*``);
@@ -463,6 +465,8 @@ class Nucleus:
         self._tokens: dict[str, str] = {}  # token -> component
         self._by_component: dict[str, str] = {}  # component -> token
         self._published: list[Published] = []
+        #: the topic filter of every open SubscribeToIoTCore stream (all components)
+        self._iot_filters: list[str] = []
         self._config_subscriptions: list[_ConfigSubscription] = []
         self._update_subscriptions: list[_UpdateSubscription] = []
         #: (component, deployment id) -> the answer awaited from it (its latest only).
@@ -748,16 +752,20 @@ class Nucleus:
         self, connection: _Connection, stream: _Stream, request: dict[str, Any]
     ) -> None:
         caller = connection.component or ""
+        # The real nucleus's order: topic, authorization, payload, QoS, then retain.
         topic = _topic_name(request, validate_topic)
-        qos = _parse_qos(request.get("qos"))
-        try:
-            payload = base64.b64decode(request.get("payload") or "", validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise _invalid("payload must be base64") from exc
         self._authorize(caller, MQTT_PROXY_SERVICE, "PublishToIoTCore", topic)
+        if request.get("payload") is None:
+            raise _invalid("Payload is required")
+        try:
+            payload = base64.b64decode(request["payload"], validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise _invalid("payload must be base64") from exc
+        qos = _parse_qos(request.get("qos"))
+        retain = _parse_retain(request.get("retain"))
         with self._lock:
             self._published.append(Published(caller, topic, payload, qos))
-        self.bus.publish(topic, payload, qos, bool(request.get("retain")), source=caller)
+        self.bus.publish(topic, payload, qos, retain, source=caller)
         connection.finish(stream, "PublishToIoTCoreResponse", {}, error=False)
 
     def _subscribe_to_iot_core(
@@ -765,16 +773,30 @@ class Nucleus:
     ) -> None:
         caller = connection.component or ""
         topic_filter = _topic_name(request, validate_filter)
-        _parse_qos(request.get("qos"))
         self._authorize(caller, MQTT_PROXY_SERVICE, "SubscribeToIoTCore", topic_filter)
+        _parse_qos(request.get("qos"))
 
         def deliver(topic: str, payload: bytes) -> None:
             body = {"message": {"topicName": topic, "payload": base64.b64encode(payload).decode()}}
             connection.send_event(stream, "IoTCoreMessage", body)
 
+        # The nucleus shares one cloud subscription between the components of the device:
+        # a filter already covered by an open one is not sent to IoT Core again, so IoT
+        # Core hands it no retained messages (MqttClient.findExistingSubscriberForTopic).
+        with self._lock:
+            covered = any(mqtt_resource_matches(f, topic_filter) for f in self._iot_filters)
+            self._iot_filters.append(topic_filter)
         # Subscribed before the response (as the nucleus does); events wait for it.
-        handle: SubscriptionHandle = self.bus.subscribe(topic_filter, deliver)
-        stream.cleanups.append(lambda: self.bus.unsubscribe(handle))
+        handle: SubscriptionHandle = self.bus.subscribe(
+            topic_filter, deliver, deliver_retained=not covered
+        )
+
+        def unsubscribe() -> None:
+            self.bus.unsubscribe(handle)
+            with self._lock:
+                self._iot_filters.remove(topic_filter)
+
+        stream.cleanups.append(unsubscribe)
         connection.respond_open(stream, "SubscribeToIoTCoreResponse", {})
 
     def _get_configuration(
@@ -997,11 +1019,23 @@ def _topic_name(request: dict[str, Any], validate: Callable[[str], object]) -> s
 
 
 def _parse_qos(value: Any) -> int:
+    # Required, as the real nucleus requires it (it has no default).
     if value is None:
-        return 0
-    if str(value) not in ("0", "1"):
-        raise _invalid("qos must be '0' or '1'")
+        raise _invalid("QoS is required")
+    if value not in ("0", "1"):
+        raise _invalid(f"Invalid QoS value: {value}")
     return int(value)
+
+
+def _parse_retain(value: Any) -> bool:
+    """``PublishToIoTCoreRequest.retain``: a JSON boolean; absent or null is False (the
+    nucleus reads it with Coerce.toBoolean). Anything else is refused: the real
+    nucleus cannot deserialize a request whose boolean member is not one."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid("retain must be a boolean")
+    return value
 
 
 def _key_path(value: Any) -> list[str]:

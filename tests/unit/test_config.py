@@ -134,6 +134,8 @@ INVALID = [
     ("fleet", {"groupNameTemplate": "{platform"}, "fleet.groupNameTemplate"),
     ("fleet", {"groupNameTemplate": "{platform}", "waves": [1, 100]}, "fleet.groupNameTemplate"),
     ("fleet", {"unknown": "1"}, "fleet.unknown"),
+    ("fleet", {"topicPrefix": "/fleet"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "my fleet"}, "fleet.topicPrefix"),
 ]
 
 
