@@ -21,7 +21,7 @@ import structlog
 
 from agent import errors
 from agent.clock import TimeSource, WallClockWatch
-from agent.config import AgentConfig
+from agent.config import AgentConfig, FleetSettings
 from agent.coordination import FleetBoard, FleetTopics
 from agent.decide import (
     Action,
@@ -271,7 +271,7 @@ class Reconciler:
     def announcement_message(self, announcement: AnnouncementBase) -> OutgoingMessage:
         """A fleet announcement as an outbox message (retained: late joiners need it)."""
         fleet = self.settings.fleet
-        prefix = fleet.topic_prefix if fleet is not None else "l4v-edge/fleet"
+        prefix = (fleet or FleetSettings()).topic_prefix
         topic = FleetTopics(prefix, self.settings.project).topic_of(announcement)
         payload = announcement.to_json()
         if self.fleet_board is not None:

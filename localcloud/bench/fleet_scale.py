@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from agent.config import load_config
+from agent.config import FleetSettings, load_config
 from agent.coordination import FleetTopics
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
@@ -53,7 +53,7 @@ from localcloud.world import World
 LFV, GG = base.LFV, base.GG
 SIZES = (1_000, 10_000, 100_000)
 GROUP_TEMPLATE = "{project}-{platform}-w{wave}"
-TOPIC_PREFIX = "l4v-edge/fleet"
+TOPIC_PREFIX = FleetSettings().topic_prefix
 
 
 @dataclass(frozen=True)

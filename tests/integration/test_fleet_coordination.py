@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from agent.config import FleetSettings
 from agent.coordination import FleetTopics
 from agent.ledger import Ledger
 from agent.rollout import Phase
@@ -64,7 +65,7 @@ def release(world: World, clock: VirtualClock, tmp_path: Path, *, bad: bool = Fa
         for key, _ in MIX:
             world.greengrass.fail_install(f"{aw.PROJECT}.{aw.PLATFORMS[key].key}", times=1000)
     released = clock.now()
-    fleet = CoordinatedFleet(world, clock, FleetTopics("l4v-edge/fleet", aw.PROJECT))
+    fleet = CoordinatedFleet(world, clock, FleetTopics(FleetSettings().topic_prefix, aw.PROJECT))
     rng = random.Random(5)
     shared = agent_clients(world, devices[0][2])
     members = []

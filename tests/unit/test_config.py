@@ -310,7 +310,7 @@ def test_fleet_defaults_are_a_single_device_without_coordination() -> None:
     config = load_config(overrides=BASE)
     fleet = config.fleet
     assert (fleet.enabled, fleet.topic_prefix, fleet.size, fleet.check_budget_per_second) == (
-        False, "l4v-edge/fleet", 1, 0.5
+        False, "l4v-fleet", 1, 0.5
     )
     assert (fleet.hint_min_interval_seconds, fleet.suppression_seconds, fleet.poller_fallback_seconds) == (
         60, 30, 1800

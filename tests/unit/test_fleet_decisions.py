@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import load_config
+from agent.config import FleetSettings, load_config
 from agent.coordination import FleetBoard, FleetTopics, Ready, Released, stamp
 from agent.platform import DetectedPlatform, detect_platform
 from agent.ports import DeploymentSpec
@@ -26,7 +26,7 @@ from tests.support.fakes import THING_ARN, FakeClock, FakeDeployments, FakePacka
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "platforms"
 AGENT = "l4v.edge.Agent"
-PREFIX = "l4v-edge/fleet"
+PREFIX = FleetSettings().topic_prefix
 
 
 @pytest.fixture(scope="module")

@@ -240,6 +240,7 @@ FLEET_PUBLISH = {
     _FLEET.ready("+"),
     _FLEET.base + "/+/wave/+/deployed",
     _FLEET.failed("+", "{iot:thingName}"),
+    _FLEET.succeeded("+", "{iot:thingName}"),
 }
 FLEET_SUBSCRIBE = set(_FLEET.subscriptions("+"))
 
