@@ -35,7 +35,7 @@ from agent.errors import AccessDeniedError
 from agent.reporting.fleet_channel import FleetChannel
 from agent.reporting.ipc import IpcTransport
 from agent.reporting.transport import Transport
-from localcloud.componenthost import ComponentInfo, ConfigListener
+from localcloud.componenthost import ComponentInfo, ConfigListener, UpdatePolicyNotifier
 from localcloud.iotcore import IoTCoreBus
 from localcloud.nucleus import Nucleus
 from tests.support.fakes import FakeClock
@@ -73,6 +73,9 @@ class Host:
 
     def add_config_listener(self, listener: ConfigListener) -> None:
         pass
+
+    def set_update_notifier(self, notifier: UpdatePolicyNotifier | None) -> None:
+        pass  # no deployments reach this host
 
 
 class Handled:
