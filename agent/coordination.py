@@ -4,9 +4,11 @@ Only one device needs to learn a fact from the cloud; the rest hear it over MQTT
 kinds of announcement, each retained on its own topic under ``{prefix}/{project}``::
 
     {prefix}/{project}/released                        version N is packageable
-    {prefix}/{project}/{platform}/job                  job J for version N: STARTED | RUNNING | FAILED
+    {prefix}/{project}/{platform}/job                  job J for version N: STARTING (a claim) |
+                                                       STARTED | RUNNING | FAILED
     {prefix}/{project}/{platform}/ready                component C@V for version N exists
-    {prefix}/{project}/{platform}/wave/{k}/deployed    wave k's group deployment D holds C@V
+    {prefix}/{project}/{platform}/wave/{k}/deployed    wave k's group deployment: CREATING (a
+                                                       claim) | CREATED as D
     {prefix}/{project}/{platform}/failed/{thingName}   version N failed on this device
     {prefix}/{project}/{platform}/succeeded/{thingName}  a canary device runs version N
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from agent.reporting.events import utc_iso
 from agent.text import clip
@@ -80,7 +82,9 @@ class JobNews(AnnouncementBase):
     kind: Literal["job"] = "job"
     platform: str = Field(pattern=_PLATFORM)
     job_name: str = Field(alias="jobName", min_length=1, max_length=128)
-    status: Literal["STARTED", "RUNNING", "FAILED"]
+    #: STARTING claims the job before the call, so the platform's other devices wait for
+    #: its outcome instead of calling too when that first call is throttled or fails
+    status: Literal["STARTING", "STARTED", "RUNNING", "FAILED"]
     reason: str | None = Field(default=None, max_length=512)
 
 
@@ -100,7 +104,15 @@ class Deployed(AnnouncementBase):
     platform: str = Field(pattern=_PLATFORM)
     wave: int = Field(ge=0, le=9)
     target_arn: str = Field(alias="targetArn", pattern=r"^arn:[^:]+:iot:[^:]+:[0-9]{12}:thinggroup/[a-zA-Z0-9:_-]+$")
-    deployment_id: str = Field(alias="deploymentId", min_length=1, max_length=128)
+    #: CREATING claims the wave's deployment before the calls (no deploymentId yet)
+    status: Literal["CREATING", "CREATED"] = "CREATED"
+    deployment_id: str | None = Field(default=None, alias="deploymentId", min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _created_has_an_id(self) -> Deployed:
+        if (self.status == "CREATED") != (self.deployment_id is not None):
+            raise ValueError("deploymentId is required with status CREATED and absent with CREATING")
+        return self
 
 
 class Failed(AnnouncementBase):
@@ -226,8 +238,10 @@ class HeardReady:
 @dataclass(frozen=True)
 class HeardDeployment:
     target_arn: str
-    deployment_id: str
+    #: None while only claimed (status CREATING)
+    deployment_id: str | None
     heard_at: float
+    sender: str = ""
 
 
 @dataclass(frozen=True)
@@ -307,14 +321,20 @@ def _with(news: FleetNews, message: AnnouncementBase, now: float) -> FleetNews:
     jobs, ready, deployed = dict(news.jobs), dict(news.ready), dict(news.deployed)
     failures, successes = dict(news.failures), dict(news.successes)
     if isinstance(message, JobNews):
-        jobs[version] = HeardJob(message.job_name, message.status, message.reason, now, message.thing_name)
+        known = jobs.get(version)
+        # A claim never hides what is known of the same job (a late claimer's race).
+        if not (message.status == "STARTING" and known is not None and known.job_name == message.job_name
+                and known.status != "STARTING"):
+            jobs[version] = HeardJob(message.job_name, message.status, message.reason, now, message.thing_name)
     elif isinstance(message, Ready):
         if version not in ready:
             ready[version] = HeardReady(message.component_name, message.component_version, now)
     elif isinstance(message, Deployed):
         key = (version, message.wave)
-        if key not in deployed:
-            deployed[key] = HeardDeployment(message.target_arn, message.deployment_id, now)
+        known_deployment = deployed.get(key)
+        # The first deployment announced created stays; a claim only refreshes a claim.
+        if known_deployment is None or known_deployment.deployment_id is None:
+            deployed[key] = HeardDeployment(message.target_arn, message.deployment_id, now, message.thing_name)
     elif isinstance(message, Failed | Succeeded):
         outcomes = failures if isinstance(message, Failed) else successes
         things = outcomes.get(version, frozenset())

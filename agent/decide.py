@@ -997,17 +997,29 @@ class Decider:
                 detail=f"component {rollout.component_name} {rollout.component_version} announced ready",
             )
         job = news.jobs.get(version)
-        if job is not None and job.job_name == rollout.job_name and job.sender != self.settings.thing_name:
+        me = self.settings.thing_name
+        if job is not None and job.job_name == rollout.job_name and job.sender != me:
             if job.status == "FAILED":
                 error = errors.PackagingFailedError(f"job {job.job_name} FAILED (announced by {job.sender}): {job.reason or ''}")
                 return self._fail(rollout, now, error, StatusPhase.PACKAGING_FAILED)
-            # Another device started our job: follow it without a call of our own, and
-            # poll it only if its poller goes quiet.
-            updated = self._to(rollout, Phase.PACKAGING, now)
-            due = self._fallback_due(job.heard_at, fleet)
-            updated.next_action_at = due
-            return self._record(updated, StatusPhase.PACKAGING_STARTED, job_poll_due=due,
-                                detail=f"job {job.job_name} started by {job.sender}")
+            if job.status == "STARTING":
+                if now < job.heard_at + self._claim_seconds(fleet):
+                    # Another device claimed the job: wait for its outcome, not call too.
+                    return self._wait_for_claim(rollout, now, job.heard_at, fleet)
+            else:
+                # Another device started our job: follow it without a call of our own,
+                # and poll it only if its poller goes quiet.
+                updated = self._to(rollout, Phase.PACKAGING, now)
+                due = self._fallback_due(job.heard_at, fleet)
+                updated.next_action_at = due
+                return self._record(updated, StatusPhase.PACKAGING_STARTED, job_poll_due=due,
+                                    detail=f"job {job.job_name} started by {job.sender}")
+        if not (job is not None and job.job_name == rollout.job_name and job.sender == me and job.status == "STARTING"):
+            # Claim it first (a record, no call): the platform's other devices hear the
+            # claim at once and wait, however long our own calls take or fail.
+            claimed = rollout.model_copy(update={"updated_at": now, "next_action_at": now})
+            return Record(0.0, rollout=claimed, announce=(self._job_news(now, rollout, "STARTING"),),
+                          detail=f"claimed job {rollout.job_name}")
         action = self._advance_alone(obs, rollout)
         if isinstance(action, Record) and action.rollout is not None:
             after = action.rollout
@@ -1016,7 +1028,21 @@ class Decider:
                 return replace(action, announce=(self._job_news(now, after, "STARTED"),))
             if after.phase is Phase.DEPLOY_REQUESTED:
                 return replace(action, announce=(self._ready_news(now, after),))
+            if after.phase is Phase.FAILED:
+                return replace(action, announce=(self._job_news(now, after, "FAILED", after.error_message),))
+            # A retry of our own: renew the claim so that the others keep waiting.
+            return replace(action, announce=(self._job_news(now, after, "STARTING"),))
         return action
+
+    def _claim_seconds(self, fleet: FleetSettings) -> float:
+        """How long a claim holds without news from its claimer (who renews it at every
+        retry, each within the longest back-off)."""
+        return max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap) + fleet.suppression_seconds
+
+    def _wait_for_claim(self, rollout: Rollout, now: float, heard_at: float, fleet: FleetSettings) -> Record:
+        due = heard_at + self._claim_seconds(fleet) + self.rng.uniform(0, fleet.suppression_seconds)
+        updated = rollout.model_copy(update={"next_action_at": due, "updated_at": now})
+        return Record(due - now, rollout=updated)
 
     def _fallback_due(self, heard_at: float, fleet: FleetSettings) -> float:
         return heard_at + fleet.poller_fallback_seconds + self.rng.uniform(0, fleet.suppression_seconds)
@@ -1075,21 +1101,41 @@ class Decider:
         if group is None:
             return self._deploy(obs, rollout, verify=True)
         heard = news.deployed.get((rollout.model_version, wave))
-        if heard is not None and heard.target_arn.endswith(f":thinggroup/{group}"):
+        me = self.settings.thing_name
+        if heard is not None and not heard.target_arn.endswith(f":thinggroup/{group}"):
+            heard = None
+        if heard is not None and heard.deployment_id is not None:
             # Adopted by name: the group's other devices need not look up their ARN.
             updated = self._to(rollout, Phase.DEPLOYING, now, target_arn=heard.target_arn,
                                deployment_id=heard.deployment_id)
             return self._record(updated, StatusPhase.DEPLOYMENT_CREATED,
                                 detail=f"wave {wave} deployment {heard.deployment_id} announced")
+        if heard is not None and heard.sender != me and now < heard.heard_at + self._claim_seconds(fleet):
+            return self._wait_for_claim(rollout, now, heard.heard_at, fleet)
         target = fleet.group_arn(self._thing_arn(obs.facts), self.settings.project, self.platform.key, wave) or ""
-        action = self._deploy(obs, rollout, target=target, verify=True)
-        if isinstance(action, Record) and action.rollout is not None and action.rollout.phase is Phase.DEPLOYING:
-            after = action.rollout
-            deployed = Deployed(
-                thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=after.model_version,
-                platform=self.platform.key, wave=wave, target_arn=target, deployment_id=after.deployment_id or "",
+
+        def deployed(status: str, deployment_id: str | None = None) -> Deployed:
+            return Deployed(
+                thing_name=me, sent_at=stamp(now), model_version=rollout.model_version,
+                platform=self.platform.key, wave=wave, target_arn=target, status=status,
+                deployment_id=deployment_id,
             )
-            return replace(action, announce=(deployed,))
+
+        if heard is None or heard.sender != me:
+            # Claim the wave's deployment before the calls (see the job's claim).
+            claimed = rollout.model_copy(update={"updated_at": now, "next_action_at": now})
+            return Record(0.0, rollout=claimed, announce=(deployed("CREATING"),),
+                          detail=f"claimed wave {wave}'s deployment")
+        try:
+            action = self._deploy(obs, rollout, target=target, verify=True)
+        except errors.TransientError as error:
+            action = self._retry_later(rollout, now, error)
+        if isinstance(action, Record) and action.rollout is not None:
+            after = action.rollout
+            if after.phase is Phase.DEPLOYING:
+                return replace(action, announce=(deployed("CREATED", after.deployment_id),))
+            if not after.phase.ended:
+                return replace(action, announce=(deployed("CREATING"),))
         return action
 
     def _fleet_deploying(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
