@@ -112,8 +112,9 @@ STATUS_OF_PHASE: dict[Phase, StatusPhase] = {
 }
 
 #: Greengrass calls per second a fleet's spread-out deployment calls and confirmations aim
-#: at: half of the control plane's 30 requests/s per Region, leaving the rest to others.
-FLEET_GREENGRASS_CALLS_PER_SECOND = 15.0
+#: at: a third of the control plane's 30 requests/s per Region, so that two canary waves'
+#: confirmations may overlap and still leave room for everything else.
+FLEET_GREENGRASS_CALLS_PER_SECOND = 10.0
 #: Greengrass calls one device makes to confirm a deployment (ReadProgress, at most).
 CONFIRM_CALLS = 2
 #: ``last_reported`` key of a deployment the nucleus said it applied (confirmation pending).
@@ -496,7 +497,7 @@ class Decider:
                 # checks stay spread over the interval (re-timing them all from one
                 # announcement would leave the fleet blind for most of an interval);
                 # the next hint may start a rollout only hintMinIntervalSeconds later.
-                return FactChanges(last_hint_at=now)
+                return FactChanges(last_hint_at=now, hinted_version=hinted)
             return FactChanges(
                 last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None,
                 halt_lifted_version=requested if requested else KEEP,
@@ -893,7 +894,7 @@ class Decider:
         if fleet is None or news is None or self.settings.pinned_version is not None:
             return None
         released = news.released
-        if released is None or released <= (obs.facts.deployed_version or 0):
+        if released is None or released <= max(obs.facts.deployed_version or 0, obs.facts.hinted_version or 0):
             return None
         last = obs.facts.last_hint_at
         if last is not None and last <= obs.now < last + fleet.hint_min_interval_seconds:
@@ -1034,6 +1035,10 @@ class Decider:
             return replace(action, announce=(self._job_news(now, after, "STARTING"),))
         return action
 
+    @property
+    def _claim_retry(self) -> Backoff:
+        return Backoff(base=2.0, cap=self.settings.poll_backoff.cap, floor=1.0)
+
     def _claim_seconds(self, fleet: FleetSettings) -> float:
         """How long a claim holds without news from its claimer (who renews it at every
         retry, each within the longest back-off)."""
@@ -1129,7 +1134,9 @@ class Decider:
         try:
             action = self._deploy(obs, rollout, target=target, verify=True)
         except errors.TransientError as error:
-            action = self._retry_later(rollout, now, error)
+            # The whole wave waits on this claim: retry a failed call soon (a throttle
+            # still escalates, and waits at least its Retry-After).
+            action = self._retry_later(rollout, now, error, backoff=self._claim_retry)
         if isinstance(action, Record) and action.rollout is not None:
             after = action.rollout
             if after.phase is Phase.DEPLOYING:

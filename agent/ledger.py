@@ -329,6 +329,7 @@ class Ledger:
             thing_arn=_str(stored.get("thing_arn")),
             halt_lifted_version=_int(stored.get("halt_lifted_version")),
             last_hint_at=_float(stored.get("last_hint_at")),
+            hinted_version=_int(stored.get("hinted_version")),
             check_interval_factor=_float(stored.get("check_interval_factor")) or 1.0,
         )
 
@@ -514,7 +515,7 @@ _FACT_KEYS = [
     "deployed_version", "deployed_component_name", "deployed_component_version", "deployed_at",
     "deployed_lifecycle_state", "requested_version", "last_check_at", "next_check_at",
     "last_error_type", "last_error_message", "last_error_at", "thing_arn", "check_interval_factor",
-    "halt_lifted_version", "last_hint_at",
+    "halt_lifted_version", "last_hint_at", "hinted_version",
 ]
 
 

@@ -227,6 +227,8 @@ class Facts:
     halt_lifted_version: int | None = None
     #: when an announcement last started a rollout (hints start at most one per interval)
     last_hint_at: float | None = None
+    #: the newest version an announcement was acted on for (each is acted on once)
+    hinted_version: int | None = None
     #: the check interval's multiplier: grows when checks are throttled, shrinks back
     #: on success (``agent.clock.ThrottleAdaptation``)
     check_interval_factor: float = 1.0
@@ -257,6 +259,7 @@ class FactChanges:
     thing_arn: str | Keep | None = KEEP
     halt_lifted_version: int | Keep | None = KEEP
     last_hint_at: float | Keep | None = KEEP
+    hinted_version: int | Keep | None = KEEP
     check_interval_factor: float | Keep = KEEP
 
     def items(self) -> list[tuple[str, Any]]:
