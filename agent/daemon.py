@@ -185,17 +185,27 @@ def make_transport(config: AgentConfig, env: Mapping[str, str]) -> Transport:
     return LogTransport()
 
 
+def _deployment_in_flight(ledger: Ledger) -> list[str]:
+    """The active rollout's deployment, if it made one (a restarted agent releases it)."""
+    rollout = ledger.active_rollout()
+    return [rollout.deployment_id] if rollout is not None and rollout.deployment_id else []
+
+
 def make_local_deployments(
-    env: Mapping[str, str], *, wake: Callable[[], None]
+    env: Mapping[str, str],
+    *,
+    wake: Callable[[], None],
+    in_flight: Callable[[], list[str]] = list,
 ) -> ComponentUpdateWatcher | NoLocalDeployments:
     """Under a nucleus, the watcher of its component update events (it subscribes at
-    startup); otherwise nothing is reported and the agent polls the cloud."""
+    startup); otherwise nothing is reported and the agent polls the cloud. ``in_flight``
+    names the deployments to release after each subscription."""
     from agent.reporting.ipc import nucleus_available
     from agent.reporting.ipc_component_updates import ComponentUpdateWatcher, NoLocalDeployments
 
     if not nucleus_available(env):
         return NoLocalDeployments()
-    return ComponentUpdateWatcher.from_env(env, wake=wake)
+    return ComponentUpdateWatcher.from_env(env, wake=wake, in_flight=in_flight)
 
 
 class Requests:
@@ -405,7 +415,9 @@ def build_agent(
     platform_error: errors.AgentError | None = None
     backend = None
     requests = Requests(None, None)
-    local_deployments = make_local_deployments(env, wake=requests.wake.set)
+    local_deployments = make_local_deployments(
+        env, wake=requests.wake.set, in_flight=lambda: _deployment_in_flight(ledger)
+    )
     try:
         backend = packaging_backend(config, clients)
         platform = backend.platform

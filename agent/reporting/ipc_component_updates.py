@@ -19,6 +19,13 @@ agent never holds a deployment back) and records post-update ids: a hint that th
 now knows the outcome, never the outcome itself. It keeps one subscription only: the
 nucleus awaits the answer of a component's latest subscription, so a second one would
 hold every update until the timeout.
+
+A pre-update event that reached a process killed before it answered stays awaited by
+the nucleus (keyed by component and deployment, not by connection) until the policy
+timeout. So after each (re)subscription the watcher also answers "go ahead" for the
+deployments its caller knows to be in flight (``in_flight``): the nucleus accepts that
+answer from the new subscription, or says no event awaits one (ServiceError), which is
+fine.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any
@@ -83,12 +90,14 @@ class ComponentUpdateWatcher:
         auth_token: str,
         *,
         wake: Callable[[], None],
+        in_flight: Callable[[], Iterable[str]] = tuple,
         monotonic: Callable[[], float] = time.monotonic,
         timeout: float = SUBSCRIBE_TIMEOUT,
     ) -> None:
         self._socket_path = socket_path
         self._auth_token = auth_token
         self._wake = wake
+        self._in_flight = in_flight
         self._monotonic = monotonic
         self._timeout = timeout
         self._completed = RecentIds()
@@ -106,14 +115,21 @@ class ComponentUpdateWatcher:
         self._problem: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, wake: Callable[[], None]) -> ComponentUpdateWatcher:
-        """Built from a component's environment; ConfigurationError outside Greengrass."""
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        wake: Callable[[], None],
+        in_flight: Callable[[], Iterable[str]] = tuple,
+    ) -> ComponentUpdateWatcher:
+        """Built from a component's environment; ConfigurationError outside Greengrass.
+        ``in_flight``: ids of deployments to answer "go ahead" for after subscribing."""
         missing = [name for name in (TOKEN_ENV, SOCKET_ENV) if not env.get(name)]
         if missing:
             raise errors.ConfigurationError(
                 "not running as a Greengrass component: environment lacks " + ", ".join(missing)
             )
-        return cls(env[SOCKET_ENV], env[TOKEN_ENV], wake=wake)
+        return cls(env[SOCKET_ENV], env[TOKEN_ENV], wake=wake, in_flight=in_flight)
 
     # -- LocalDeployments --------------------------------------------------------------
     def completed(self) -> frozenset[str]:
@@ -182,6 +198,8 @@ class ComponentUpdateWatcher:
                 self._subscribed, self._problem, self._failures = True, None, 0
             if recovered:
                 log.info("deployment events from the nucleus subscribed again")
+            for deployment_id in self._in_flight():
+                self._go_ahead(deployment_id, unasked=True)
 
     def _open(self) -> None:
         """Connect and subscribe (the caller holds ``_connecting``)."""
@@ -266,8 +284,9 @@ class ComponentUpdateWatcher:
         except Exception as exc:
             log.warning("component update event not handled", error=type(exc).__name__)
 
-    def _go_ahead(self, deployment_id: str) -> None:
-        """Answer a pre-update event at once: recheckAfterMs 0, the update may start."""
+    def _go_ahead(self, deployment_id: str, *, unasked: bool = False) -> None:
+        """Answer a pre-update event at once: recheckAfterMs 0, the update may start.
+        ``unasked``: no event came to this subscription; a refusal is expected then."""
         with self._lock:
             client = self._client
         if client is None:
@@ -278,7 +297,13 @@ class ComponentUpdateWatcher:
 
         def done(future: Future[Any]) -> None:
             failure = future.exception()
-            if failure is not None:  # the nucleus then waits for its policy timeout
+            if failure is None:
+                if unasked:
+                    log.info("released a deployment a previous process was asked about",
+                             deployment_id=deployment_id)
+            elif unasked:  # nothing awaited our answer: the usual case
+                log.debug("no pre-update event awaits an answer", deployment_id=deployment_id)
+            else:  # the nucleus then waits for its policy timeout
                 log.warning("pre-update answer not accepted", deployment_id=deployment_id,
                             error=_describe(failure))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 
 from agent.daemon import MainLoop
 from agent.errors import TransportError
@@ -151,6 +152,35 @@ def test_a_dropped_connection_is_renewed_and_events_flow_again(
     assert _install(world, clock, device, deployment_id) == "SUCCEEDED"
     assert wakes.wait_for(2)
     assert deployment_id in watcher.completed()
+
+
+def test_a_restarted_agent_releases_the_update_its_killed_predecessor_was_asked_about(
+    world: World, clock: VirtualClock, device: CoreDevice, nucleus: Nucleus,
+    monkeypatch: pytest.MonkeyPatch, wakes: Wakes,
+) -> None:
+    """kill -9 between a pre-update event and its answer: the nucleus keeps awaiting the
+    agent's answer until the policy timeout. The next agent process subscribes and
+    answers for the deployment its ledger has in flight, so the install starts at once."""
+    env = nucleus.component_env(AGENT)
+    for name in (SOCKET_ENV, TOKEN_ENV):
+        monkeypatch.setenv(name, env[name])
+    predecessor = GreengrassCoreIPCClientV2()
+    asked = threading.Event()
+    predecessor.subscribe_to_component_updates(on_stream_event=lambda _event: asked.set())
+    deployment_id = _deploy(world, "3.0.0")
+    assert asked.wait(TIMEOUT)
+    predecessor.close()  # dies without answering
+    assert nucleus.wait_for_connections(0)
+    assert device.update_stage(deployment_id) == "notify"
+
+    successor = ComponentUpdateWatcher.from_env(
+        env, wake=wakes, in_flight=lambda: [deployment_id]
+    )
+    try:
+        successor.start()
+        assert _install(world, clock, device, deployment_id) == "SUCCEEDED"
+    finally:
+        successor.stop()
 
 
 def test_no_nucleus_is_a_transport_error_and_a_problem_retried_later(
