@@ -300,10 +300,17 @@ def run(scenario: ScaleScenario, *, log: Callable[[str], None] = lambda _: None)
         world.greengrass.fail_install(f"{PROJECT}.{base.PLATFORMS[key].key}", f"{bad}.0.0",
                                       times=scenario.devices)
 
-    def bad_settled() -> bool:
-        return all(_ended(m, bad) for m in fleet.members)
+    settled: set[int] = set()
 
-    fleet.run_until(bad_settled, deadline=bad_released + scenario.bad_deadline_seconds, on_step=step)
+    def bad_step(member: Member, now: float) -> None:
+        # Counted as devices step (a scan of the whole fleet after every step would
+        # cost O(devices) each time).
+        meter.take(member)
+        if member.index not in settled and _ended(member, bad):
+            settled.add(member.index)
+
+    fleet.run_until(lambda: len(settled) >= count, deadline=bad_released + scenario.bad_deadline_seconds,
+                    on_step=bad_step)
     bad_end = clock.now()
     tried = _devices_that_received(world, f"{bad}.0.0")
     phases = Counter(_phase(m, bad) for m in fleet.members)
