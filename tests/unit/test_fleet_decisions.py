@@ -326,3 +326,21 @@ def test_release_hints_start_at_most_one_rollout_per_hint_interval(platform: Det
     device.reconciler.step()
     assert device.rollout is not None and device.rollout.model_version == 6
     assert fleet.packaging.script.count("latest_version") == 0
+
+
+def test_a_claimers_failing_calls_keep_the_others_waiting(platform: DetectedPlatform) -> None:
+    """The first device claims the job (STARTING) before calling; its StartPackaging is
+    throttled three times and answers 5xx once. The nine others hear the claim and make no
+    packaging call of their own; the claimer's retries renew it until the job starts."""
+    from agent import errors
+
+    fleet = Fleet(platform, 10)
+    throttle = errors.ThrottledError("Rate exceeded", code="ThrottlingException")
+    fleet.packaging.script.fail("start_packaging", throttle, throttle, throttle,
+                                errors.ServiceUnavailableError("InternalServerException"))
+    fleet.run(lambda: phases(fleet, Phase.PACKAGING), limit=3 * 3600)
+    assert fleet.packaging.script.count("start_packaging") == 5
+    assert len(fleet.packaging.jobs) == 1
+    claims = [m for d in fleet.devices for _, m in d.store.outbox
+              if m.kind == "announcement" and b'"STARTING"' in m.render(0, "")]
+    assert claims and len({m.topic for m in claims}) == 1
