@@ -115,8 +115,9 @@ STATUS_OF_PHASE: dict[Phase, StatusPhase] = {
 #: at: a third of the control plane's 30 requests/s per Region, so that two canary waves'
 #: confirmations may overlap and still leave room for everything else.
 FLEET_GREENGRASS_CALLS_PER_SECOND = 10.0
-#: Greengrass calls one device makes to confirm a deployment (ReadProgress, at most).
-CONFIRM_CALLS = 2
+#: Greengrass calls one device makes to confirm a deployment its nucleus reported
+#: (ReadInstalled: one ListInstalledComponents page).
+CONFIRM_CALLS = 1
 #: ``last_reported`` key of a deployment the nucleus said it applied (confirmation pending).
 APPLIED_LOCALLY = "APPLIED_LOCALLY"
 
@@ -193,6 +194,14 @@ class CreateDeployment(Call):
     spec: DeploymentSpec
     token: str
     writes = True
+
+
+@dataclass(frozen=True)
+class ReadInstalled(Call):
+    """The model component as installed on this device (ListInstalledComponents)."""
+
+    thing_name: str
+    component_name: str
 
 
 @dataclass(frozen=True)
@@ -843,19 +852,7 @@ class Decider:
             progress.execution_status in (None, "SUCCEEDED", "COMPLETED")
             or progress.deployment_status in ("COMPLETED", "INACTIVE")
         ):
-            updated = self._to(rollout, Phase.SUCCEEDED, now)
-            updated.ended_at = now
-            facts = FactChanges(
-                deployed_version=rollout.model_version,
-                deployed_component_name=name,
-                deployed_component_version=version,
-                deployed_at=now,
-                # What health reports as the component's state (and says where it came from).
-                deployed_lifecycle_state=progress.lifecycle_state,
-                last_error=None,
-            )
-            return self._record(updated, StatusPhase.COMPONENT_RUNNING, facts=facts,
-                                detail=f"{name} {version} {progress.lifecycle_state}")
+            return self._running(rollout, now, progress.lifecycle_state)
         failed = progress.execution_status in _EXECUTION_FAILED or (
             progress.deployment_status in _DEPLOYMENT_FAILED
         )
@@ -1155,7 +1152,10 @@ class Decider:
                 updated, StatusPhase.DEPLOYMENT_IN_PROGRESS, reported_key=APPLIED_LOCALLY,
                 detail=f"applied by the nucleus; confirming in {updated.next_action_at - now:.0f} s",
             )
-        action = self._advance_alone(obs, rollout)
+        if self._applied_locally(rollout):
+            action: Action = self._confirm_installed(obs, rollout)
+        else:
+            action = self._advance_alone(obs, rollout)
         wave = self._wave(fleet)
         if (isinstance(action, Record) and action.rollout is not None
                 and action.rollout.phase is Phase.SUCCEEDED and wave == 0 and len(fleet.waves) > 1):
@@ -1214,6 +1214,48 @@ class Decider:
             platform=self.platform.key, component_name=rollout.component_name or "",
             component_version=rollout.component_version or "",
         )
+
+    def _running(self, rollout: Rollout, now: float, lifecycle_state: str | None) -> Record:
+        """The rollout ends SUCCEEDED: its component runs on this device."""
+        name, version = rollout.component_name or "", rollout.component_version or ""
+        updated = self._to(rollout, Phase.SUCCEEDED, now)
+        updated.ended_at = now
+        facts = FactChanges(
+            deployed_version=rollout.model_version,
+            deployed_component_name=name,
+            deployed_component_version=version,
+            deployed_at=now,
+            # What health reports as the component's state (and says where it came from).
+            deployed_lifecycle_state=lifecycle_state,
+            last_error=None,
+        )
+        return self._record(updated, StatusPhase.COMPONENT_RUNNING, facts=facts,
+                            detail=f"{name} {version} {lifecycle_state}")
+
+    def _confirm_installed(self, obs: Observation, rollout: Rollout) -> Record:
+        """After the nucleus reported the deployment applied: one ListInstalledComponents
+        says whether it worked (our version running) or not (another version: rolled back;
+        ours broken)."""
+        now = obs.now
+        name, version = rollout.component_name or "", rollout.component_version or ""
+        installed: tuple[str, str] | None = self._ask(ReadInstalled(self.settings.thing_name, name))
+        installed_version, state = installed if installed is not None else (None, None)
+        if installed_version == version and state in _RUNNING_STATES:
+            return self._running(rollout, now, state)
+        if installed_version == version and state not in ("BROKEN", "ERRORED"):
+            # Installed, still starting: look again at the poll pace.
+            updated = self._to(rollout, Phase.DEPLOYING, now, polls=rollout.polls + 1)
+            updated.next_action_at = now + self.settings.poll_backoff.delay(rollout.polls + 1, self.rng)
+            return Record(updated.next_action_at - now, rollout=updated, detail=f"{name} {version} {state}")
+        if installed_version == version:
+            error = errors.DeploymentFailedError(f"{name} {version} is {state} on this device")
+            return self._fail(rollout, now, error, StatusPhase.DEPLOYMENT_FAILED)
+        error = errors.DeploymentFailedError(
+            f"the nucleus applied deployment {rollout.deployment_id} but {name} is "
+            + (f"at {installed_version}: device rolled back" if installed_version else "not installed")
+        )
+        return self._fail(rollout, now, error,
+                          StatusPhase.ROLLED_BACK if installed_version else StatusPhase.DEPLOYMENT_FAILED)
 
     # -- outcomes ----------------------------------------------------------------------------
     def _retry_later(

@@ -138,6 +138,11 @@ class DeploymentPort(Protocol):
         self, thing_name: str, deployment_id: str, component_name: str
     ) -> DeploymentProgress: ...
 
+    def installed_component(self, thing_name: str, component_name: str) -> tuple[str, str] | None:
+        """(version, lifecycle state) of ``component_name`` on the device, if installed:
+        one call, what confirms a deployment the nucleus already reported applied."""
+        ...
+
 
 class LocalDeployments(Protocol):
     """What the device's own nucleus says about deployments on it (Greengrass IPC

@@ -36,6 +36,7 @@ from agent.decide import (
     LookUpThingArn,
     Observation,
     PollJob,
+    ReadInstalled,
     ReadLatestDeployment,
     ReadProgress,
     Record,
@@ -221,6 +222,8 @@ class Reconciler:
             return self.deployments.create_deployment(call.target_arn, call.spec, call.token)
         if isinstance(call, ReadProgress):
             return self.deployments.progress(call.thing_name, call.deployment_id, call.component_name)
+        if isinstance(call, ReadInstalled):
+            return self.deployments.installed_component(call.thing_name, call.component_name)
         raise AssertionError(f"no port performs {type(call).__name__}")
 
     # -- recording -------------------------------------------------------------------------

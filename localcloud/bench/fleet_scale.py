@@ -72,6 +72,8 @@ class ScaleScenario:
     halt_failures: int = 3
     check_budget_per_second: float = 0.5
     idle_seconds: float = 3600.0
+    #: how long after 100 % RUNNING the confirmations may take before the bad release
+    confirm_deadline_seconds: float = 6 * 3600.0
     release_deadline_seconds: float = 3 * 3600.0
     bad_deadline_seconds: float = 2 * 3600.0
     #: "memory" or "sqlite" (each device's own in-memory SQLite ledger)
@@ -285,12 +287,26 @@ def run(scenario: ScaleScenario, *, log: Callable[[str], None] = lambda _: None)
     succeeded_at = {j.component_name: j.updated for j in jobs if j.status == "SUCCEEDED"}
     deployments = _group_deployments(world, good_component)
 
-    # -- 2. the idle hour -------------------------------------------------------------
+    # -- 2. the idle hour, and the confirmations spread beyond it ---------------------
     meter.part = "idle"
     fleet.run_until(lambda: False, deadline=release_end + scenario.idle_seconds, on_step=step)
     idle_end = clock.now()
-    confirmed = sum(1 for m in fleet.members if m.store.facts().deployed_version == good)
-    log(f"idle hour: {confirmed:,} devices confirmed v{good} ({time.perf_counter() - wall:.0f} s wall)")
+    confirmed_in_hour = sum(1 for m in fleet.members if m.store.facts().deployed_version == good)
+    confirmed_set = {m.index for m in fleet.members if m.store.facts().deployed_version == good}
+
+    def confirm_step(member: Member, now: float) -> None:
+        meter.take(member)
+        if member.index not in confirmed_set and member.store.facts().deployed_version == good:
+            confirmed_set.add(member.index)
+
+    # A rollout's confirmations are spread at ~10 Greengrass requests/s: wait for them
+    # before the next release, as a fleet would between releases.
+    fleet.run_until(lambda: len(confirmed_set) >= count,
+                    deadline=release_end + scenario.confirm_deadline_seconds, on_step=confirm_step)
+    all_confirmed = clock.now() if len(confirmed_set) >= count else None
+    log(f"idle: {confirmed_in_hour:,} devices confirmed v{good} within the hour, all "
+        f"{'after ' + format(all_confirmed - released, '.0f') + ' s' if all_confirmed else 'NOT'} "
+        f"({time.perf_counter() - wall:.0f} s wall)")
 
     # -- 3. the bad release -------------------------------------------------------------
     meter.part = "bad"
@@ -323,7 +339,7 @@ def run(scenario: ScaleScenario, *, log: Callable[[str], None] = lambda _: None)
     bad_calls, bad_throttled = _window(world, bad_released, bad_end)
     times = sorted(t - released for t in running.get(good_component, ()))
     per_device_l4v = [d.calls["release:lookoutvision"] for d in devices]
-    # A rollout's Greengrass calls include the confirmations still spread over the idle hour.
+    # A rollout's Greengrass calls include its confirmations, spread beyond the release.
     per_device_gg = [d.calls["release:greengrass"] + d.calls["idle:greengrass"] for d in devices]
     latency, raw = [], []
     for device in devices:
@@ -360,7 +376,8 @@ def run(scenario: ScaleScenario, *, log: Callable[[str], None] = lambda _: None)
             "succeededToDeploymentSeconds": _quantiles(latency),
             "succeededToDeploymentSecondsRaw": _quantiles(raw),
             "groupDeployments": len(deployments),
-            "confirmedAfterIdleHour": confirmed,
+            "confirmedAfterIdleHour": confirmed_in_hour,
+            "secondsToAllConfirmed": None if all_confirmed is None else round(all_confirmed - released, 1),
         },
         "idleHour": {
             "calls": {LFV: idle_calls[LFV], GG: idle_calls[GG]},
@@ -497,6 +514,7 @@ def table(results: list[dict[str, Any]]) -> str:
         ("  the same with the wave wait", lambda f: (
             f"{f['release']['succeededToDeploymentSecondsRaw']['p50']} / "
             f"{f['release']['succeededToDeploymentSecondsRaw']['p95']} s")),
+        ("release -> every device confirmed", lambda f: _minutes(f["release"]["secondsToAllConfirmed"])),
         ("MQTT published / received per device", lambda f: (
             f"{f['mqtt']['publishedPerDevice']} / {f['mqtt']['announcementsReceivedPerDevice']}")),
         ("bad version: devices that got it", lambda f: (

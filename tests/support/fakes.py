@@ -131,6 +131,8 @@ class FakeDeployments:
         self.deployments: dict[str, list[DeploymentSpec]] = {}
         self.tokens: dict[str, str] = {}
         self.progress_of: dict[str, DeploymentProgress] = {}
+        #: what ListInstalledComponents answers per thing (default: from progress_of)
+        self.installed_of: dict[str, tuple[str, str]] = {}
         self.script = Script()
 
     def thing_arn(self, thing_name: str) -> str:
@@ -155,6 +157,16 @@ class FakeDeployments:
         self.tokens[client_token] = deployment_id
         self.deployments.setdefault(target_arn, []).append(replace(spec, deployment_id=deployment_id))
         return deployment_id
+
+    def installed_component(self, thing_name: str, component_name: str) -> tuple[str, str] | None:
+        self.script.called("installed_component")
+        installed = self.installed_of.get(thing_name)
+        if installed is not None:
+            return installed
+        for progress in self.progress_of.values():
+            if progress.installed_version is not None:
+                return progress.installed_version, progress.lifecycle_state or "RUNNING"
+        return None
 
     def progress(self, thing_name: str, deployment_id: str, component_name: str) -> DeploymentProgress:
         self.script.called("progress")

@@ -238,7 +238,8 @@ def test_a_bad_version_halts_later_waves_and_a_deploy_version_command_lifts_the_
 
 def test_the_nucleus_report_replaces_polling_and_one_confirmation_follows(platform: DetectedPlatform) -> None:
     """With a nucleus that reports applied deployments, a deploying device makes no
-    progress call until the report, then one confirmation within the fleet's spread."""
+    progress call until the report, then one confirmation (ListInstalledComponents)
+    within the fleet's spread."""
     fleet = Fleet(platform, 1, size=30, deploymentWatchSeconds=3600)
     fleet.run(lambda: phases(fleet, Phase.PACKAGING))
     finish_job(fleet)
@@ -250,7 +251,8 @@ def test_the_nucleus_report_replaces_polling_and_one_confirmation_follows(platfo
     apply_everywhere(fleet)
     fleet.due[device.thing] = fleet.clock.now()
     fleet.run(lambda: phases(fleet, Phase.SUCCEEDED), limit=3600)
-    assert fleet.gg.script.count("progress") == 1
+    assert fleet.gg.script.count("progress") == 0
+    assert fleet.gg.script.count("installed_component") == 1
 
 
 def test_thing_group_waves_create_one_deployment_per_wave(platform: DetectedPlatform) -> None:
@@ -344,3 +346,20 @@ def test_a_claimers_failing_calls_keep_the_others_waiting(platform: DetectedPlat
     claims = [m for d in fleet.devices for _, m in d.store.outbox
               if m.kind == "announcement" and b'"STARTING"' in m.render(0, "")]
     assert claims and len({m.topic for m in claims}) == 1
+
+
+def test_a_deployment_the_nucleus_applied_but_rolled_back_is_a_failure(platform: DetectedPlatform) -> None:
+    """The nucleus reports the deployment applied (it does so for a failed one too); the
+    one confirming call finds the previous version installed: the rollout ends
+    ROLLED_BACK and the device announces its failure."""
+    fleet = Fleet(platform, 1, deploymentWatchSeconds=3600)
+    fleet.run(lambda: phases(fleet, Phase.PACKAGING))
+    finish_job(fleet)
+    fleet.run(lambda: phases(fleet, Phase.DEPLOYING), limit=3600)
+    device = fleet.devices[0]
+    fleet.gg.installed_of[device.thing] = ("0.9.0", "RUNNING")
+    apply_everywhere(fleet)
+    fleet.due[device.thing] = fleet.clock.now()
+    fleet.run(lambda: phases(fleet, Phase.FAILED), limit=3600)
+    assert "ROLLED_BACK" in device.store.events()
+    assert any(m.topic.endswith(f"/failed/{device.thing}") for _, m in device.store.outbox)
