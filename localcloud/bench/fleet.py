@@ -1246,6 +1246,8 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
     parser.add_argument("--sagemaker-quota", type=_positive, default=DEFAULT_SAGEMAKER_QUOTA,
                         metavar="N", help="SageMaker requests/s per account, all operations "
                         f"(default {DEFAULT_SAGEMAKER_QUOTA}: assumed, AWS publishes none)")
+    parser.add_argument("--agent-deadline-minutes", type=_positive, default=180, metavar="N",
+                        help="simulated minutes the agents get after the release (default 180)")
     parser.add_argument("--agent-only", action="store_true",
                         help="run the agent alone (skip both hand-written baselines)")
     parser.add_argument("--ledger", choices=LEDGER_STORES, default="auto",
@@ -1256,7 +1258,7 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
     scenario = Scenario(
         mix=scaled_mix(args.devices), seed=args.seed, backend=args.backend,
         sagemaker_quota_per_second=args.sagemaker_quota, ledger=args.ledger,
-        baselines=not args.agent_only,
+        baselines=not args.agent_only, agent_deadline_seconds=args.agent_deadline_minutes * 60.0,
     )
     short = SHORT_NAMES[scenario.service]
     assumed = " (assumed)" if scenario.backend == SM else ""

@@ -206,3 +206,21 @@ def test_auto_store_switches_to_memory_above_the_threshold() -> None:
     above = bench.Scenario(mix=bench.scaled_mix(bench.MEMORY_STORE_ABOVE + 1))
     assert (at.store, above.store) == ("sqlite", "memory")
     assert bench.Scenario(mix=above.mix, ledger="sqlite").store == "sqlite"
+
+
+def test_agent_deadline_bounds_the_simulated_run(tmp_path: Path) -> None:
+    """Scenario: --agent-deadline-minutes 5 with 15 minutes of packaging: the agents stop
+    at the deadline in simulated time, no device runs the release yet, and the bench
+    reports the miss (exit code 1)."""
+    out = tmp_path / "results"
+
+    code = bench.main(
+        ["--devices", "8", "--agent-only", "--agent-deadline-minutes", "5", "--out", str(out)],
+        stdout=_Lines(),  # type: ignore[arg-type]
+    )
+
+    result = json.loads((out / "fleet.json").read_text())
+    assert result["scenario"]["deadlineSeconds"]["agent"] == 300
+    assert 0 < result["agent"]["simulatedSeconds"] <= 300 + 60
+    assert result["agent"]["devicesRunning"] == 0
+    assert code == 1
