@@ -267,8 +267,12 @@ def run(scenario: ScaleScenario, *, log: Callable[[str], None] = lambda _: None)
 
     fleet.on_running = on_running
 
+    confirmed_at: dict[int, float] = {}
+
     def step(member: Member, now: float) -> None:
         meter.take(member)
+        if member.index not in confirmed_at and member.store.facts().deployed_version == good:
+            confirmed_at[member.index] = now
 
     # -- 1. the good release --------------------------------------------------------
     world.calls.clear()
@@ -291,19 +295,12 @@ def run(scenario: ScaleScenario, *, log: Callable[[str], None] = lambda _: None)
     meter.part = "idle"
     fleet.run_until(lambda: False, deadline=release_end + scenario.idle_seconds, on_step=step)
     idle_end = clock.now()
-    confirmed_in_hour = sum(1 for m in fleet.members if m.store.facts().deployed_version == good)
-    confirmed_set = {m.index for m in fleet.members if m.store.facts().deployed_version == good}
-
-    def confirm_step(member: Member, now: float) -> None:
-        meter.take(member)
-        if member.index not in confirmed_set and member.store.facts().deployed_version == good:
-            confirmed_set.add(member.index)
-
+    confirmed_in_hour = len(confirmed_at)
     # A rollout's confirmations are spread at ~10 Greengrass requests/s: wait for them
     # before the next release, as a fleet would between releases.
-    fleet.run_until(lambda: len(confirmed_set) >= count,
-                    deadline=release_end + scenario.confirm_deadline_seconds, on_step=confirm_step)
-    all_confirmed = clock.now() if len(confirmed_set) >= count else None
+    fleet.run_until(lambda: len(confirmed_at) >= count,
+                    deadline=release_end + scenario.confirm_deadline_seconds, on_step=step)
+    all_confirmed = max(confirmed_at.values()) if len(confirmed_at) >= count else None
     log(f"idle: {confirmed_in_hour:,} devices confirmed v{good} within the hour, all "
         f"{'after ' + format(all_confirmed - released, '.0f') + ' s' if all_confirmed else 'NOT'} "
         f"({time.perf_counter() - wall:.0f} s wall)")
