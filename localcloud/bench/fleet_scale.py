@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
                         help="comma-separated fleet sizes (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--baseline-max", type=int, default=10_000,
+    parser.add_argument("--baseline-max", type=int, default=1_000,
                         help="run the naive baseline beside sizes up to this many devices (0: never)")
     parser.add_argument("--baseline-deadline", type=float, default=3 * 3600.0,
                         help="simulated seconds the naive baseline gets (default: %(default)s)")
