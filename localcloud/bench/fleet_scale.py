@@ -550,7 +550,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     axes.set_title("Fleet coordination: release to RUNNING, 5 L4V requests/s per account")
     axes.set_ylim(0, 101)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
