@@ -104,7 +104,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"l4v-edge-agent: {reason}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "config":
-        print(json.dumps(effective_configuration(config), indent=2, ensure_ascii=False))
+        effective = effective_configuration(config)
+        if config.fleet.enabled:
+            # Where this device stands in the fleet's canary waves (derived, not configured).
+            wave = config.fleet.wave_of(config.thing_name)
+            effective["fleetPlacement"] = {
+                "wave": wave,
+                "deploysSecondsAfterReady": wave * config.fleet.wave_delay_seconds,
+            }
+        print(json.dumps(effective, indent=2, ensure_ascii=False))
         return EXIT_OK
     configure_logging(config.log_level, config.log_format)
     if args.command == "status":
@@ -198,6 +206,8 @@ def _status(config: Any, *, as_json: bool) -> int:
         "deployed_component_version": known.deployed_component_version,
         "last_check_at": known.last_check_at,
         "next_check_at": known.next_check_at,
+        # > 1 while throttling has stretched this device's check interval
+        "check_interval_factor": known.check_interval_factor,
         "last_error_type": known.last_error.type if known.last_error else None,
         "last_error_message": known.last_error.message if known.last_error else None,
     }

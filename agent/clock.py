@@ -8,6 +8,7 @@ in seconds.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -118,3 +119,55 @@ class JitteredInterval:
 
     def next(self, rng: random.Random) -> float:
         return self.seconds * rng.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+@dataclass(frozen=True)
+class CheckBudget:
+    """The idle-check interval a fleet can afford: its devices share an account-wide
+    budget of ``per_second`` checks, so each of ``fleet_size`` devices checks every
+    ``fleet_size / per_second`` seconds, never more often than ``seconds``."""
+
+    seconds: float
+    jitter: float = 0.2
+    fleet_size: int = 1
+    per_second: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.fleet_size < 1 or self.per_second <= 0:
+            raise ValueError("check budget needs fleet_size >= 1 and per_second > 0")
+
+    @property
+    def interval(self) -> JitteredInterval:
+        """The jittered check interval this budget allows."""
+        return JitteredInterval(max(self.seconds, self.fleet_size / self.per_second), self.jitter)
+
+
+@dataclass(frozen=True)
+class ThrottleAdaptation:
+    """A multiplier of the check interval that adapts to throttling: ``grow``-fold on a
+    throttled check (up to ``cap``), ``shrink``-fold on a successful one (down to
+    ``floor``), so a fleet whose configured size is too small backs off by itself and
+    creeps back slowly."""
+
+    grow: float = 2.0
+    shrink: float = 0.8
+    floor: float = 1.0
+    cap: float = 16.0
+
+    def __post_init__(self) -> None:
+        if not (self.grow >= 1 and 0 < self.shrink <= 1 and 0 < self.floor <= self.cap):
+            raise ValueError("throttle adaptation needs grow >= 1, 0 < shrink <= 1, 0 < floor <= cap")
+
+    def bounded(self, factor: float) -> float:
+        """``factor`` within [floor, cap] (a stored value that is not a number is the floor)."""
+        if not math.isfinite(factor):
+            return self.floor
+        return min(self.cap, max(self.floor, factor))
+
+    def throttled(self, factor: float) -> float:
+        """The factor after a throttled check."""
+        return self.bounded(self.bounded(factor) * self.grow)
+
+    def succeeded(self, factor: float) -> float:
+        """The factor after a successful check."""
+        return self.bounded(self.bounded(factor) * self.shrink)

@@ -13,12 +13,14 @@ checks what the values point at (transport files, directories); ``run`` and
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasGenerator,
@@ -33,9 +35,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from agent import naming
-from agent.clock import Backoff, JitteredInterval
+from agent.clock import Backoff, CheckBudget, JitteredInterval
 from agent.errors import ConfigurationError
 from agent.platform import PlatformOverrides
+from agent.platform.model import KEY_MAX_LENGTH
 from agent.request import MAX_TAGS, NamingTemplates, TagKey, TagValue
 from agent.text import clip, excerpt
 
@@ -127,6 +130,115 @@ class CommandSettings(_Settings):
     min_check_interval_seconds: float = Field(default=60.0, ge=0, le=86_400)
 
 
+#: A cumulative share of the fleet, in percent.
+WavePercent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+_THING_GROUP_NAME_MAX = 128
+_THING_GROUP_NAME = re.compile(rf"^[a-zA-Z0-9:_-]{{1,{_THING_GROUP_NAME_MAX}}}$")
+
+
+class FleetSettings(_Settings):
+    """How the devices of one project share the account's quotas (issue 13): the check
+    budget, announcements, one actor per fleet action, canary waves."""
+
+    #: announcements, suppression and waves; the check budget applies either way
+    enabled: bool = False
+    #: Topics are ``{topicPrefix}/{project}/...``. The recipe's accessControl (and
+    #: iam/iot-policy-fleet.json) grant the default prefix: change them with it. Apart
+    #: from ``l4v-edge/{thingName}/...`` so no thing name can collide with it.
+    topic_prefix: str = "l4v-fleet"
+    #: about how many devices of this project share the account
+    size: int = Field(default=1, ge=1, le=10_000_000)
+    #: idle checks per second the whole fleet may spend
+    check_budget_per_second: float = Field(default=0.5, gt=0, le=5, allow_inf_nan=False)
+    hint_min_interval_seconds: float = Field(default=60.0, ge=1, le=86_400, allow_inf_nan=False)
+    suppression_seconds: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
+    poller_fallback_seconds: float = Field(default=1800.0, ge=60, le=86_400, allow_inf_nan=False)
+    #: cumulative percents of the fleet per canary wave; the last is 100
+    waves: tuple[WavePercent, ...] = Field(default=(100.0,), min_length=1, max_length=10)
+    wave_delay_seconds: float = Field(default=900.0, ge=0, le=7 * 86_400, allow_inf_nan=False)
+    halt_failures: int = Field(default=3, ge=1, le=100_000)
+    #: ... or this share of the canary waves' announced outcomes (a small platform's first
+    #: wave may hold fewer devices than haltFailures)
+    halt_share: float = Field(default=0.5, gt=0, le=1, allow_inf_nan=False)
+    group_name_template: str | None = None
+    #: how long a deploying device waits for its nucleus to report the deployment
+    #: applied before it asks the cloud (a canary whose install fails reports nothing)
+    deployment_watch_seconds: float = Field(default=300.0, ge=10, le=86_400, allow_inf_nan=False)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_rules(cls, value: str) -> str:
+        if not 1 <= len(value) <= 200:
+            raise ValueError("must be 1-200 characters")
+        if "#" in value or "+" in value or "\x00" in value or re.search(r"\s", value):
+            raise ValueError("must not hold MQTT wildcards (# +), NUL or white space")
+        if "$" in value:
+            raise ValueError("must not hold $ (reserved topics)")
+        if "{" in value or "}" in value:
+            raise ValueError("must not hold placeholders or braces: the project and platform are appended")
+        if value.startswith("/") or value.endswith("/") or "//" in value:
+            raise ValueError("must not start or end with / nor hold an empty level (//)")
+        return value
+
+    @field_validator("waves")
+    @classmethod
+    def _cumulative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(later <= earlier for earlier, later in itertools.pairwise(value)):
+            raise ValueError("must be cumulative percents, strictly increasing (e.g. [1, 10, 100])")
+        if value[-1] != 100:
+            raise ValueError("the last wave must be 100 (every device belongs to a wave)")
+        return value
+
+    @field_validator("group_name_template")
+    @classmethod
+    def _group_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        pieces = naming.parse(naming.THING_GROUP_NAME, value)
+        waves = info.data.get("waves") or ()
+        if len(waves) > 1 and naming.WAVE not in {name for _, name in pieces}:
+            raise ValueError("must contain {wave} when there is more than one wave (one group per wave)")
+        return value
+
+    def wave_of(self, thing_name: str) -> int:
+        """The canary wave (0 first) of ``thing_name``: a stable point in [0, 100) from
+        SHA-256 of the name, in the first wave whose cumulative percent is above it."""
+        digest = hashlib.sha256(thing_name.encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * 100
+        return next(
+            (wave for wave, percent in enumerate(self.waves) if percent > point), len(self.waves) - 1
+        )
+
+    def group_name(self, project: str, platform_key: str, wave: int) -> str | None:
+        """The thing group of ``platform_key``'s devices in ``wave`` (None: no template,
+        each device deploys to its own thing). ValueError when the name breaks the IoT
+        thing-group name rule."""
+        if self.group_name_template is None:
+            return None
+        name = self.render_group_name(project, platform_key, wave)
+        if not _THING_GROUP_NAME.match(name):
+            raise ValueError(
+                f"fleet.groupNameTemplate: renders {clip(name, 40)!r} ({len(name)} characters), "
+                "not a thing group name ([a-zA-Z0-9:_-], 1-128 characters)"
+            )
+        return name
+
+    def render_group_name(self, project: str, platform_key: str, wave: int) -> str:
+        """``groupNameTemplate`` rendered as it is (no check of the result)."""
+        values = {naming.PROJECT: project, naming.PLATFORM: platform_key, naming.WAVE: str(wave)}
+        return naming.render(naming.THING_GROUP_NAME, self.group_name_template or "", values)
+
+    def group_arn(self, thing_arn: str, project: str, platform_key: str, wave: int) -> str | None:
+        """The ARN of :meth:`group_name`'s group, in the partition, Region and account of
+        ``thing_arn`` (None without a template)."""
+        name = self.group_name(project, platform_key, wave)
+        if name is None:
+            return None
+        parts = thing_arn.split(":")
+        partition, region, account = parts[1], parts[3], parts[4]
+        return f"arn:{partition}:iot:{region}:{account}:thinggroup/{name}"
+
+
 _S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[a-zA-Z0-9!_.*'()/\-]*)?$"
 _ROLE_ARN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$"
 _ENTITY_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
@@ -207,6 +319,7 @@ class AgentConfig(_Settings):
     reporting: ReportingSettings = ReportingSettings()
     commands: CommandSettings = CommandSettings()
     packaging: PackagingSettings = PackagingSettings()
+    fleet: FleetSettings = FleetSettings()
     sagemaker: SageMakerSettings = SageMakerSettings()
 
     @model_validator(mode="before")
@@ -280,6 +393,26 @@ class AgentConfig(_Settings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _group_names_fit(self) -> AgentConfig:
+        fleet = self.fleet
+        if fleet.group_name_template is None:
+            return self
+        if self.deployment_target_arn is not None:
+            raise ValueError(
+                "fleet.groupNameTemplate: give it or deploymentTargetArn, not both (each names the target)"
+            )
+        # Platform keys are [a-z0-9-] and at most KEY_MAX_LENGTH long, so the longest
+        # key and the last wave give the longest name this device can render.
+        longest = len(fleet.render_group_name(self.project_name, "k" * KEY_MAX_LENGTH, len(fleet.waves) - 1))
+        if longest > _THING_GROUP_NAME_MAX:
+            raise ValueError(
+                f"fleet.groupNameTemplate: renders up to {longest} characters with this projectName "
+                f"and a {KEY_MAX_LENGTH}-character platform key; a thing group name has at most "
+                f"{_THING_GROUP_NAME_MAX}"
+            )
+        return self
+
     # -- value objects derived from settings ------------------------------------------
     @property
     def naming(self) -> NamingTemplates:
@@ -290,8 +423,20 @@ class AgentConfig(_Settings):
         )
 
     @property
+    def check_budget(self) -> CheckBudget:
+        """``checkIntervalSeconds`` stretched to the fleet's share of the check budget."""
+        return CheckBudget(
+            self.check_interval_seconds,
+            self.check_jitter,
+            fleet_size=self.fleet.size,
+            per_second=self.fleet.check_budget_per_second,
+        )
+
+    @property
     def check_interval(self) -> JitteredInterval:
-        return JitteredInterval(self.check_interval_seconds, self.check_jitter)
+        """The idle-check interval: ``max(checkIntervalSeconds, fleet.size /
+        fleet.checkBudgetPerSecond)``, jittered."""
+        return self.check_budget.interval
 
     @property
     def poll_backoff(self) -> Backoff:

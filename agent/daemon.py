@@ -20,17 +20,18 @@ to flush); a second one sets ``force_exit`` and the flush is cut short.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,6 +41,7 @@ from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.session import AwsClients, ClientHook
 from agent.clock import Backoff, Clock, JitteredInterval, SystemClock
 from agent.config import AgentConfig
+from agent.coordination import FleetBoard
 from agent.decide import STATUS_OF_PHASE
 from agent.health import HealthReporter
 from agent.ledger import Ledger
@@ -48,8 +50,12 @@ from agent.ports import FactChanges, LastError, OutgoingMessage
 from agent.reconciler import Reconciler, settings_from_config
 from agent.reporting.commands import CommandHandler
 from agent.reporting.events import ErrorInfo, PlatformReport, utc_iso
+from agent.reporting.fleet_channel import FleetChannel
 from agent.reporting.outbox import Outbox, Publisher
 from agent.reporting.transport import MessageHandler, Transport
+
+if TYPE_CHECKING:
+    from agent.reporting.ipc_component_updates import ComponentUpdateWatcher, NoLocalDeployments
 
 log = structlog.get_logger("agent.daemon")
 
@@ -62,7 +68,7 @@ RESTART_REQUIRED = frozenset(
     {
         "thing_name", "region", "state_dir", "endpoints", "aws_max_attempts", "aws_retry_mode",
         "platform_root", "prefer_target_device", "platform", "reporting", "commands",
-        "log_level", "log_format", "packaging", "sagemaker",
+        "log_level", "log_format", "packaging", "sagemaker", "fleet",
     }
 )
 
@@ -96,18 +102,40 @@ class LogTransport:
         return None
 
 
-class SubscribingTransport:
-    """Wraps a transport so that connecting also subscribes to the command topic."""
+@dataclass(frozen=True)
+class Subscription:
+    """A topic filter the agent's transport subscribes to at every connection.
 
-    def __init__(self, inner: Transport, topic: str | None, handler: MessageHandler, timeout: float) -> None:
+    Without ``on_result`` the subscription is required: if it fails, connecting fails
+    (commands). With it, a failure is handed to ``on_result`` and the connection stays
+    up for everything else; the next connection tries again (fleet announcements).
+    """
+
+    topic: str
+    handler: MessageHandler
+    on_result: Callable[[str, errors.AgentError | None], None] | None = None
+
+
+class SubscribingTransport:
+    """Wraps a transport so that connecting also subscribes to the agent's topics."""
+
+    def __init__(self, inner: Transport, subscriptions: Sequence[Subscription], timeout: float) -> None:
         self.inner = inner
         self.supports_retain = inner.supports_retain
-        self._topic, self._handler, self._timeout = topic, handler, timeout
+        self._subscriptions, self._timeout = tuple(subscriptions), timeout
 
     def connect(self, timeout: float) -> None:
         self.inner.connect(timeout)
-        if self._topic:
-            self.inner.subscribe(self._topic, self._handler, timeout=self._timeout)
+        for wanted in self._subscriptions:
+            try:
+                self.inner.subscribe(wanted.topic, wanted.handler, timeout=self._timeout)
+            except errors.AgentError as exc:
+                if wanted.on_result is None:
+                    raise
+                wanted.on_result(wanted.topic, exc)
+            else:
+                if wanted.on_result is not None:
+                    wanted.on_result(wanted.topic, None)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float) -> None:
         self.inner.publish(topic, payload, retain=retain, timeout=timeout)
@@ -157,17 +185,49 @@ def make_transport(config: AgentConfig, env: Mapping[str, str]) -> Transport:
     return LogTransport()
 
 
+def _deployment_in_flight(ledger: Ledger) -> list[str]:
+    """The active rollout's deployment, if it made one (a restarted agent releases it)."""
+    rollout = ledger.active_rollout()
+    return [rollout.deployment_id] if rollout is not None and rollout.deployment_id else []
+
+
+def make_local_deployments(
+    env: Mapping[str, str],
+    *,
+    wake: Callable[[], None],
+    in_flight: Callable[[], list[str]] = list,
+) -> ComponentUpdateWatcher | NoLocalDeployments:
+    """Under a nucleus, the watcher of its component update events (it subscribes at
+    startup); otherwise nothing is reported and the agent polls the cloud. ``in_flight``
+    names the deployments to release after each subscription."""
+    from agent.reporting.ipc import nucleus_available
+    from agent.reporting.ipc_component_updates import ComponentUpdateWatcher, NoLocalDeployments
+
+    if not nucleus_available(env):
+        return NoLocalDeployments()
+    return ComponentUpdateWatcher.from_env(env, wake=wake, in_flight=in_flight)
+
+
 class Requests:
     """What commands and configuration updates ask of the main loop: flags it reads at
     its next turn, and the event that cuts its wait short. The command handler's target
     (its calls come from the main loop's ``commands.process``)."""
 
-    def __init__(self, reconciler: Reconciler | None, platform_error: errors.AgentError | None) -> None:
-        self.wake = threading.Event()
+    def __init__(
+        self,
+        reconciler: Reconciler | None,
+        platform_error: errors.AgentError | None,
+        wake: threading.Event | None = None,
+    ) -> None:
+        self.wake = wake or threading.Event()
         self.health = False
         self.status = False
         self._reconciler = reconciler
         self._platform_error = platform_error
+
+    def bind(self, reconciler: Reconciler | None, platform_error: errors.AgentError | None) -> None:
+        """The reconciler (or why there is none), once built: the wake event exists before."""
+        self._reconciler, self._platform_error = reconciler, platform_error
 
     def request_check(self, model_version: int | None = None) -> None:
         """Check for a new version (or roll out ``model_version``) at the next turn."""
@@ -212,6 +272,15 @@ class Agent:
     pending_config: AgentConfig | None = None
     #: the platform report of the packaging backend's target (None: ``platform``'s)
     platform_details: dict[str, object] | None = None
+    #: deployments the nucleus reports finished here (subscribed at startup; None: no nucleus)
+    local_deployments: ComponentUpdateWatcher | NoLocalDeployments | None = None
+    #: fleet announcements heard (None: ``fleet.enabled`` is false or no platform)
+    fleet: FleetChannel | None = None
+
+    @property
+    def fleet_board(self) -> FleetBoard | None:
+        """What the fleet announced to this device, as the reconciler reads it."""
+        return self.fleet.board if self.fleet is not None else None
 
     # -- live configuration -----------------------------------------------------------------
     def configuration_changed(self, component_configuration: dict[str, Any]) -> None:
@@ -345,11 +414,21 @@ def build_agent(
     platform: DetectedPlatform | None = None
     platform_error: errors.AgentError | None = None
     backend = None
+    requests = Requests(None, None)
+    local_deployments = make_local_deployments(
+        env, wake=requests.wake.set, in_flight=lambda: _deployment_in_flight(ledger)
+    )
     try:
         backend = packaging_backend(config, clients)
         platform = backend.platform
     except errors.UnsupportedPlatformError as exc:
         platform_error = exc
+    fleet = None
+    if backend is not None and config.fleet.enabled:
+        fleet = FleetChannel.for_device(
+            config.fleet.topic_prefix, config.project_name, backend.platform.key, clock=clock,
+            wake=requests.wake.set,
+        )
     reconciler = None
     if backend is not None:
         reconciler = Reconciler(
@@ -361,6 +440,8 @@ def build_agent(
             clock=clock,
             rng=rng,
             derive=backend.derive,
+            local_deployments=local_deployments,
+            fleet_board=fleet.board if fleet is not None else None,
         )
         bind(backend.packaging, reconciler.request_for)
     health = HealthReporter(
@@ -375,7 +456,7 @@ def build_agent(
     )
     reporting = config.reporting
     outbox = Outbox(ledger, clock, reporting.outbox_max_messages)
-    requests = Requests(reconciler, platform_error)
+    requests.bind(reconciler, platform_error)
     commands = CommandHandler(
         thing_name=config.thing_name,
         response_topic=topics["command_responses"],
@@ -386,12 +467,14 @@ def build_agent(
         notify=requests.wake.set,
     )
     base_factory = transport_factory or (lambda: make_transport(config, env))
-    command_topic = topics["commands"] if config.commands.enabled else None
+    subscriptions = []
+    if config.commands.enabled:
+        subscriptions.append(Subscription(topics["commands"], commands.handle))
+    if fleet is not None:
+        subscriptions += [Subscription(t, fleet.handle, fleet.subscription_result) for t in fleet.subscriptions()]
 
     def factory() -> Transport:
-        return SubscribingTransport(
-            base_factory(), command_topic, commands.handle, reporting.publish_timeout_seconds
-        )
+        return SubscribingTransport(base_factory(), subscriptions, reporting.publish_timeout_seconds)
 
     retry_cap = min(60.0, reporting.mqtt.reconnect_max_seconds)
     publisher = Publisher(
@@ -409,9 +492,13 @@ def build_agent(
         reconciler=reconciler, publisher=publisher, health=health, commands=commands, topics=topics,
         clients=clients, outbox=outbox, requests=requests, rng=rng, started_at=clock.now(),
         platform_details=backend.report if backend is not None else None,
+        local_deployments=local_deployments, fleet=fleet,
     )
     # Wiring: the parts that call back into others, now that all exist.
     outbox.notify = publisher.notify
+    health.local_deployments_problem = local_deployments.problem
+    if fleet is not None:
+        health.announcements_provider = fleet.counts
     health.state_provider = lambda: agent.state.value
     return agent
 
@@ -448,6 +535,11 @@ class MainLoop:
         if agent.platform_error is not None:
             log.error("platform not supported: health reporting only", error=agent.platform_error.message)
         agent.publisher.start()
+        if agent.reconciler is not None and agent.local_deployments is not None:
+            # Fail-soft: the watcher logs the failure once and health shows it; the cloud
+            # is polled meanwhile, and the watcher retries.
+            with contextlib.suppress(errors.AgentError):
+                agent.local_deployments.start()
         try:
             agent.send([agent.platform_message(), agent.health.message()])
         except errors.StateStorageError as exc:
@@ -556,6 +648,8 @@ class MainLoop:
         ``abort()`` says so) and close the ledger."""
         agent = self.agent
         agent.state = AgentState.STOPPING
+        if agent.local_deployments is not None:
+            agent.local_deployments.stop()
         deadline = time.monotonic() + shutdown_timeout
         flush_until = time.monotonic() + shutdown_timeout * 0.6
         while agent.publisher.running and not abort() and time.monotonic() < flush_until:

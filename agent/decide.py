@@ -29,14 +29,26 @@ The phases of a rollout (``agent.rollout.Phase``) and the calls that move them::
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, cast
 
 from agent import errors
-from agent.clock import Backoff, JitteredInterval, capped_wait
+from agent.clock import Backoff, JitteredInterval, ThrottleAdaptation, capped_wait
+from agent.config import FleetSettings
+from agent.coordination import (
+    Deployed,
+    Failed,
+    FleetNews,
+    JobNews,
+    Ready,
+    Released,
+    Succeeded,
+    stamp,
+)
 from agent.platform import DetectedPlatform
 from agent.ports import (
     KEEP,
@@ -52,6 +64,9 @@ from agent.ports import (
 from agent.reporting.events import ErrorInfo, StatusPhase
 from agent.request import NamingTemplates, deployment_token, derive_request
 from agent.rollout import Phase, Rollout
+
+if TYPE_CHECKING:
+    from agent.coordination import AnnouncementBase
 
 _RUNNING_STATES = {"RUNNING", "FINISHED"}
 _EXECUTION_FAILED = {"FAILED", "TIMED_OUT", "REJECTED", "CANCELED"}
@@ -77,6 +92,10 @@ class RolloutSettings:
     component_tags: dict[str, str] | None = None
     #: the configured packaging backend (status messages name it)
     packaging_backend: str = "lookoutvision"
+    #: how throttled and successful checks stretch and shrink ``check_interval``
+    check_adaptation: ThrottleAdaptation = field(default_factory=ThrottleAdaptation)
+    #: fleet coordination (announcements, canary waves); None: this device acts alone
+    fleet: FleetSettings | None = None
 
 
 #: The status event that describes a rollout resting in each phase (``status`` on
@@ -89,7 +108,18 @@ STATUS_OF_PHASE: dict[Phase, StatusPhase] = {
     Phase.DEPLOYING: StatusPhase.DEPLOYMENT_IN_PROGRESS,
     Phase.SUCCEEDED: StatusPhase.COMPONENT_RUNNING,
     Phase.FAILED: StatusPhase.ROLLOUT_FAILED,
+    Phase.HALTED: StatusPhase.HALTED,
 }
+
+#: Greengrass calls per second a fleet's spread-out deployment calls and confirmations aim
+#: at: a third of the control plane's 30 requests/s per Region, so that two canary waves'
+#: confirmations may overlap and still leave room for everything else.
+FLEET_GREENGRASS_CALLS_PER_SECOND = 10.0
+#: Greengrass calls one device makes to confirm a deployment its nucleus reported
+#: (ReadInstalled: one ListInstalledComponents page).
+CONFIRM_CALLS = 1
+#: ``last_reported`` key of a deployment the nucleus said it applied (confirmation pending).
+APPLIED_LOCALLY = "APPLIED_LOCALLY"
 
 
 # -- calls: performed by the executor, answered back ------------------------------------------
@@ -167,6 +197,14 @@ class CreateDeployment(Call):
 
 
 @dataclass(frozen=True)
+class ReadInstalled(Call):
+    """The model component as installed on this device (ListInstalledComponents)."""
+
+    thing_name: str
+    component_name: str
+
+
+@dataclass(frozen=True)
 class ReadProgress(Call):
     thing_name: str
     deployment_id: str
@@ -186,6 +224,8 @@ class Record:
     facts: FactChanges | None = None
     #: the rollout's next job-status poll (KEEP: unchanged)
     job_poll_due: float | Keep | None = KEEP
+    #: fleet announcements to publish (retained) with this change
+    announce: tuple[AnnouncementBase, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         data: dict[str, Any] = {"action": "Record", "waitSeconds": round(self.wait, 3)}
@@ -198,6 +238,8 @@ class Record:
             data["detail"] = self.detail
         if self.error is not None:
             data["error"] = {"type": self.error.type, "message": self.error.message}
+        if self.announce:
+            data["announce"] = [getattr(a, "kind", type(a).__name__) for a in self.announce]
         return data
 
 
@@ -228,6 +270,13 @@ class Observation:
     job_poll_due: float | None = None
     #: a command or configuration change asked for a check now
     check_requested: bool = False
+    #: what the fleet announced (None: fleet coordination off)
+    fleet: FleetNews | None = None
+    #: deployment ids this device's nucleus reported finished (post-update events); a
+    #: hint that the cloud holds the outcome now, not the outcome itself
+    locally_completed: frozenset[str] = frozenset()
+    #: whether the nucleus reports applied deployments at all (else the cloud is polled)
+    nucleus_reports_deployments: bool = False
 
 
 @dataclass
@@ -365,15 +414,21 @@ class Decider:
         return bool(self._ask(CheckComponent(self._arn_prefix(facts), name, version)))
 
     # -- the step --------------------------------------------------------------------------
+    @property
+    def fleet(self) -> FleetSettings | None:
+        """Fleet coordination settings, when it is on."""
+        fleet = self.settings.fleet
+        return fleet if fleet is not None and fleet.enabled else None
+
     def _decide(self, obs: Observation) -> Action:
         rollout = obs.rollout
         if rollout is not None:
             wait = self._action_wait(rollout, obs.now)
-            if wait.seconds > 0 and not obs.check_requested:
+            if wait.seconds > 0 and not obs.check_requested and not self._news_moves(obs, rollout):
                 return wait
             return self._advance(obs, rollout)
         wait = self._check_wait(obs)
-        if wait.seconds > 0 and not obs.check_requested:
+        if wait.seconds > 0 and not obs.check_requested and self._hinted_version(obs) is None:
             return wait
         return self._check(obs)
 
@@ -381,15 +436,32 @@ class Decider:
     # happened while the agent was stopped is caught by capping every wait at the longest
     # one that could have set it (a jump seen while running is followed by the executor).
     def _longest_action_wait(self) -> float:
-        return max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap)
+        longest = max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap)
+        fleet = self.fleet
+        if fleet is None:
+            return longest
+        waves = max(k * fleet.wave_delay_seconds + self._deploy_spread(fleet, k) for k in range(len(fleet.waves)))
+        return max(
+            longest,
+            fleet.poller_fallback_seconds + fleet.suppression_seconds,
+            waves,
+            fleet.deployment_watch_seconds,
+            max(self._confirm_spread(fleet, k) for k in range(len(fleet.waves))),
+        )
 
-    def _longest_check_wait(self) -> float:
+    def _longest_check_wait(self, facts: Facts) -> float:
+        # The stored interval factor was written with the due-time it stretched (one
+        # FactChanges), so it bounds that wait; it never exceeds the adaptation's cap.
+        factor = self._check_factor(facts)
         interval = self.settings.check_interval
         return max(
-            interval.seconds * (1 + interval.jitter),
+            interval.seconds * (1 + interval.jitter) * factor,
             self.settings.failure_retry_seconds,
-            self._longest_action_wait(),
+            self._longest_action_wait() * factor,
         )
+
+    def _check_factor(self, facts: Facts) -> float:
+        return self.settings.check_adaptation.bounded(facts.check_interval_factor)
 
     def _action_wait(self, rollout: Rollout, now: float) -> Wait:
         longest = self._longest_action_wait()
@@ -400,7 +472,7 @@ class Decider:
 
     def _check_wait(self, obs: Observation) -> Wait:
         due = obs.facts.next_check_at or 0.0
-        longest = self._longest_check_wait()
+        longest = self._longest_check_wait(obs.facts)
         wait = capped_wait(due, obs.now, longest)
         if due - obs.now > longest:
             return Wait(wait, rebased_facts=FactChanges(next_check_at=obs.now + wait))
@@ -410,32 +482,44 @@ class Decider:
     def _check(self, obs: Observation) -> Action:
         now, facts = obs.now, obs.facts
         requested = facts.requested_version
+        hinted = None if requested else self._hinted_version(obs)
         try:
             desired = (
                 requested
                 if requested
                 else self.settings.pinned_version
+                or hinted
                 or int(self._ask(FindLatestVersion(self.settings.project)))
             )
         except errors.TransientError as error:
-            return self._check_failed(now, error, retry=True)
+            return self._check_failed(now, facts, error, retry=True)
         except errors.TerminalError as error:
-            return self._check_failed(now, error, retry=False)
+            return self._check_failed(now, facts, error, retry=False)
         deployed = facts.deployed_version or 0
         pinned_or_requested = bool(requested) or self.settings.pinned_version is not None
+        # The service answered: the interval creeps back towards the budget's.
+        factor = self.settings.check_adaptation.succeeded(facts.check_interval_factor)
 
         def checked(next_check: float) -> FactChanges:
+            if hinted:
+                # Not a check: our own next check stays where it was, so the fleet's
+                # checks stay spread over the interval (re-timing them all from one
+                # announcement would leave the fleet blind for most of an interval);
+                # the next hint may start a rollout only hintMinIntervalSeconds later.
+                return FactChanges(last_hint_at=now, hinted_version=hinted)
             return FactChanges(
-                last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None
+                last_check_at=now, last_error=None, next_check_at=next_check, requested_version=None,
+                halt_lifted_version=requested if requested else KEEP,
+                check_interval_factor=factor,
             )
 
         # Never go back on our own: only a pin or a command may ask for an older version.
         if desired == deployed or (desired < deployed and not pinned_or_requested):
-            next_check_at = now + self.settings.check_interval.next(self.rng)
+            next_check_at = now + self.settings.check_interval.next(self.rng) * factor
             return Record(next_check_at - now, facts=checked(next_check_at), detail="up to date")
         previous: Rollout | None = self._ask(FindPreviousRollout(desired))
         # Jitter is drawn only after the last call: a replay draws nothing twice.
-        next_check_at = now + self.settings.check_interval.next(self.rng)
+        next_check_at = now + self.settings.check_interval.next(self.rng) * factor
         attempt = 1
         if previous is not None:
             last = previous
@@ -444,12 +528,30 @@ class Decider:
             if last.ended_at is not None and last.ended_at > now:
                 # It ended "in the future": the wall clock went back while we were stopped.
                 fixed = last = last.model_copy(update={"ended_at": now})
+            if last.phase is Phase.HALTED and not requested:
+                # Only an operator (deploy-version) or a newer version lifts a halt.
+                return Record(next_check_at - now, rollout=fixed, facts=checked(next_check_at),
+                              detail=f"v{desired} halted by canary failures")
+            if hinted and last.phase is not Phase.FAILED:
+                return Record(next_check_at - now, rollout=fixed, facts=checked(next_check_at),
+                              detail=f"v{desired} announced; already rolled out")
             retry_at = (last.ended_at or now) + self.settings.failure_retry_seconds
             if last.phase is Phase.FAILED and retry_at > now and not requested:
                 next_check = min(retry_at, next_check_at)
                 return Record(next_check - now, rollout=fixed, facts=checked(next_check),
                               detail=f"retry of v{desired} not due yet")
         request = self.request_for(desired, attempt)
+        pause = self.settings.poll_backoff.delay(0, self.rng)
+        announce: tuple[AnnouncementBase, ...] = ()
+        fleet = self.fleet
+        if fleet is not None:
+            # Only one device of the platform should start the job: wait a random moment
+            # and see whether another announces it first.
+            pause = self.rng.uniform(0, fleet.suppression_seconds)
+            news = obs.fleet or FleetNews()
+            if not hinted and (news.released or 0) < desired:
+                announce = (Released(thing_name=self.settings.thing_name, sent_at=stamp(now),
+                                     model_version=desired),)
         rollout = Rollout(
             model_version=desired,
             platform_key=self.platform.key,
@@ -462,33 +564,50 @@ class Decider:
             # A short jittered pause before StartPackaging: back to back with the
             # version lookup just made, a fleet's checks would reach the account's
             # requests/s quota in pairs.
-            next_action_at=now + self.settings.poll_backoff.delay(0, self.rng),
+            next_action_at=now + pause,
             started_at=now,
             updated_at=now,
         )
-        return self._record(
+        record = self._record(
             rollout, StatusPhase.CHECKING, facts=checked(next_check_at),
-            detail=f"deployed={deployed or 'none'}", wait=rollout.next_action_at - now,
+            detail=f"deployed={deployed or 'none'}" + (" (announced)" if hinted else ""),
+            wait=rollout.next_action_at - now,
         )
+        return replace(record, announce=announce)
 
-    def _check_failed(self, now: float, error: errors.AgentError, *, retry: bool) -> Record:
+    def _check_failed(self, now: float, facts: Facts, error: errors.AgentError, *, retry: bool) -> Record:
+        factor = self._check_factor(facts)
         if not retry:
-            delay = self.settings.check_interval.next(self.rng)
+            delay = self.settings.check_interval.next(self.rng) * factor
         elif isinstance(error, errors.ThrottledError):
             # The account's quota is used up right now (by the fleet): back off harder,
-            # as for every other throttled call.
-            delay = self.settings.job_poll_backoff.delay(3, self.rng)
+            # as for every other throttled call, escalating with the throttles in a row
+            # (the factor doubles with each), but never past the job-poll cap, so a
+            # release is still found soon. The stretched factor then slows this
+            # device's idle checks, so a fleet larger than configured settles below
+            # the quota.
+            factor = self.settings.check_adaptation.throttled(factor)
+            attempt = 2 + round(math.log2(factor))
+            delay = self._throttled_delay(error, self.settings.job_poll_backoff.delay(attempt, self.rng))
         else:
             delay = self.settings.poll_backoff.delay(3, self.rng)
         return Record(
             delay,
-            facts=FactChanges(last_error=LastError(error.kind, error.message, now), next_check_at=now + delay),
+            facts=FactChanges(
+                last_error=LastError(error.kind, error.message, now), next_check_at=now + delay,
+                check_interval_factor=factor,
+            ),
             detail="check failed",
             error=ErrorInfo(type=error.kind, code=error.code, message=error.message),
         )
 
     # -- advancing a rollout ---------------------------------------------------------------
     def _advance(self, obs: Observation, rollout: Rollout) -> Action:
+        if self.fleet is not None:
+            return self._fleet_advance(obs, rollout, self.fleet)
+        return self._advance_alone(obs, rollout)
+
+    def _advance_alone(self, obs: Observation, rollout: Rollout) -> Action:
         try:
             if rollout.phase is Phase.PACKAGING_REQUESTED:
                 return self._start_packaging(obs, rollout)
@@ -514,9 +633,23 @@ class Decider:
                 StatusPhase.PACKAGING_SKIPPED,
                 detail=f"component {name} {version} already exists",
             )
+        # After a throttled StartPackaging its retry has a due-time of its own (stored as
+        # the rollout's job poll); until then only the component is watched, at the poll
+        # pace, so a job started by another device is noticed as soon as it delivers.
+        longest = self._longest_action_wait()
+        due = obs.job_poll_due or 0.0
+        start_wait = capped_wait(due, now, longest)
+        if start_wait > 0:
+            polls = rollout.polls + 1
+            pace = min(start_wait, self.settings.poll_backoff.delay(polls, self.rng))
+            watching = rollout.model_copy(update={"polls": polls, "updated_at": now, "next_action_at": now + pace})
+            rebased: float | Keep = now + start_wait if due - now > longest else KEEP
+            return Record(pace, rollout=watching, detail="watching for the component", job_poll_due=rebased)
         detail: str | None = None
         try:
             job_name: str | None = str(self._ask(StartPackaging(request)))
+        except errors.ThrottledError as throttled:
+            return self._start_throttled(rollout, now, throttled)
         except errors.ConflictError as conflict:
             job_name, detail = self._adopt(obs.facts, request, conflict)
             if job_name is None:
@@ -532,6 +665,15 @@ class Decider:
         return self._record(
             updated, StatusPhase.PACKAGING_STARTED, detail=detail, job_poll_due=now + self._job_poll_delay()
         )
+
+    def _start_throttled(self, rollout: Rollout, now: float, error: errors.ThrottledError) -> Record:
+        """StartPackaging was throttled: ask again after an escalating job-poll back-off
+        (at least the service's Retry-After) and watch for the component meanwhile."""
+        retry = self._retry_later(rollout, now, error, same_call=False)
+        # Escalates with the throttles in a row only: the watch steps between them are
+        # Greengrass calls and say nothing about the packaging service's quota.
+        backoff = self.settings.job_poll_backoff.delay(rollout.throttles + 1, self.rng)
+        return _with_job_poll(retry, now + self._throttled_delay(error, backoff))
 
     def _adopt(
         self, facts: Facts, request: PackagingRequest, conflict: errors.ConflictError
@@ -632,9 +774,11 @@ class Decider:
         )
         return self._record(updated, StatusPhase.PACKAGING_SUCCEEDED, detail=detail)
 
-    def _deploy(self, obs: Observation, rollout: Rollout) -> Action:
+    def _deploy(
+        self, obs: Observation, rollout: Rollout, *, target: str | None = None, verify: bool = False
+    ) -> Action:
         now = obs.now
-        target = self.settings.target_arn or self._thing_arn(obs.facts)
+        target = target or self.settings.target_arn or self._thing_arn(obs.facts)
         name, version = rollout.component_name or "", rollout.component_version or ""
         latest: DeploymentSpec | None = self._ask(ReadLatestDeployment(target))
         self._refuse_mixed_platform_group(target, latest, name)
@@ -643,6 +787,9 @@ class Decider:
             # Already deployed (e.g. killed after CreateDeployment): adopt, never duplicate.
             deployment_id, detail = latest.deployment_id, "adopted the target's latest deployment"
         else:
+            if verify and not self._component_exists(obs.facts, name, version):
+                # The component was only announced: never deploy on a hint alone.
+                raise errors.TransientError(f"component {name} {version} was announced but does not exist (yet)")
             spec = self.merged_deployment(latest, name, version)
             deployment_id = str(self._ask(CreateDeployment(target, spec, token)))
             detail = f"target {target}"
@@ -705,19 +852,7 @@ class Decider:
             progress.execution_status in (None, "SUCCEEDED", "COMPLETED")
             or progress.deployment_status in ("COMPLETED", "INACTIVE")
         ):
-            updated = self._to(rollout, Phase.SUCCEEDED, now)
-            updated.ended_at = now
-            facts = FactChanges(
-                deployed_version=rollout.model_version,
-                deployed_component_name=name,
-                deployed_component_version=version,
-                deployed_at=now,
-                # What health reports as the component's state (and says where it came from).
-                deployed_lifecycle_state=progress.lifecycle_state,
-                last_error=None,
-            )
-            return self._record(updated, StatusPhase.COMPONENT_RUNNING, facts=facts,
-                                detail=f"{name} {version} {progress.lifecycle_state}")
+            return self._running(rollout, now, progress.lifecycle_state)
         failed = progress.execution_status in _EXECUTION_FAILED or (
             progress.deployment_status in _DEPLOYMENT_FAILED
         )
@@ -744,18 +879,406 @@ class Decider:
             updated, None if rollout.last_reported == reported else event, detail=state, reported_key=state
         )
 
+    # -- fleet coordination ------------------------------------------------------------------
+    # With ``fleet.enabled`` a device acts for the fleet only when nobody announced the same
+    # action first (a random pause before each fleet-wide action lets one device go first),
+    # deploys in its canary wave, and learns that its deployment finished from its nucleus.
+    # Every action that follows a hint is verified by the call that performs it.
+    def _hinted_version(self, obs: Observation) -> int | None:
+        """A version announced as released that this device should roll out now, if any
+        (at most one hint-started rollout per ``hintMinIntervalSeconds``)."""
+        fleet, news = self.fleet, obs.fleet
+        if fleet is None or news is None or self.settings.pinned_version is not None:
+            return None
+        released = news.released
+        if released is None or released <= max(obs.facts.deployed_version or 0, obs.facts.hinted_version or 0):
+            return None
+        last = obs.facts.last_hint_at
+        if last is not None and last <= obs.now < last + fleet.hint_min_interval_seconds:
+            return None
+        return released
+
+    def _news_moves(self, obs: Observation, rollout: Rollout) -> bool:
+        """Whether fleet news or the nucleus lets ``rollout`` move before its due-time."""
+        fleet, news = self.fleet, obs.fleet
+        if fleet is None:
+            return False
+        version, phase = rollout.model_version, rollout.phase
+        if phase is Phase.DEPLOYING:
+            return rollout.deployment_id in obs.locally_completed and not self._applied_locally(rollout)
+        if news is None:
+            return False
+        ready = news.ready.get(version)
+        job = news.jobs.get(version)
+        if phase is Phase.PACKAGING_REQUESTED:
+            return self._ready_matches(ready, rollout) or (
+                job is not None and job.job_name == rollout.job_name and job.sender != self.settings.thing_name
+            )
+        if phase is Phase.PACKAGING:
+            return self._ready_matches(ready, rollout) or (
+                job is not None and job.status == "FAILED" and job.job_name == rollout.job_name
+                and job.sender != self.settings.thing_name
+            )
+        if phase is Phase.DEPLOY_REQUESTED:
+            return self._halted(obs, fleet, rollout) is not None
+        return False
+
+    @staticmethod
+    def _ready_matches(ready: Any, rollout: Rollout) -> bool:
+        return ready is not None and (ready.component_name, ready.component_version) == (
+            rollout.component_name, rollout.component_version
+        )
+
+    @staticmethod
+    def _applied_locally(rollout: Rollout) -> bool:
+        return rollout.last_reported == f"{StatusPhase.DEPLOYMENT_IN_PROGRESS.value}:{APPLIED_LOCALLY}"
+
+    def _wave(self, fleet: FleetSettings) -> int:
+        return fleet.wave_of(self.settings.thing_name)
+
+    @staticmethod
+    def _wave_devices(fleet: FleetSettings, wave: int) -> float:
+        previous = fleet.waves[wave - 1] if wave > 0 else 0.0
+        return fleet.size * (fleet.waves[wave] - previous) / 100
+
+    def _deploy_spread(self, fleet: FleetSettings, wave: int) -> float:
+        """How widely the devices of ``wave`` spread their own deployment calls: one actor
+        per wave with thing-group targets; per-device targets share the Greengrass budget."""
+        if fleet.group_name_template is not None:
+            return fleet.suppression_seconds
+        devices = self._wave_devices(fleet, wave)
+        return max(fleet.suppression_seconds, devices * 3 / FLEET_GREENGRASS_CALLS_PER_SECOND)
+
+    def _confirm_spread(self, fleet: FleetSettings, wave: int) -> float:
+        """How widely the devices of ``wave`` spread their one confirming ReadProgress:
+        a canary wave is small, so its failures are known within seconds of the install."""
+        return self._wave_devices(fleet, wave) * CONFIRM_CALLS / FLEET_GREENGRASS_CALLS_PER_SECOND
+
+    def _halted(self, obs: Observation, fleet: FleetSettings, rollout: Rollout) -> int | None:
+        """The number of failures that halt ``rollout`` before it deploys, if it is halted:
+        ``haltFailures`` of them, or ``haltShare`` of the canary outcomes announced."""
+        news = obs.fleet
+        if news is None or obs.facts.halt_lifted_version == rollout.model_version:
+            return None
+        failures = news.failed_count(rollout.model_version)
+        outcomes = failures + news.succeeded_count(rollout.model_version)
+        if failures >= fleet.halt_failures or (failures and failures >= fleet.halt_share * outcomes):
+            return failures
+        return None
+
+    def _fleet_advance(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        try:
+            if rollout.phase is Phase.PACKAGING_REQUESTED:
+                action = self._fleet_request_packaging(obs, rollout, fleet)
+            elif rollout.phase is Phase.PACKAGING:
+                action = self._fleet_packaging(obs, rollout, fleet)
+            elif rollout.phase is Phase.DEPLOY_REQUESTED:
+                action = self._fleet_deploy(obs, rollout, fleet)
+            elif rollout.phase is Phase.DEPLOYING:
+                action = self._fleet_deploying(obs, rollout, fleet)
+            else:
+                action = self._advance_alone(obs, rollout)
+        except errors.TransientError as error:
+            return self._retry_later(rollout, obs.now, error)
+        except errors.TerminalError as error:
+            return self._fail(rollout, obs.now, error, StatusPhase.ROLLOUT_FAILED)
+        if isinstance(action, Record):
+            return self._fleet_schedule(obs, rollout, action, fleet)
+        return action
+
+    def _fleet_request_packaging(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now, news = obs.now, obs.fleet or FleetNews()
+        version = rollout.model_version
+        if self._ready_matches(news.ready.get(version), rollout):
+            return self._record(
+                self._to(rollout, Phase.DEPLOY_REQUESTED, now), StatusPhase.PACKAGING_SKIPPED,
+                detail=f"component {rollout.component_name} {rollout.component_version} announced ready",
+            )
+        job = news.jobs.get(version)
+        me = self.settings.thing_name
+        if job is not None and job.job_name == rollout.job_name and job.sender != me:
+            if job.status == "FAILED":
+                error = errors.PackagingFailedError(f"job {job.job_name} FAILED (announced by {job.sender}): {job.reason or ''}")
+                return self._fail(rollout, now, error, StatusPhase.PACKAGING_FAILED)
+            if job.status == "STARTING":
+                if now < job.heard_at + self._claim_seconds(fleet):
+                    # Another device claimed the job: wait for its outcome, not call too.
+                    return self._wait_for_claim(rollout, now, job.heard_at, fleet)
+            else:
+                # Another device started our job: follow it without a call of our own,
+                # and poll it only if its poller goes quiet.
+                updated = self._to(rollout, Phase.PACKAGING, now)
+                due = self._fallback_due(job.heard_at, fleet)
+                updated.next_action_at = due
+                return self._record(updated, StatusPhase.PACKAGING_STARTED, job_poll_due=due,
+                                    detail=f"job {job.job_name} started by {job.sender}")
+        if not (job is not None and job.job_name == rollout.job_name and job.sender == me and job.status == "STARTING"):
+            # Claim it first (a record, no call): the platform's other devices hear the
+            # claim at once and wait, however long our own calls take or fail.
+            claimed = rollout.model_copy(update={"updated_at": now, "next_action_at": now})
+            return Record(0.0, rollout=claimed, announce=(self._job_news(now, rollout, "STARTING"),),
+                          detail=f"claimed job {rollout.job_name}")
+        action = self._advance_alone(obs, rollout)
+        if isinstance(action, Record) and action.rollout is not None:
+            after = action.rollout
+            if after.phase is Phase.PACKAGING:
+                # This device started (or adopted) the job: it polls it for the fleet.
+                return replace(action, announce=(self._job_news(now, after, "STARTED"),))
+            if after.phase is Phase.DEPLOY_REQUESTED:
+                return replace(action, announce=(self._ready_news(now, after),))
+            if after.phase is Phase.FAILED:
+                return replace(action, announce=(self._job_news(now, after, "FAILED", after.error_message),))
+            # A retry of our own: renew the claim so that the others keep waiting.
+            return replace(action, announce=(self._job_news(now, after, "STARTING"),))
+        return action
+
+    @property
+    def _claim_retry(self) -> Backoff:
+        return Backoff(base=2.0, cap=self.settings.poll_backoff.cap, floor=1.0)
+
+    def _claim_seconds(self, fleet: FleetSettings) -> float:
+        """How long a claim holds without news from its claimer (who renews it at every
+        retry, each within the longest back-off)."""
+        return max(self.settings.poll_backoff.cap, self.settings.job_poll_backoff.cap) + fleet.suppression_seconds
+
+    def _wait_for_claim(self, rollout: Rollout, now: float, heard_at: float, fleet: FleetSettings) -> Record:
+        due = heard_at + self._claim_seconds(fleet) + self.rng.uniform(0, fleet.suppression_seconds)
+        updated = rollout.model_copy(update={"next_action_at": due, "updated_at": now})
+        return Record(due - now, rollout=updated)
+
+    def _fallback_due(self, heard_at: float, fleet: FleetSettings) -> float:
+        return heard_at + fleet.poller_fallback_seconds + self.rng.uniform(0, fleet.suppression_seconds)
+
+    def _fleet_packaging(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now, news = obs.now, obs.fleet or FleetNews()
+        version = rollout.model_version
+        if self._ready_matches(news.ready.get(version), rollout):
+            return self._packaged(rollout, now, detail="component announced ready")
+        job = news.jobs.get(version)
+        others = job is not None and job.job_name == rollout.job_name and job.sender != self.settings.thing_name
+        if others and job is not None:
+            if job.status == "FAILED":
+                error = errors.PackagingFailedError(f"job {job.job_name} FAILED (announced by {job.sender}): {job.reason or ''}")
+                return self._fail(rollout, now, error, StatusPhase.PACKAGING_FAILED)
+            quiet_until = job.heard_at + fleet.poller_fallback_seconds
+            if now < quiet_until:
+                # Another device polls the job: wait for its news, or until it goes quiet.
+                due = self._fallback_due(job.heard_at, fleet)
+                updated = rollout.model_copy(update={"next_action_at": due, "updated_at": now})
+                return Record(due - now, rollout=updated, job_poll_due=due)
+        action = self._advance_alone(obs, rollout)
+        if not isinstance(action, Record) or action.rollout is None:
+            return action
+        after = action.rollout
+        if after.phase is Phase.DEPLOY_REQUESTED:
+            return replace(action, announce=(self._ready_news(now, after),))
+        if after.phase is Phase.FAILED:
+            return replace(action, announce=(self._job_news(now, after, "FAILED", after.error_message),))
+        polled = any(isinstance(c, PollJob) and not isinstance(a, errors.AgentError) for c, a in self._answers.made)
+        if polled:
+            return replace(action, announce=(self._job_news(now, after, "RUNNING"),))
+        if action.error is None and after.next_action_at - now > self.settings.poll_backoff.base:
+            # The one watcher of its platform: it can afford to look for the component
+            # at the fastest pace, and the whole platform deploys sooner for it.
+            due = now + max(1.0, self.settings.poll_backoff.base * self.rng.uniform(0.75, 1.0))
+            return replace(action, rollout=after.model_copy(update={"next_action_at": due}), wait=due - now)
+        return action
+
+    def _fleet_deploy(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now, news = obs.now, obs.fleet or FleetNews()
+        failures = self._halted(obs, fleet, rollout)
+        if failures is not None:
+            updated = self._to(rollout, Phase.HALTED, now)
+            updated.ended_at = now
+            succeeded = (obs.fleet or FleetNews()).succeeded_count(rollout.model_version)
+            detail = (f"{failures} devices announced v{rollout.model_version} failed, {succeeded} canaries "
+                      f"succeeded (haltFailures {fleet.halt_failures}, haltShare {fleet.halt_share}); "
+                      "lift with a deploy-version command or release a newer version")
+            return self._record(updated, StatusPhase.HALTED, detail=detail)
+        wave = self._wave(fleet)
+        try:
+            group = fleet.group_name(self.settings.project, self.platform.key, wave)
+        except ValueError as invalid:
+            raise errors.TerminalError(str(invalid)) from invalid
+        if group is None:
+            return self._deploy(obs, rollout, verify=True)
+        heard = news.deployed.get((rollout.model_version, wave))
+        me = self.settings.thing_name
+        if heard is not None and not heard.target_arn.endswith(f":thinggroup/{group}"):
+            heard = None
+        if heard is not None and heard.deployment_id is not None:
+            # Adopted by name: the group's other devices need not look up their ARN.
+            updated = self._to(rollout, Phase.DEPLOYING, now, target_arn=heard.target_arn,
+                               deployment_id=heard.deployment_id)
+            return self._record(updated, StatusPhase.DEPLOYMENT_CREATED,
+                                detail=f"wave {wave} deployment {heard.deployment_id} announced")
+        if heard is not None and heard.sender != me and now < heard.heard_at + self._claim_seconds(fleet):
+            return self._wait_for_claim(rollout, now, heard.heard_at, fleet)
+        target = fleet.group_arn(self._thing_arn(obs.facts), self.settings.project, self.platform.key, wave) or ""
+
+        def deployed(status: str, deployment_id: str | None = None) -> Deployed:
+            return Deployed(
+                thing_name=me, sent_at=stamp(now), model_version=rollout.model_version,
+                platform=self.platform.key, wave=wave, target_arn=target, status=status,
+                deployment_id=deployment_id,
+            )
+
+        if heard is None or heard.sender != me:
+            # Claim the wave's deployment before the calls (see the job's claim).
+            claimed = rollout.model_copy(update={"updated_at": now, "next_action_at": now})
+            return Record(0.0, rollout=claimed, announce=(deployed("CREATING"),),
+                          detail=f"claimed wave {wave}'s deployment")
+        try:
+            action = self._deploy(obs, rollout, target=target, verify=True)
+        except errors.TransientError as error:
+            # The whole wave waits on this claim: retry a failed call soon (a throttle
+            # still escalates, and waits at least its Retry-After).
+            action = self._retry_later(rollout, now, error, backoff=self._claim_retry)
+        if isinstance(action, Record) and action.rollout is not None:
+            after = action.rollout
+            if after.phase is Phase.DEPLOYING:
+                return replace(action, announce=(deployed("CREATED", after.deployment_id),))
+            if not after.phase.ended:
+                return replace(action, announce=(deployed("CREATING"),))
+        return action
+
+    def _fleet_deploying(self, obs: Observation, rollout: Rollout, fleet: FleetSettings) -> Action:
+        now = obs.now
+        if rollout.deployment_id in obs.locally_completed and not self._applied_locally(rollout):
+            # The nucleus applied it: confirm with the cloud once, spread over the fleet.
+            updated = self._to(rollout, Phase.DEPLOYING, now)
+            updated.next_action_at = now + self.rng.uniform(0, self._confirm_spread(fleet, self._wave(fleet)))
+            return self._record(
+                updated, StatusPhase.DEPLOYMENT_IN_PROGRESS, reported_key=APPLIED_LOCALLY,
+                detail=f"applied by the nucleus; confirming in {updated.next_action_at - now:.0f} s",
+            )
+        if self._applied_locally(rollout):
+            action: Action = self._confirm_installed(obs, rollout)
+        else:
+            action = self._advance_alone(obs, rollout)
+        wave = self._wave(fleet)
+        if (isinstance(action, Record) and action.rollout is not None
+                and action.rollout.phase is Phase.SUCCEEDED and wave == 0 and len(fleet.waves) > 1):
+            # A first-wave canary's success counts against the failures (haltShare); the
+            # later waves' successes would only cost messages.
+            after = action.rollout
+            succeeded = Succeeded(
+                thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=after.model_version,
+                platform=self.platform.key, wave=wave, component_version=after.component_version,
+            )
+            return replace(action, announce=(succeeded,))
+        if isinstance(action, Record) and action.rollout is not None and action.rollout.phase is Phase.FAILED:
+            after = action.rollout
+            failed = Failed(
+                thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=after.model_version,
+                platform=self.platform.key, component_version=after.component_version,
+                reason=(after.error_message or "")[:500] or None,
+            )
+            return replace(action, announce=(failed,))
+        return action
+
+    def _fleet_schedule(self, obs: Observation, before: Rollout, record: Record, fleet: FleetSettings) -> Record:
+        """Fleet timing for a rollout entering a phase: the canary wave's wait before
+        deploying, and the nucleus's report awaited before polling a deployment."""
+        after = record.rollout
+        if after is None or after.phase is before.phase:
+            return record
+        now = obs.now
+        if after.phase in (Phase.SUCCEEDED, Phase.HALTED) and (obs.facts.next_check_at or 0.0) <= now:
+            # The device's check came due during the rollout: put it back at a random
+            # point of the interval, not at once, or a fleet's overdue checks would all
+            # land when the rollout ends.
+            next_check = now + self.rng.uniform(0, self.settings.check_interval.seconds)
+            facts = replace(record.facts or FactChanges(), next_check_at=next_check)
+            return replace(record, facts=facts)
+        if after.phase is Phase.DEPLOY_REQUESTED:
+            wave = self._wave(fleet)
+            due = now + wave * fleet.wave_delay_seconds + self.rng.uniform(0, self._deploy_spread(fleet, wave))
+        elif after.phase is Phase.DEPLOYING and obs.nucleus_reports_deployments:
+            due = now + fleet.deployment_watch_seconds
+        else:
+            return record
+        after = after.model_copy(update={"next_action_at": due})
+        return replace(record, rollout=after, wait=due - now)
+
+    def _job_news(self, now: float, rollout: Rollout, status: str, reason: str | None = None) -> JobNews:
+        return JobNews(
+            thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=rollout.model_version,
+            platform=self.platform.key, job_name=rollout.job_name or "", status=status,
+            reason=(reason or "")[:500] or None,
+        )
+
+    def _ready_news(self, now: float, rollout: Rollout) -> Ready:
+        return Ready(
+            thing_name=self.settings.thing_name, sent_at=stamp(now), model_version=rollout.model_version,
+            platform=self.platform.key, component_name=rollout.component_name or "",
+            component_version=rollout.component_version or "",
+        )
+
+    def _running(self, rollout: Rollout, now: float, lifecycle_state: str | None) -> Record:
+        """The rollout ends SUCCEEDED: its component runs on this device."""
+        name, version = rollout.component_name or "", rollout.component_version or ""
+        updated = self._to(rollout, Phase.SUCCEEDED, now)
+        updated.ended_at = now
+        facts = FactChanges(
+            deployed_version=rollout.model_version,
+            deployed_component_name=name,
+            deployed_component_version=version,
+            deployed_at=now,
+            # What health reports as the component's state (and says where it came from).
+            deployed_lifecycle_state=lifecycle_state,
+            last_error=None,
+        )
+        return self._record(updated, StatusPhase.COMPONENT_RUNNING, facts=facts,
+                            detail=f"{name} {version} {lifecycle_state}")
+
+    def _confirm_installed(self, obs: Observation, rollout: Rollout) -> Record:
+        """After the nucleus reported the deployment applied: one ListInstalledComponents
+        says whether it worked (our version running) or not (another version: rolled back;
+        ours broken)."""
+        now = obs.now
+        name, version = rollout.component_name or "", rollout.component_version or ""
+        installed: tuple[str, str] | None = self._ask(ReadInstalled(self.settings.thing_name, name))
+        installed_version, state = installed if installed is not None else (None, None)
+        if installed_version == version and state in _RUNNING_STATES:
+            return self._running(rollout, now, state)
+        if installed_version == version and state not in ("BROKEN", "ERRORED"):
+            # Installed, still starting: look again at the poll pace.
+            updated = self._to(rollout, Phase.DEPLOYING, now, polls=rollout.polls + 1)
+            updated.next_action_at = now + self.settings.poll_backoff.delay(rollout.polls + 1, self.rng)
+            return Record(updated.next_action_at - now, rollout=updated, detail=f"{name} {version} {state}")
+        if installed_version == version:
+            error = errors.DeploymentFailedError(f"{name} {version} is {state} on this device")
+            return self._fail(rollout, now, error, StatusPhase.DEPLOYMENT_FAILED)
+        error = errors.DeploymentFailedError(
+            f"the nucleus applied deployment {rollout.deployment_id} but {name} is "
+            + (f"at {installed_version}: device rolled back" if installed_version else "not installed")
+        )
+        return self._fail(rollout, now, error,
+                          StatusPhase.ROLLED_BACK if installed_version else StatusPhase.DEPLOYMENT_FAILED)
+
     # -- outcomes ----------------------------------------------------------------------------
     def _retry_later(
-        self, rollout: Rollout, now: float, error: errors.AgentError, *, backoff: Backoff | None = None
+        self,
+        rollout: Rollout,
+        now: float,
+        error: errors.AgentError,
+        *,
+        backoff: Backoff | None = None,
+        same_call: bool = True,
     ) -> Record:
+        """Stay in the phase and step again after ``backoff`` (the poll back-off by
+        default). ``same_call``: the next step repeats the failed call, so a throttle's
+        Retry-After holds it back too; otherwise the failed call keeps a due-time of its
+        own and the next step only watches (another service)."""
         throttled = isinstance(error, errors.ThrottledError)
-        if backoff is None:
-            # Only the start of packaging meets the packaging service's tight account
-            # quota (~5/s); Greengrass's shared 30/s budget frees up at the poll pace.
-            packaging = throttled and rollout.phase is Phase.PACKAGING_REQUESTED
-            backoff = self.settings.job_poll_backoff if packaging else self.settings.poll_backoff
+        # Greengrass's shared 30/s budget frees up at the poll pace; a throttled start of
+        # packaging keeps its own, longer due-time (see _start_packaging).
+        backoff = backoff or self.settings.poll_backoff
         throttles = rollout.throttles + 1 if throttled else rollout.throttles
         delay = backoff.delay(rollout.polls + throttles, self.rng)
+        if same_call:
+            delay = self._throttled_delay(error, delay)
         updated = rollout.model_copy(
             update={"throttles": throttles, "updated_at": now, "next_action_at": now + delay}
         )
@@ -766,6 +1289,15 @@ class Decider:
             detail="transient error",
             error=ErrorInfo(type=error.kind, code=error.code, message=error.message),
         )
+
+    def _throttled_delay(self, error: errors.AgentError, delay: float) -> float:
+        """``delay``, or longer when ``error`` is a throttle whose service said how long
+        to wait (Retry-After), honoured up to the longest back-off (so the wait stays
+        within what the clock-jump caps allow)."""
+        retry_after = error.retry_after if isinstance(error, errors.ThrottledError) else None
+        if retry_after is None:
+            return delay
+        return max(delay, min(retry_after, self._longest_action_wait()))
 
     def _fail(self, rollout: Rollout, now: float, error: errors.AgentError, event: StatusPhase) -> Record:
         updated = self._to(rollout, Phase.FAILED, now)
@@ -823,8 +1355,5 @@ class Decider:
 
 
 def _with_job_poll(record: Record, due: float) -> Record:
-    return Record(
-        record.wait, rollout=record.rollout, event=record.event, detail=record.detail,
-        error=record.error, facts=record.facts, job_poll_due=due,
-    )
+    return replace(record, job_poll_due=due)
 

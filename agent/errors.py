@@ -63,6 +63,18 @@ class TransientError(AgentError):
 class ThrottledError(TransientError):
     """The service throttled us (ThrottlingException / 429)."""
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, request_id=request_id)
+        #: Seconds the service asked us to wait (``Retry-After``), when it said.
+        self.retry_after = retry_after
+
 
 class ServiceUnavailableError(TransientError):
     """5xx, timeout or dropped connection."""

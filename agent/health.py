@@ -31,7 +31,14 @@ import structlog
 
 from agent.clock import Clock
 from agent.ledger import Ledger, OutgoingMessage
-from agent.reporting.events import DeployedModel, ErrorInfo, HealthReport, ResourceUse, utc_iso
+from agent.reporting.events import (
+    AnnouncementCounts,
+    DeployedModel,
+    ErrorInfo,
+    HealthReport,
+    ResourceUse,
+    utc_iso,
+)
 from agent.reporting.outbox import dropped_total, transport_connected
 
 log = structlog.get_logger("agent.health")
@@ -77,6 +84,11 @@ class HealthReporter:
         self._lock = threading.Lock()
         #: set by the main loop while the ledger cannot be written (reported, not stored)
         self.storage_error: ErrorInfo | None = None
+        #: why the nucleus's deployment events are not followed now (None: they are, or
+        #: there is no nucleus); the agent then polls the cloud instead
+        self.local_deployments_problem: Callable[[], str | None] | None = None
+        #: the fleet channel's counts (set when fleet announcements are enabled)
+        self.announcements_provider: Callable[[], AnnouncementCounts] | None = None
         self._cpu_sample = (time.monotonic(), self._cpu_seconds())
         self._dropped_seen = dropped_total(ledger)
 
@@ -93,8 +105,10 @@ class HealthReporter:
         with self._lock:
             dropped_since = dropped - self._dropped_seen
             self._dropped_seen = dropped
+        announcements = self.announcements_provider() if self.announcements_provider else None
         reasons: list[str] = []
         status: Status = "HEALTHY"
+        local_problem = self.local_deployments_problem() if self.local_deployments_problem else None
         if state in UNHEALTHY_STATES or (error is not None and error.type in UNHEALTHY_ERRORS):
             status = "UNHEALTHY"
         else:
@@ -108,8 +122,12 @@ class HealthReporter:
                 reasons.append(f"{dropped_since} message(s) dropped by the outbox bound")
             if self.storage_error is not None:
                 reasons.append("the ledger cannot be written")
+            if local_problem:
+                reasons.append(f"no deployment events from the nucleus ({local_problem})")
             if reset is not None and "corrupt" in reset:
                 reasons.append("the ledger was corrupt and replaced")
+            if announcements is not None and announcements.subscription_error is not None:
+                reasons.append("fleet announcements cannot be received")
             if reasons:
                 status = "DEGRADED"
         if reasons:
@@ -136,6 +154,8 @@ class HealthReporter:
             resources=self._resources(),
             outbox_depth=depth,
             ledger_reset=reset,
+            deployment_events_problem=local_problem or None,
+            announcements=announcements,
         )
 
     def message(self) -> OutgoingMessage:

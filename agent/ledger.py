@@ -31,7 +31,7 @@ import structlog
 from agent import errors
 from agent.ports import KEEP, FactChanges, Facts, Keep, LastError
 from agent.ports import OutgoingMessage as OutgoingMessage  # re-exported: the outbox's message
-from agent.rollout import Phase, Rollout
+from agent.rollout import ENDED_PHASES, Phase, Rollout
 
 log = structlog.get_logger("agent.ledger")
 
@@ -327,6 +327,10 @@ class Ledger:
                 str(error_type), str(stored.get("last_error_message") or ""), _float(stored.get("last_error_at"))
             ),
             thing_arn=_str(stored.get("thing_arn")),
+            halt_lifted_version=_int(stored.get("halt_lifted_version")),
+            last_hint_at=_float(stored.get("last_hint_at")),
+            hinted_version=_int(stored.get("hinted_version")),
+            check_interval_factor=_float(stored.get("check_interval_factor")) or 1.0,
         )
 
     def update_facts(self, changes: FactChanges) -> None:
@@ -381,8 +385,8 @@ class Ledger:
         """The newest rollout that has not ended, if any."""
         with self._reading() as db:
             row = db.execute(
-                "SELECT * FROM rollouts WHERE phase NOT IN (?, ?) ORDER BY id DESC LIMIT 1",
-                (Phase.SUCCEEDED.value, Phase.FAILED.value),
+                f"SELECT * FROM rollouts WHERE phase NOT IN ({_ENDED}) ORDER BY id DESC LIMIT 1",
+                _ENDED_VALUES,
             ).fetchone()
         return None if row is None else _rollout(row)
 
@@ -408,8 +412,8 @@ class Ledger:
                 (seconds,),
             )
             db.execute(
-                "UPDATE rollouts SET next_action_at = next_action_at + ? WHERE phase NOT IN (?, ?)",
-                (seconds, Phase.SUCCEEDED.value, Phase.FAILED.value),
+                f"UPDATE rollouts SET next_action_at = next_action_at + ? WHERE phase NOT IN ({_ENDED})",
+                (seconds, *_ENDED_VALUES),
             )
             db.execute(
                 "UPDATE rollouts SET ended_at = ended_at + ? WHERE phase = ? AND ended_at IS NOT NULL",
@@ -503,11 +507,15 @@ def _state_dir_error(directory: Path, reason: str) -> errors.ConfigurationError:
     return errors.ConfigurationError(f"stateDir: {directory} cannot hold the ledger: {reason}")
 
 
+_ENDED_VALUES = tuple(p.value for p in ENDED_PHASES)
+_ENDED = ", ".join("?" for _ in _ENDED_VALUES)
+
 #: Facts stored under a key of their own name; ``last_error`` spans three keys.
 _FACT_KEYS = [
     "deployed_version", "deployed_component_name", "deployed_component_version", "deployed_at",
     "deployed_lifecycle_state", "requested_version", "last_check_at", "next_check_at",
-    "last_error_type", "last_error_message", "last_error_at", "thing_arn",
+    "last_error_type", "last_error_message", "last_error_at", "thing_arn", "check_interval_factor",
+    "halt_lifted_version", "last_hint_at", "hinted_version",
 ]
 
 

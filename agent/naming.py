@@ -24,6 +24,8 @@ from agent.text import clip
 
 PROJECT, PLATFORM, VERSION, ATTEMPT = "project", "platform", "version", "attempt"
 PLACEHOLDERS = (PROJECT, PLATFORM, VERSION, ATTEMPT)
+#: The canary wave (0 first) in a fleet's thing-group names.
+WAVE = "wave"
 #: Largest model version a component version part can hold (``[0-9]{1,6}``).
 MAX_MODEL_VERSION = 999_999
 #: A piece of a parsed template: literal text, or the name of a placeholder.
@@ -117,6 +119,16 @@ S3_PREFIX = TemplateRule(
     name_chars=r"a-zA-Z0-9!_.*'()/\-",
     limit=1024,
     shape=_prefix_shape,
+)
+THING_GROUP_NAME = TemplateRule(
+    setting="fleet.groupNameTemplate",
+    allowed=(PROJECT, PLATFORM, WAVE),
+    required=(PLATFORM,),
+    literal_chars=r"a-zA-Z0-9:_\-",
+    name_chars=r"a-zA-Z0-9:_\-",
+    # Exact: the operator creates the groups, so a fitted (shortened) name would miss them.
+    limit=0,
+    why="a thing group's deployment reaches every device in it, so a group holds one platform",
 )
 
 

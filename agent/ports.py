@@ -15,6 +15,7 @@ job succeeds; a backend that must create it itself does so before reporting SUCC
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
@@ -137,6 +138,58 @@ class DeploymentPort(Protocol):
         self, thing_name: str, deployment_id: str, component_name: str
     ) -> DeploymentProgress: ...
 
+    def installed_component(self, thing_name: str, component_name: str) -> tuple[str, str] | None:
+        """(version, lifecycle state) of ``component_name`` on the device, if installed:
+        one call, what confirms a deployment the nucleus already reported applied."""
+        ...
+
+
+class LocalDeployments(Protocol):
+    """What the device's own nucleus says about deployments on it (Greengrass IPC
+    ``SubscribeToComponentUpdates``): the ids of deployments it reported as finished.
+
+    A post-update event means the nucleus ran the update, not that it worked: a failed or
+    rolled-back deployment is reported too, so the cloud still has the last word on the
+    outcome. With the SKIP_NOTIFY_COMPONENTS policy, or while not :meth:`available`, no
+    event comes and the agent must ask the cloud.
+    """
+
+    def completed(self) -> frozenset[str]:
+        """Deployment ids reported finished on this device since the agent started (the
+        most recent :data:`RECENT_DEPLOYMENTS` only)."""
+        ...
+
+    def available(self) -> bool:
+        """Whether the subscription is in place now (events can arrive)."""
+        ...
+
+
+#: How many finished deployment ids :class:`LocalDeployments` remembers.
+RECENT_DEPLOYMENTS = 64
+
+
+class RecentIds:
+    """The last ``limit`` distinct ids added, oldest forgotten first. Thread-safe."""
+
+    def __init__(self, limit: int = RECENT_DEPLOYMENTS) -> None:
+        self._limit = limit
+        self._ids: dict[str, None] = {}  # insertion-ordered
+        self._lock = threading.Lock()
+
+    def add(self, item: str) -> bool:
+        """Remember ``item``; False if it was already known."""
+        with self._lock:
+            if item in self._ids:
+                return False
+            self._ids[item] = None
+            while len(self._ids) > self._limit:
+                del self._ids[next(iter(self._ids))]
+            return True
+
+    def snapshot(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._ids)
+
 
 # -- the rollout store ----------------------------------------------------------------------
 class Keep(Enum):
@@ -175,6 +228,15 @@ class Facts:
     last_error: LastError | None = None
     #: this device's thing ARN (looked up once)
     thing_arn: str | None = None
+    #: a version whose canary halt an operator lifted (deploy-version command)
+    halt_lifted_version: int | None = None
+    #: when an announcement last started a rollout (hints start at most one per interval)
+    last_hint_at: float | None = None
+    #: the newest version an announcement was acted on for (each is acted on once)
+    hinted_version: int | None = None
+    #: the check interval's multiplier: grows when checks are throttled, shrinks back
+    #: on success (``agent.clock.ThrottleAdaptation``)
+    check_interval_factor: float = 1.0
 
     def changed(self, changes: FactChanges) -> Facts:
         """These facts with ``changes`` applied."""
@@ -200,6 +262,10 @@ class FactChanges:
     next_check_at: float | Keep | None = KEEP
     last_error: LastError | Keep | None = KEEP
     thing_arn: str | Keep | None = KEEP
+    halt_lifted_version: int | Keep | None = KEEP
+    last_hint_at: float | Keep | None = KEEP
+    hinted_version: int | Keep | None = KEEP
+    check_interval_factor: float | Keep = KEEP
 
     def items(self) -> list[tuple[str, Any]]:
         """(name, value) of every fact this changes."""

@@ -15,13 +15,14 @@ asserts it).
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent import errors
 from agent.clock import TimeSource, WallClockWatch
-from agent.config import AgentConfig
+from agent.config import AgentConfig, FleetSettings
+from agent.coordination import FleetBoard, FleetTopics
 from agent.decide import (
     Action,
     Answers,
@@ -35,6 +36,7 @@ from agent.decide import (
     LookUpThingArn,
     Observation,
     PollJob,
+    ReadInstalled,
     ReadLatestDeployment,
     ReadProgress,
     Record,
@@ -48,6 +50,7 @@ from agent.platform import DetectedPlatform
 from agent.ports import (
     DeploymentPort,
     FactChanges,
+    LocalDeployments,
     OutgoingMessage,
     PackagingPort,
     PackagingRequest,
@@ -55,6 +58,9 @@ from agent.ports import (
 )
 from agent.reporting.events import ErrorInfo, StatusEvent, StatusPhase, utc_iso
 from agent.rollout import Rollout
+
+if TYPE_CHECKING:
+    from agent.coordination import AnnouncementBase
 
 log = structlog.get_logger("agent.reconciler")
 
@@ -83,6 +89,7 @@ def settings_from_config(config: AgentConfig) -> RolloutSettings:
         failure_handling_policy=config.failure_handling_policy,
         component_tags=dict(config.component_tags) or None,
         packaging_backend=config.packaging.backend,
+        fleet=config.fleet if config.fleet.enabled else None,
     )
 
 
@@ -103,12 +110,20 @@ class Reconciler:
         clock: TimeSource,
         rng: random.Random | None = None,
         derive: RequestDeriver = lookout_for_vision_request,
+        fleet_board: FleetBoard | None = None,
+        local_deployments: LocalDeployments | None = None,
     ) -> None:
+        self.fleet_board = fleet_board
         self.platform = platform
+        #: what the fleet announced (fleet coordination on), and the nucleus's reports
+        self.fleet_board = fleet_board
+        self.local_deployments = local_deployments
         self.packaging = packaging
         self.deployments = deployments
         self.ledger = ledger
         self.clock = clock
+        #: what the nucleus says finished on this device (None: nothing, ask the cloud)
+        self.local_deployments = local_deployments
         self.rng = rng or random.Random()
         self.decider = Decider(settings, platform, self.rng, derive)
         self._check_requested = False
@@ -147,9 +162,13 @@ class Reconciler:
         """What the store knows now."""
         rollout = self.ledger.active_rollout()
         due = None if rollout is None or rollout.id is None else self.ledger.job_poll_due(rollout.id)
+        local = self.local_deployments
         return Observation(
             now=now, rollout=rollout, facts=self.ledger.facts(), job_poll_due=due,
             check_requested=check_requested,
+            fleet=self.fleet_board.news() if self.fleet_board is not None else None,
+            locally_completed=local.completed() if local is not None else frozenset(),
+            nucleus_reports_deployments=local is not None and local.available(),
         )
 
     def request_for(self, version: int, attempt: int) -> PackagingRequest:
@@ -203,6 +222,8 @@ class Reconciler:
             return self.deployments.create_deployment(call.target_arn, call.spec, call.token)
         if isinstance(call, ReadProgress):
             return self.deployments.progress(call.thing_name, call.deployment_id, call.component_name)
+        if isinstance(call, ReadInstalled):
+            return self.deployments.installed_component(call.thing_name, call.component_name)
         raise AssertionError(f"no port performs {type(call).__name__}")
 
     # -- recording -------------------------------------------------------------------------
@@ -224,6 +245,7 @@ class Reconciler:
         messages: list[OutgoingMessage] = []
         if outcome.event is not None:
             messages.append(self.status_message(rollout, outcome.event, outcome.detail, outcome.error))
+        messages.extend(self.announcement_message(a) for a in outcome.announce)
         self.ledger.save(rollout, messages, outcome.facts, job_poll_due=outcome.job_poll_due)
         if outcome.event is not None:
             log.info(
@@ -248,6 +270,17 @@ class Reconciler:
                 "transient error", rollout=rollout.id, phase=rollout.phase.value,
                 error=error.type, message=error.message, retry_in=round(outcome.wait, 1),
             )
+
+    def announcement_message(self, announcement: AnnouncementBase) -> OutgoingMessage:
+        """A fleet announcement as an outbox message (retained: late joiners need it)."""
+        fleet = self.settings.fleet
+        prefix = (fleet or FleetSettings()).topic_prefix
+        topic = FleetTopics(prefix, self.settings.project).topic_of(announcement)
+        payload = announcement.to_json()
+        if self.fleet_board is not None:
+            # Heard at once by this device too (the broker echo may come later or never).
+            self.fleet_board.add(announcement)
+        return OutgoingMessage("announcement", topic, lambda _sequence, _epoch: payload, retain=True)
 
     def status_message(
         self, rollout: Rollout, event: StatusPhase, detail: str | None, error: ErrorInfo | None

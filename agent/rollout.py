@@ -17,10 +17,18 @@ class Phase(str, Enum):
     DEPLOYING = "DEPLOYING"  # deployment created, waiting for RUNNING
     SUCCEEDED = "SUCCEEDED"  # the component runs on the device
     FAILED = "FAILED"  # ended; a later attempt may follow after back-off
+    #: ended: canary failures of this version and platform reached the halt threshold
+    #: before this device's wave deployed it; lifted by a newer version or a
+    #: deploy-version command for it
+    HALTED = "HALTED"
 
     @property
     def ended(self) -> bool:
-        return self in (Phase.SUCCEEDED, Phase.FAILED)
+        return self in ENDED_PHASES
+
+
+#: The phases a rollout ends in (the ledger's "active rollout" is one not in these).
+ENDED_PHASES = (Phase.SUCCEEDED, Phase.FAILED, Phase.HALTED)
 
 
 class Rollout(BaseModel):

@@ -17,6 +17,33 @@ LIFECYCLE_STATES = (
 #: Called with (component_name, changed_key_path) after a component's configuration changed.
 ConfigListener = Callable[[str, list[str]], None]
 
+#: Called (on an IPC thread) when every subscriber answered a pre-update round, with the
+#: longest ``recheckAfterMs`` asked for (0: go ahead now).
+RoundAnswered = Callable[[int], None]
+
+
+class UpdatePolicyNotifier(Protocol):
+    """How a device applying a deployment with the NOTIFY_COMPONENTS update policy tells
+    the components that subscribed to component updates (the nucleus IPC server does it).
+
+    A round: :meth:`pre_update` sends the event to every subscription and returns whether
+    any answer is awaited; ``answered`` runs once all came in. The device ends a round by
+    :meth:`end_round` (all answered, or its policy timeout passed on the world clock) and
+    afterwards sends :meth:`post_update` when the update ran.
+    """
+
+    def pre_update(
+        self, deployment_id: str, ggc_restarting: bool, answered: RoundAnswered
+    ) -> bool:
+        """Send a PreComponentUpdateEvent to every subscriber; True if answers are awaited."""
+
+    def end_round(self) -> int:
+        """Stop awaiting answers (later ones are refused); the longest ``recheckAfterMs``
+        among the answers that came (0 when none did)."""
+
+    def post_update(self, deployment_id: str) -> None:
+        """Send a PostComponentUpdateEvent to every subscriber."""
+
 
 @dataclass
 class ComponentInfo:
@@ -45,3 +72,6 @@ class ComponentHost(Protocol):
 
     def add_config_listener(self, listener: ConfigListener) -> None:
         """Be told whenever a deployment changed a component's configuration."""
+
+    def set_update_notifier(self, notifier: UpdatePolicyNotifier | None) -> None:
+        """Who tells subscribed components about deployments (None: nobody listens)."""

@@ -8,12 +8,22 @@ clock, inside :meth:`CoreDevice.advance` (called from ``GreengrassEmulator.tick`
    latest applied deployment of every other target with the incoming one, resolve the
    root components and their dependencies (transitively) against the component
    registry, and show brand-new components as ``NEW``;
-2. *complete* (``install_seconds`` later): install what changed (a failure injected
+2. *notify* (deployments whose ``componentUpdatePolicy`` action is NOTIFY_COMPONENTS,
+   the default): send a pre-update event to every component that subscribed to
+   component updates and wait until all answered (DeferComponentUpdate) or the policy's
+   ``timeoutInSeconds`` passed on the world clock; an answer with ``recheckAfterMs`` > 0
+   defers the update that long, then a new round of events goes out. With
+   SKIP_NOTIFY_COMPONENTS, or nobody subscribed, the install starts at once;
+3. *complete* (``install_seconds`` after the install started): install what changed (a failure injected
    with ``fail_install`` makes the deployment FAILED; ROLLBACK restores the previous
    set, DO_NOTHING leaves the component BROKEN), walk new components through
    INSTALLED -> STARTING -> RUNNING (or FINISHED when the recipe has no Run/Startup),
    remove components no target asks for any more, apply configuration updates and
-   tell the configuration listeners.
+   tell the configuration listeners. A notified deployment then sends a post-update
+   event, whether it succeeded, failed or was rolled back (and when it is canceled or
+   times out after the notice): it says the update ran, not that it worked. Every
+   post-update also goes to ``GreengrassEmulator.on_post_update`` (fleets without a
+   nucleus).
 
 It also implements :class:`localcloud.componenthost.ComponentHost` for the nucleus IPC
 server. Everything here runs under the world lock (the emulator takes it).
@@ -25,10 +35,15 @@ import copy
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from localcloud.componenthost import LIFECYCLE_STATES, ComponentInfo, ConfigListener
+from localcloud.componenthost import (
+    LIFECYCLE_STATES,
+    ComponentInfo,
+    ConfigListener,
+    UpdatePolicyNotifier,
+)
 
 if TYPE_CHECKING:
     from localcloud.greengrass import ComponentVersion, Deployment, GreengrassEmulator
@@ -240,6 +255,9 @@ def recipe_dependencies(recipe: Mapping[str, Any]) -> dict[str, tuple[str, str]]
 def default_configuration(recipe: Mapping[str, Any]) -> dict[str, Any]:
     configuration = recipe_get(recipe, "ComponentConfiguration") or {}
     default = recipe_get(configuration, "DefaultConfiguration") or {}
+    if isinstance(default, dict):
+        # _floats builds new dicts and lists all the way down: the result is already a copy.
+        return dict(_floats(default))
     return _floats(copy.deepcopy(default)) if isinstance(default, Mapping) else {}
 
 
@@ -356,6 +374,15 @@ class InstalledComponent:
     status_codes: list[str] = field(default_factory=list)
     state_details: str | None = None
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> InstalledComponent:
+        # The recipe is the registered component version's and is never changed in place:
+        # a snapshot shares it (copying it for every device of a fleet dominated the cost).
+        return replace(
+            self,
+            configuration=copy.deepcopy(self.configuration, memo),
+            status_codes=list(self.status_codes),
+        )
+
     def to_wire(self) -> dict[str, Any]:
         item: dict[str, Any] = {
             "componentName": self.name,
@@ -430,6 +457,19 @@ class _InFlight:
     removing: list[str]
     #: The IoT job's inProgressTimeoutInMinutes ends the execution (TIMED_OUT) at ``due``.
     times_out: bool = False
+    #: "notify" (awaiting answers to a pre-update round), "deferred" (a subscriber asked
+    #: to wait; a new round is due) or "install" (the update runs; ``due`` ends it).
+    stage: str = "install"
+    #: Pre-update rounds sent so far (an answer to an older round is stale).
+    round: int = 0
+    #: Seconds the install takes once it starts.
+    install_seconds: float = 0.0
+    #: World time the IoT job's in-progress timeout ends the execution (None: no timeout).
+    timeout_at: float | None = None
+    #: Whether subscribers get pre/post-update events (policy NOTIFY_COMPONENTS).
+    notify: bool = False
+    #: The nucleus itself is updated: it restarts, so no post-update event follows.
+    ggc_restarting: bool = False
 
 
 class CoreDevice:
@@ -460,6 +500,7 @@ class CoreDevice:
         self._current: _InFlight | None = None
         self._free_at = now  # when the device can start its next deployment
         self._listeners: list[ConfigListener] = []
+        self._notifier: UpdatePolicyNotifier | None = None
         self._last_status = "HEALTHY"
         nucleus = emulator.latest_public(NUCLEUS_NAME)
         if nucleus is not None:
@@ -505,6 +546,26 @@ class CoreDevice:
     def add_config_listener(self, listener: ConfigListener) -> None:
         with self._emulator.lock:
             self._listeners.append(listener)
+
+    def set_update_notifier(self, notifier: UpdatePolicyNotifier | None) -> None:
+        with self._emulator.lock:
+            self._notifier = notifier
+
+    def update_stage(self, deployment_id: str) -> str | None:
+        """Where the deployment being applied is: "notify" (awaiting answers to a
+        pre-update event), "deferred", "install"; None when it is not being applied."""
+        with self._emulator.lock:
+            current = self._current
+            if current is None or current.effective.deployment.deployment_id != deployment_id:
+                return None
+            return current.stage
+
+    def wait_for_update_stage(self, deployment_id: str, stage: str, timeout: float) -> bool:
+        """Wait (real time) until :meth:`update_stage` is ``stage``; False on timeout."""
+        with self._emulator.stage_changed:
+            return self._emulator.stage_changed.wait_for(
+                lambda: self.update_stage(deployment_id) == stage, timeout
+            )
 
     # -- status for the control plane --------------------------------------------------
     @property
@@ -561,7 +622,11 @@ class CoreDevice:
             self._installed = current.snapshot
             self._current = None
             self._free_at = now
+            if current.stage == "notify" and self._notifier is not None:
+                self._notifier.end_round()
             self._finish_effective(current.effective, "CANCELED", now, reason)
+            # The nucleus tells subscribers a pending update will not happen (post-update).
+            self._post_update(current)
 
     # -- time ------------------------------------------------------------------------------
     def next_due(self) -> float | None:
@@ -577,12 +642,18 @@ class CoreDevice:
             due = self.next_due()
             if due is None or due > now:
                 return due
-            if self._current is not None and self._current.times_out:
-                self._time_out(self._current, due)
-            elif self._current is not None:
-                self._complete(self._current, due)
-            else:
+            current = self._current
+            if current is None:
                 self._start(self._queue.popleft(), due)
+            elif current.stage == "notify":  # the policy timeout passed
+                recheck_ms = self._notifier.end_round() if self._notifier is not None else 0
+                self._end_round(current, due, recheck_ms)
+            elif current.stage == "deferred":
+                self._notify_round(current, due)
+            elif current.times_out:
+                self._time_out(current, due)
+            else:
+                self._complete(current, due)
 
     def _start(self, effective: EffectiveDeployment, at: float) -> None:
         deployment = effective.deployment
@@ -615,16 +686,76 @@ class CoreDevice:
                     name, chosen.version, "NEW", chosen.recipe, last_reported=at
                 )
                 self._set_state(self._installed[name], "NEW", at)
-        duration = max(0.0, float(self._emulator.install_seconds))
         timeout = (deployment.iot_job_configuration.get("timeoutConfig") or {}).get(
             "inProgressTimeoutInMinutes"
         )
-        times_out = timeout is not None and duration > float(timeout) * 60.0
-        if timeout is not None and times_out:
-            duration = float(timeout) * 60.0
-        self._current = _InFlight(
-            effective, at, at + duration, plan, roots, snapshot, installing, removing, times_out
+        update_policy = deployment.policies.get("componentUpdatePolicy") or {}
+        flight = _InFlight(
+            effective, at, at, plan, roots, snapshot, installing, removing,
+            install_seconds=max(0.0, float(self._emulator.install_seconds)),
+            timeout_at=None if timeout is None else at + float(timeout) * 60.0,
+            notify=update_policy.get("action", "NOTIFY_COMPONENTS") == "NOTIFY_COMPONENTS",
+            ggc_restarting=NUCLEUS_NAME in installing,
         )
+        self._current = flight
+        if flight.notify:
+            self._notify_round(flight, at)
+        else:
+            self._begin_install(flight, at)
+
+    # -- the component update policy -----------------------------------------------------
+    def _notify_round(self, flight: _InFlight, at: float) -> None:
+        """Send a round of pre-update events; wait for answers up to the policy timeout."""
+        flight.round += 1
+        round_number = flight.round
+        notifier = self._notifier
+
+        def answered(recheck_ms: int) -> None:
+            self._round_answered(flight, round_number, recheck_ms)
+
+        deployment = flight.effective.deployment
+        if notifier is None or not notifier.pre_update(
+            deployment.deployment_id, flight.ggc_restarting, answered
+        ):
+            self._begin_install(flight, at)
+            return
+        policy = deployment.policies.get("componentUpdatePolicy") or {}
+        flight.stage = "notify"
+        flight.due = at + float(policy.get("timeoutInSeconds", 60))
+
+    def _round_answered(self, flight: _InFlight, round_number: int, recheck_ms: int) -> None:
+        """Every subscriber answered (an IPC thread): end the round at the world's now."""
+        self._emulator.sync()  # a policy timeout due before now ends the round first
+        with self._emulator.lock:
+            if self._current is not flight or flight.stage != "notify" or flight.round != round_number:
+                return
+            if self._notifier is not None:
+                self._notifier.end_round()
+            self._end_round(flight, self._emulator.world.clock.now(), recheck_ms)
+            self._emulator.wake_device(self)
+            self._emulator.stage_changed.notify_all()
+
+    def _end_round(self, flight: _InFlight, at: float, recheck_ms: int) -> None:
+        if recheck_ms > 0:
+            flight.stage = "deferred"
+            flight.due = at + recheck_ms / 1000.0
+        else:
+            self._begin_install(flight, at)
+
+    def _begin_install(self, flight: _InFlight, at: float) -> None:
+        flight.stage = "install"
+        flight.due = at + flight.install_seconds
+        if flight.timeout_at is not None and flight.due > flight.timeout_at:
+            flight.times_out = True
+            flight.due = max(at, flight.timeout_at)
+
+    def _post_update(self, flight: _InFlight) -> None:
+        """After a notified update ran (or was dropped): the post-update event."""
+        if flight.notify and not flight.ggc_restarting:
+            deployment_id = flight.effective.deployment.deployment_id
+            if self._notifier is not None:
+                self._notifier.post_update(deployment_id)
+            self._emulator.post_update_done(self, deployment_id)
 
     def _time_out(self, flight: _InFlight, at: float) -> None:
         """The execution stayed IN_PROGRESS past the job's timeout: TIMED_OUT, nothing applied."""
@@ -637,6 +768,7 @@ class CoreDevice:
         self._finish_effective(
             flight.effective, "TIMED_OUT", at, f"Execution timed out after {minutes} minute(s)"
         )
+        self._post_update(flight)
 
     def _complete(self, flight: _InFlight, at: float) -> None:
         effective = flight.effective
@@ -661,6 +793,7 @@ class CoreDevice:
                 at,
                 f"FAILED_ROLLBACK_COMPLETE: installing {first}: {failures[first]}",
             )
+            self._post_update(flight)
             return
         notifications: list[tuple[str, list[str]]] = []
         for name in flight.removing:
@@ -672,8 +805,8 @@ class CoreDevice:
         root_names = {name for spec in flight.roots.values() for name in spec}
         for name, chosen in _dependencies_first(flight.plan).items():
             existing = self._installed.get(name)
-            default = default_configuration(chosen.recipe)
             if name in flight.installing:
+                default = default_configuration(chosen.recipe)
                 if existing is None or existing.state == "NEW":
                     existing = self._installed[name] = InstalledComponent(
                         name, chosen.version, "NEW", chosen.recipe, default
@@ -683,7 +816,8 @@ class CoreDevice:
                     fresh = False
                     existing.version, existing.recipe = chosen.version, chosen.recipe
                     _fill_missing(existing.configuration, default)
-                old_configuration = copy.deepcopy(existing.configuration)
+                # Only an update of an installed component notifies changed paths.
+                old_configuration = {} if fresh else copy.deepcopy(existing.configuration)
                 existing.configuration = apply_configuration_update(
                     existing.configuration, default, updates.get(name)
                 )
@@ -708,7 +842,7 @@ class CoreDevice:
                 if updates.get(name):
                     old_configuration = existing.configuration
                     existing.configuration = apply_configuration_update(
-                        old_configuration, default, updates[name]
+                        old_configuration, default_configuration(chosen.recipe), updates[name]
                     )
                     notifications += [
                         (name, p)
@@ -734,6 +868,7 @@ class CoreDevice:
         for name, path in notifications:
             for listener in list(self._listeners):
                 listener(name, path)
+        self._post_update(flight)
 
     # -- dependency resolution ---------------------------------------------------------
     def _resolve(self, roots: Mapping[str, Mapping[str, Any]]) -> dict[str, ComponentVersion]:

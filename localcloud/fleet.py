@@ -20,12 +20,15 @@ from agent.aws.greengrass import GreengrassDeployments
 from agent.aws.lookoutvision import LookoutVisionPackaging
 from agent.aws.session import AwsClients
 from agent.config import AgentConfig
+from agent.coordination import FleetBoard
 from agent.decide import lookout_for_vision_request
 from agent.ledger import Ledger
 from agent.platform import DetectedPlatform
 from agent.platform.neo import from_detected
+from agent.ports import LocalDeployments
 from agent.reconciler import Reconciler, settings_from_config
 from localcloud.clock import VirtualClock
+from localcloud.memorystore import MemoryStore
 from localcloud.transport import TEST_CREDENTIALS, attach
 from localcloud.world import INTERNAL_ENDPOINT, World
 
@@ -35,7 +38,8 @@ class SimDevice:
     thing_name: str
     platform: DetectedPlatform
     reconciler: Reconciler
-    ledger: Ledger
+    #: the agent's SQLite ledger, or a MemoryStore in fleets too large for SQLite each
+    ledger: Ledger | MemoryStore
     #: (time, model_version) when the device first ran each version
     running_since: dict[int, float] = field(default_factory=dict)
 
@@ -66,14 +70,17 @@ def make_reconciler(
     world: World,
     config: AgentConfig,
     platform: DetectedPlatform,
-    ledger: Ledger,
+    ledger: Ledger | MemoryStore,
     *,
     clients: AwsClients | None = None,
     credentials: tuple[str, str] | None = None,
     rng: random.Random | None = None,
+    fleet_board: FleetBoard | None = None,
+    local_deployments: LocalDeployments | None = None,
 ) -> Reconciler:
     """The agent's reconciler for ``config`` (its packaging backend, ``platform``'s
-    target), wired to ``world`` in-process."""
+    target), wired to ``world`` in-process; ``fleet_board`` and ``local_deployments``
+    are what a fleet-coordinated device hears (see ``localcloud.fleetnet``)."""
     clients = clients or agent_clients(world, config, credentials=credentials)
     backend = Backend(platform, LookoutVisionPackaging(clients), lookout_for_vision_request)
     if config.packaging.backend == "sagemaker":
@@ -87,6 +94,8 @@ def make_reconciler(
         clock=world.clock,
         rng=rng,
         derive=backend.derive,
+        fleet_board=fleet_board,
+        local_deployments=local_deployments,
     )
     bind(backend.packaging, reconciler.request_for)
     return reconciler
@@ -100,10 +109,21 @@ class Fleet:
         self.clock = clock
         self.devices: list[SimDevice] = []
         self._queue: list[tuple[float, int]] = []
+        #: each device's current due-time (queue entries with another time are stale)
+        self._due: list[float] = []
 
     def add(self, device: SimDevice, first_step_at: float) -> None:
         self.devices.append(device)
+        self._due.append(first_step_at)
         heapq.heappush(self._queue, (first_step_at, len(self.devices) - 1))
+
+    def wake(self, index: int) -> None:
+        """Step device ``index`` now rather than at its due-time (news arrived for it, as
+        the daemon's main loop is woken by an announcement or a nucleus event)."""
+        now = self.clock.now()
+        if self._due[index] > now:
+            self._due[index] = now
+            heapq.heappush(self._queue, (now, index))
 
     def run_until(
         self,
@@ -116,6 +136,8 @@ class Fleet:
         """Step devices in time order until ``done()`` or the clock passes ``deadline``."""
         while self._queue:
             due, index = heapq.heappop(self._queue)
+            if due != self._due[index]:
+                continue  # superseded by a wake
             if due > deadline:
                 heapq.heappush(self._queue, (due, index))
                 self.clock.set(max(self.clock.now(), deadline))
@@ -126,7 +148,9 @@ class Fleet:
             delay = device.reconciler.step()
             if on_step is not None:
                 on_step(device, self.clock.now())
-            heapq.heappush(self._queue, (self.clock.now() + max(delay, min_delay), index))
+            next_due = self.clock.now() + max(delay, min_delay)
+            self._due[index] = next_due
+            heapq.heappush(self._queue, (next_due, index))
             if done():
                 return True
         return done()
@@ -216,11 +240,18 @@ def simulate_release(
         first = release_at + rng.uniform(0, cfg.check_interval_seconds)
         fleet.add(SimDevice(thing, platform, reconciler, ledger), first)
     world.calls.clear()
+    # A device's ledger changes only when it steps: count each device once, when it first
+    # runs the release, instead of asking every ledger after every step.
+    running: set[str] = set()
+
+    def count_running(device: SimDevice, _now: float) -> None:
+        if device.thing_name not in running and device.ledger.facts().deployed_version == version:
+            running.add(device.thing_name)
 
     def all_running() -> bool:
-        return all(d.ledger.facts().deployed_version == version for d in fleet.devices)
+        return len(running) == len(fleet.devices)
 
-    fleet.run_until(all_running, deadline=release_at + deadline_seconds)
+    fleet.run_until(all_running, deadline=release_at + deadline_seconds, on_step=count_running)
     done_at = clock.now() if all_running() else None
     creates = [c for c in world.calls.calls if c.operation == "CreateDeployment" and c.status < 300]
     deployments = world.client("greengrassv2")

@@ -17,6 +17,7 @@ import binascii
 import contextlib
 import copy
 import functools
+import heapq
 import json
 import math
 import re
@@ -404,14 +405,24 @@ class GreengrassEmulator:
         self._components: dict[str, dict[str, ComponentVersion]] = {}
         self._deployments: dict[str, Deployment] = {}
         self._latest: dict[str, str] = {}  # target ARN -> latest deployment id
+        self._by_target: dict[str, list[Deployment]] = {}  # target ARN -> oldest first
         self._revisions: dict[str, int] = {}
         self._tokens: dict[tuple[str, str], tuple[float, str, dict[str, Any]]] = {}
         self._failures: list[_InstallFailure] = []
-        self._busy: set[str] = set()
+        #: Device steps by due time (a heap with stale entries) and each device's entry.
+        self._steps: list[tuple[float, str]] = []
+        self._scheduled: dict[str, float] = {}
         #: Deployments whose rollout or abort rules need events in time order.
         self._ordered: set[str] = set()
         self._next_due = float("inf")
         self._sequence = 0
+        #: Called with (thing name, deployment id) whenever a device's nucleus would send
+        #: a post-update event for a deployment (see ``localcloud.device``): fleets without
+        #: a nucleus feed each device's local deployment events from it. O(1) per event,
+        #: called under the world lock: it must not call back into the world.
+        self.on_post_update: Callable[[str, str], None] | None = None
+        #: notified (under ``lock``) when an answer to a pre-update event moved a device on
+        self.stage_changed = threading.Condition(self.lock)
         self._iot_client: Any = None
         #: Requests/s per quota (None: unlimited); see DEFAULT_RATE_QUOTAS.
         self.rate_quotas: dict[str, float | None] = dict(DEFAULT_RATE_QUOTAS)
@@ -481,27 +492,37 @@ class GreengrassEmulator:
                 self._register(_public_recipe(name, version), public=True, now=world.clock.now())
 
     # -- time -------------------------------------------------------------------------------
+    def deployments(self) -> list[Deployment]:
+        """Every deployment, oldest first (for benchmarks and tests)."""
+        with self.lock:
+            return sorted(self._deployments.values(), key=lambda d: d.sequence)
+
+    def next_due(self) -> float:
+        """When :meth:`tick` next has device work to do (``inf``: none), so a simulation
+        can tick the world then rather than wait for the next request."""
+        return self._next_due
+
     def tick(self, now: float) -> None:
-        """Advance every device with pending work; O(1) when nothing is due.
+        """Advance every device with work due by ``now``; O(1) when nothing is due, and
+        O(log devices) per due step otherwise (a thing-group deployment to 25,000 devices
+        costs nothing per tick while they install).
 
         While a thing-group deployment rolls out in batches or has abort criteria, events
         (batches, device steps) are taken one at a time in time order, so that a failure
         can abort the deployment before later devices act.
         """
-        if now < self._next_due or not (self._busy or self._ordered):
+        if now < self._next_due:
             return
         self._ordered = {d for d in self._ordered if self._deployments[d].orders_events()}
         if self._ordered:
             self._tick_in_order(now)
             return
-        next_due = float("inf")
-        for thing_name in list(self._busy):
-            due = self.devices[thing_name].advance(now)
-            if due is None:
-                self._busy.discard(thing_name)
-            else:
-                next_due = min(next_due, due)
-        self._next_due = next_due
+        while True:
+            step = self._first_step()
+            if step is None or step[0] > now:
+                break
+            self._advance_device(step, now)
+        self._next_due = self._first_due()
 
     def _tick_in_order(self, now: float) -> None:
         while True:
@@ -512,15 +533,8 @@ class GreengrassEmulator:
                 if (deployment := self._deployments[deployment_id]).next_batch_at is not None
                 and deployment.pending
             ]
-            steps = []
-            for thing_name in list(self._busy):
-                due = self.devices[thing_name].next_due()
-                if due is None:
-                    self._busy.discard(thing_name)
-                else:
-                    steps.append((due, thing_name))
             first_batch = min(batches, default=None)
-            first_step = min(steps, default=None)
+            first_step = self._first_step()
             if (
                 first_batch is not None
                 and first_batch[0] <= now
@@ -528,21 +542,64 @@ class GreengrassEmulator:
             ):
                 self._notify_batch(self._deployments[first_batch[1]], first_batch[0])
             elif first_step is not None and first_step[0] <= now:
-                self.devices[first_step[1]].advance(first_step[0])
+                self._advance_device(first_step, first_step[0])
             else:
                 upcoming = [event[0] for event in (first_batch, first_step) if event is not None]
                 self._next_due = min(upcoming, default=float("inf"))
                 return
+
+    def _first_step(self) -> tuple[float, str] | None:
+        """The earliest scheduled device step (due, thing name), stale entries dropped."""
+        steps = self._steps
+        while steps:
+            due, thing_name = steps[0]
+            if self._scheduled.get(thing_name) == due:
+                return due, thing_name
+            heapq.heappop(steps)
+        return None
+
+    def _first_due(self) -> float:
+        step = self._first_step()
+        batches = [
+            deployment.next_batch_at
+            for deployment_id in self._ordered
+            if (deployment := self._deployments[deployment_id]).next_batch_at is not None
+        ]
+        return min(([step[0]] if step else []) + batches, default=float("inf"))
+
+    def _advance_device(self, step: tuple[float, str], until: float) -> None:
+        """Run the device of ``step`` (popped from the schedule) up to ``until``."""
+        heapq.heappop(self._steps)
+        del self._scheduled[step[1]]
+        device = self.devices[step[1]]
+        device.advance(until)
+        self._wake(device)
 
     def sync(self) -> None:
         """Bring the world (and so every device) up to the clock's now."""
         self.world.tick()
 
     def _wake(self, device: CoreDevice) -> None:
+        """Schedule the device's next step (an earlier one replaces a later one; a step
+        found not due yet when it comes up is simply rescheduled)."""
         due = device.next_due()
-        if due is not None:
-            self._busy.add(device.thing_name)
-            self._next_due = min(self._next_due, due)
+        if due is None:
+            return
+        scheduled = self._scheduled.get(device.thing_name)
+        if scheduled is None or due < scheduled:
+            self._scheduled[device.thing_name] = due
+            heapq.heappush(self._steps, (due, device.thing_name))
+        self._next_due = min(self._next_due, due)
+
+    def wake_device(self, device: CoreDevice) -> None:
+        """A device's next step moved (an answer to a pre-update event came): look at it."""
+        with self.lock:
+            self._wake(device)
+
+    def post_update_done(self, device: CoreDevice, deployment_id: str) -> None:
+        """A device sent a post-update event for ``deployment_id``: tell ``on_post_update``."""
+        if self.on_post_update is not None:
+            self.on_post_update(device.thing_name, deployment_id)
 
     # -- Python API used by other emulators, tests and the demo ---------------------------------
     def register_component_version(
@@ -599,14 +656,84 @@ class GreengrassEmulator:
                     self, thing_name, platform=platform, architecture=architecture, now=now
                 )
                 self.devices[thing_name] = device
-            for deployment in self._deployments_for_new_device(device):
-                if deployment.pending:  # a rollout in batches: it waits for its turn
-                    if device.thing_name not in deployment.pending:
-                        deployment.pending.append(device.thing_name)
-                else:
-                    device.receive(deployment, now)
-            self._wake(device)
+            self._deliver(device, self._deployments_for_new_device(device), now)
             return device
+
+    def add_core_devices(
+        self,
+        devices: Iterable[tuple[str, str]],
+        *,
+        thing_group: str | None = None,
+        platform: str = "linux",
+    ) -> list[CoreDevice]:
+        """Many core devices at once, each ``(thing name, architecture)``: what
+        ``add_core_device`` does for each, for fleets of 100,000 (benchmarks).
+
+        The IoT things, the thing group and the memberships are written into moto's state
+        directly (no request per device), and which active deployments apply is worked out
+        once per deployment, not once per device. ``thing_group`` (created if missing)
+        gets every device as a member.
+        """
+        from moto.iot.exceptions import ResourceNotFoundException
+
+        iot = self._moto_iot()
+        wanted = list(devices)
+        with self.lock:
+            if thing_group is not None:
+                try:
+                    iot.describe_thing_group(thing_group)
+                except ResourceNotFoundException:
+                    iot.create_thing_group(thing_group, None, None)
+            for thing_name, _architecture in wanted:
+                # A membership test, not describe_thing: moto's exceptions render XML.
+                if self.world.arn("iot", f"thing/{thing_name}") not in iot.things:
+                    iot.create_thing(thing_name, None, None)
+                if thing_group is not None:
+                    iot.add_thing_to_thing_group(thing_group, None, thing_name, None)
+            active = sorted(
+                (
+                    deployment
+                    for deployment in map(self._deployments.__getitem__, self._latest.values())
+                    if deployment.status == "ACTIVE"
+                ),
+                key=lambda d: d.sequence,
+            )
+            members = {
+                d.deployment_id: set(self._group_members(d.target_name))
+                for d in active
+                if d.target_kind == "thinggroup"
+            }
+            now = self.world.clock.now()
+            added: list[CoreDevice] = []
+            for thing_name, architecture in wanted:
+                device = self.devices.get(thing_name)
+                if device is None:
+                    device = CoreDevice(
+                        self, thing_name, platform=platform, architecture=architecture, now=now
+                    )
+                    self.devices[thing_name] = device
+                applies = [
+                    d
+                    for d in active
+                    if (
+                        d.target_name == thing_name
+                        if d.target_kind == "thing"
+                        else thing_name in members[d.deployment_id]
+                    )
+                ]
+                self._deliver(device, applies, now)
+                added.append(device)
+            return added
+
+    def _deliver(self, device: CoreDevice, deployments: list[Deployment], now: float) -> None:
+        """A new device receives the deployments of its targets (oldest first)."""
+        for deployment in deployments:
+            if deployment.pending:  # a rollout in batches: it waits for its turn
+                if device.thing_name not in deployment.pending:
+                    deployment.pending.append(device.thing_name)
+            else:
+                device.receive(deployment, now)
+        self._wake(device)
 
     def fail_install(
         self,
@@ -781,6 +908,12 @@ class GreengrassEmulator:
                 self.world, "iot", internal=True, botocore_session=_botocore_session()
             )
         return self._iot_client
+
+    def _moto_iot(self) -> Any:
+        """moto's IoT backend of this account and region (the state ``_iot()`` talks to)."""
+        from moto.iot.models import iot_backends
+
+        return iot_backends[self.world.account_id][self.world.region]
 
     # -- request plumbing ----------------------------------------------------------------------
     def _wrap(
@@ -999,6 +1132,7 @@ class GreengrassEmulator:
             if previous.status != "CANCELED":
                 previous.status = "INACTIVE"
         self._deployments[deployment.deployment_id] = deployment
+        self._by_target.setdefault(target_arn, []).append(deployment)
         self._latest[target_arn] = deployment.deployment_id
         self._roll_out(deployment, self._member_devices(kind, name), now)
         return deployment
@@ -1011,13 +1145,17 @@ class GreengrassEmulator:
         resource = "THING" if kind == "thing" else "THING_GROUP"
         if region != self.world.region or account != self.world.account_id:
             raise _not_found(f"{arn} not found", arn, resource)
-        iot = self._iot()
+        from moto.iot.exceptions import ResourceNotFoundException
+
+        # moto's own state, read in-process: a request per check would cost a botocore
+        # round trip for every deployment of a 100,000-device fleet.
+        iot = self._moto_iot()
         try:
             if kind == "thing":
-                iot.describe_thing(thingName=name)
+                iot.describe_thing(name)
             else:
-                iot.describe_thing_group(thingGroupName=name)
-        except iot.exceptions.ResourceNotFoundException as exc:
+                iot.describe_thing_group(name)
+        except ResourceNotFoundException as exc:
             raise _not_found(f"{arn} not found", arn, resource) from exc
         return kind, name
 
@@ -1027,6 +1165,10 @@ class GreengrassEmulator:
             return [device] if device is not None else []
         if not self.devices:
             return []
+        return [self.devices[t] for t in self._group_members(name) if t in self.devices]
+
+    def _group_members(self, name: str) -> list[str]:
+        """Thing names in the thing group ``name`` and its descendants (IoT's view)."""
         iot = self._iot()
         groups = [name] + [
             g["groupName"]
@@ -1035,7 +1177,7 @@ class GreengrassEmulator:
         things: list[str] = []
         for group in groups:
             things += _all(iot.list_things_in_thing_group, "things", thingGroupName=group)
-        return [self.devices[t] for t in dict.fromkeys(things) if t in self.devices]
+        return list(dict.fromkeys(things))
 
     def _deployments_for_new_device(self, device: CoreDevice) -> list[Deployment]:
         wanted: list[Deployment] = []
@@ -1064,11 +1206,14 @@ class GreengrassEmulator:
         history = values.get("historyFilter") or "LATEST_ONLY"
         target = values.get("targetArn")
         parent = values.get("parentTargetArn")
+        # One target's deployments come from its index, not a scan of the whole fleet's.
+        candidates = (
+            self._deployments.values() if target is None else self._by_target.get(target, [])
+        )
         found = [
             d
-            for d in self._deployments.values()
-            if (target is None or d.target_arn == target)
-            and (parent is None or d.parent_target_arn == parent)
+            for d in candidates
+            if (parent is None or d.parent_target_arn == parent)
             and (history == "ALL" or d.is_latest)
         ]
         found.sort(key=lambda d: d.sequence, reverse=True)

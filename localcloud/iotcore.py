@@ -128,14 +128,21 @@ class IoTCoreBus:
         return message
 
     # -- subscribing ----------------------------------------------------------------
-    def subscribe(self, topic_filter: str, callback: MessageCallback) -> SubscriptionHandle:
-        """Call ``callback(topic, payload)`` for matching messages, retained ones first."""
+    def subscribe(
+        self, topic_filter: str, callback: MessageCallback, *, deliver_retained: bool = True
+    ) -> SubscriptionHandle:
+        """Call ``callback(topic, payload)`` for matching messages, retained ones first
+        (unless ``deliver_retained`` is False: a client whose filter was already
+        subscribed gets none, as MQTT sends them only for a new SUBSCRIBE)."""
         validate_filter(topic_filter)
         with self._cond:
             handle = SubscriptionHandle(next(self._ids), topic_filter)
             self._subscriptions[handle.id] = (topic_filter, callback)
             self._cond.notify_all()
-            retained = [m for t, m in self._retained.items() if topic_matches(topic_filter, t)]
+            retained = [
+                m for t, m in self._retained.items()
+                if deliver_retained and topic_matches(topic_filter, t)
+            ]
         for message in retained:
             self._deliver(callback, message)
         return handle

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import heapq
 import io
 import json
 import random
@@ -244,6 +245,13 @@ class LookoutVisionEmulator:
         #: Jobs by (project, JobName): a job name is unique within its project.
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._tokens: dict[str, _TokenRecord] = {}
+        # What tick has to look at, by time (heaps; entries already handled are skipped):
+        # each job's transitions (due, creation order, key) and each token's expiry. A
+        # naive fleet of 10,000 devices has 10,000 jobs: tick must not visit them all.
+        self._job_events: list[tuple[float, int, tuple[str, str]]] = []
+        self._token_expiries: list[tuple[float, str]] = []
+        #: Jobs by the component (name, version) they make.
+        self._by_component: dict[tuple[str, str], list[_Job]] = {}
         self._failures: list[_FailurePlan] = []
         self._random = random.Random(0x4C34)
         self._ticking = False
@@ -372,10 +380,15 @@ class LookoutVisionEmulator:
                 return
             self._ticking = True
             try:
-                for token, record in list(self._tokens.items()):
-                    if record.expires <= now:
+                expiries = self._token_expiries
+                while expiries and expiries[0][0] <= now:
+                    _, token = heapq.heappop(expiries)
+                    record = self._tokens.get(token)
+                    if record is not None and record.expires <= now:
                         del self._tokens[token]
-                for job in self._jobs.values():
+                events = self._job_events
+                while events and events[0][0] <= now:
+                    job = self._jobs[heapq.heappop(events)[2]]
                     if (
                         job.status == "CREATED"
                         and now >= job.running_at
@@ -611,7 +624,11 @@ class LookoutVisionEmulator:
                     f"The S3 bucket {bucket} does not exist in {self.world.region} or is not "
                     "accessible"
                 )
-            active = sum(1 for j in self._jobs.values() if j.status in ("CREATED", "RUNNING"))
+            active = (
+                0
+                if self.max_active_jobs is None
+                else sum(1 for j in self._jobs.values() if j.status in ("CREATED", "RUNNING"))
+            )
             if self.max_active_jobs is not None and active >= self.max_active_jobs:
                 raise ServiceError(
                     "ServiceQuotaExceededException",
@@ -639,10 +656,15 @@ class LookoutVisionEmulator:
                 tags={tag["Key"]: tag["Value"] for tag in gg.get("Tags") or []},
             )
             self._jobs[(name, job_name)] = job
+            order = len(self._jobs)
+            for due in (job.running_at, job.done_at):
+                heapq.heappush(self._job_events, (due, order, (name, job_name)))
+            made = (job.greengrass["ComponentName"], job.greengrass["ComponentVersion"])
+            self._by_component.setdefault(made, []).append(job)
             if token is not None:
-                self._tokens[token] = _TokenRecord(
-                    fingerprint, job_name, now + self.client_token_ttl_seconds
-                )
+                expires = now + self.client_token_ttl_seconds
+                self._tokens[token] = _TokenRecord(fingerprint, job_name, expires)
+                heapq.heappush(self._token_expiries, (expires, token))
         return Response.json(200, {"JobName": job_name})
 
     def _describe_job(self, request: Request, params: dict[str, str]) -> Response:
@@ -734,12 +756,7 @@ class LookoutVisionEmulator:
             name, version
         ):
             return True
-        return any(
-            j.status != "FAILED"
-            and j.greengrass["ComponentName"] == name
-            and j.greengrass["ComponentVersion"] == version
-            for j in self._jobs.values()
-        )
+        return any(j.status != "FAILED" for j in self._by_component.get((name, version), []))
 
     def _new_job_name(self, project: str) -> str:
         stem = project.replace("_", "-").strip("-")[:40] or "job"

@@ -46,7 +46,7 @@ class Emulator(Protocol):
         """Advance time-driven state (jobs, deployments) up to ``now``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of them in a fleet bench
 class Call:
     """One request the world answered, for benchmarks and the IAM policy test."""
 
@@ -368,7 +368,20 @@ class _MotoApp:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
         from werkzeug.test import Client
 
-        self._client = Client(DomainDispatcherApplication(create_backend_app))
+        dispatcher = DomainDispatcherApplication(create_backend_app)
+        # Which backend serves a host is a pure function of the host, but moto works it out
+        # again on every request (listing its module directory): remember the answers.
+        by_host: dict[str | None, Any] = {}
+        find_backend = dispatcher.get_backend_for_host
+
+        def backend_for_host(host: str | None) -> Any:
+            if host not in by_host:
+                by_host[host] = find_backend(host)
+            return by_host[host]
+
+        dispatcher.get_backend_for_host = backend_for_host  # type: ignore[method-assign]
+        _index_moto_describe_thing()
+        self._client = Client(dispatcher)
         self._lock = threading.Lock()
         self.reset()
 
@@ -394,3 +407,30 @@ class _MotoApp:
             body = result.get_data()
         out_headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
         return Response(result.status_code, body, out_headers)
+
+
+def _index_moto_describe_thing() -> None:
+    """Make moto's IoT ``describe_thing`` a dictionary lookup instead of a scan of every
+    thing (with 100,000 simulated devices each call, and so each deployment to a thing,
+    would cost O(things)). moto keys its things by ARN and a thing's ARN is made from its
+    name, so the answer is the same (a miss raises moto's ResourceNotFoundException, as
+    its scan does). Installed once per process.
+    """
+    from moto.iot.exceptions import ResourceNotFoundException
+    from moto.iot.models import IoTBackend
+    from moto.utilities.utils import get_partition
+
+    current = IoTBackend.describe_thing
+    if getattr(current, "indexed", False):
+        return
+
+    def describe_thing(self: Any, thing_name: str) -> Any:
+        partition = get_partition(self.region_name)
+        arn = f"arn:{partition}:iot:{self.region_name}:{self.account_id}:thing/{thing_name}"
+        found = self.things.get(arn)
+        if found is None or found.thing_name != thing_name:
+            raise ResourceNotFoundException()  # what moto's scan raises for a missing name
+        return found
+
+    describe_thing.indexed = True  # type: ignore[attr-defined]
+    IoTBackend.describe_thing = describe_thing  # type: ignore[method-assign]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from agent import errors
 
@@ -56,6 +57,10 @@ def translate(exc: Exception, operation: str) -> errors.AgentError:
             kind = errors.TransientError
         else:
             kind = _BY_CODE.get(code, errors.TerminalError)
+        if kind is errors.ThrottledError:
+            return errors.ThrottledError(
+                message, code=code, request_id=request_id, retry_after=retry_after(exc.response)
+            )
         return kind(message, code=code, request_id=request_id)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
         # Under Greengrass the token exchange service may not be up yet: retry.
@@ -67,6 +72,36 @@ def translate(exc: Exception, operation: str) -> errors.AgentError:
     if isinstance(exc, bx.BotoCoreError):
         return errors.ServiceUnavailableError(f"{operation}: {exc}")
     return errors.TerminalError(f"{operation}: unexpected {type(exc).__name__}: {exc}")
+
+
+#: Where a throttled answer says how long to wait: the modelled members (Lookout for
+#: Vision ``RetryAfterSeconds``, Greengrass ``retryAfterSeconds``, both bound to the
+#: header) and the HTTP header itself.
+_RETRY_AFTER_MEMBERS = ("RetryAfterSeconds", "retryAfterSeconds")
+
+
+def retry_after(response: Mapping[str, Any]) -> float | None:
+    """The seconds a throttled ``response`` asks the caller to wait, or None when it does
+    not say (or says it in a form we do not read, e.g. an HTTP date). The longest of the
+    places that say it wins."""
+    metadata = response.get("ResponseMetadata") or {}
+    headers = {str(k).lower(): v for k, v in (metadata.get("HTTPHeaders") or {}).items()}
+    error = response.get("Error") or {}
+    found = [headers.get("retry-after")]
+    found += [response.get(name) for name in _RETRY_AFTER_MEMBERS]
+    found += [error.get(name) for name in _RETRY_AFTER_MEMBERS]
+    seconds = [value for value in map(_seconds, found) if value is not None]
+    return max(seconds) if seconds else None
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        seconds = float(str(value).strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 @contextmanager

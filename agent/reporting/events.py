@@ -63,6 +63,7 @@ class StatusPhase(str, Enum):
     DEPLOYMENT_FAILED = "DEPLOYMENT_FAILED"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLOUT_FAILED = "ROLLOUT_FAILED"  # any other terminal error of the rollout
+    HALTED = "HALTED"  # canary failures halted this version before this device's wave
 
 
 class StatusEvent(_Message):
@@ -134,6 +135,23 @@ class ResourceUse(BaseModel):
     disk_free_bytes: int = Field(alias="diskFreeBytes")
 
 
+class AnnouncementCounts(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    accepted: int = Field(ge=0, description="Fleet announcements taken since the agent started")
+    rejected: int = Field(
+        ge=0, description="Announcements dropped since start (invalid, wrong topic or platform)"
+    )
+    last_rejection: str | None = Field(
+        default=None, alias="lastRejection", description="Why the last one was dropped (field: rule)"
+    )
+    subscription_error: str | None = Field(
+        default=None,
+        alias="subscriptionError",
+        description="Why subscribing to the fleet topics failed (null once subscribed)",
+    )
+
+
 class HealthReport(_Message):
     schema_: Literal["l4v-edge-agent/health/1"] = Field(
         default="l4v-edge-agent/health/1", alias="schema"
@@ -154,6 +172,15 @@ class HealthReport(_Message):
         alias="ledgerReset",
         description="Only in the first report from a new ledger (new epoch): why it is new, "
         "e.g. none existed, or the previous one was corrupt and moved aside",
+    )
+    deployment_events_problem: str | None = Field(
+        default=None,
+        alias="deploymentEventsProblem",
+        description="Only under a Greengrass nucleus whose component update events the "
+        "agent cannot follow now: why (it asks the cloud for deployment progress meanwhile)",
+    )
+    announcements: AnnouncementCounts | None = Field(
+        default=None, description="Fleet announcements heard; null when fleet.enabled is false"
     )
 
 

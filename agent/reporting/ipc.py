@@ -13,7 +13,9 @@ Errors:
 * ``TransportError`` for everything that may pass: no socket yet, nucleus restarting,
   closed connection, ServiceError, no answer within the timeout.
 
-IPC has no retained messages (``supports_retain = False``): ``retain`` is ignored.
+``retain`` is passed on (``PublishToIoTCore.retain``): nucleus 2.10 and later publish
+it retained (they speak MQTT 5 to AWS IoT Core; an older nucleus ignores the field, and
+the message is then delivered but not kept).
 After the connection to the nucleus dropped, the next publish/subscribe reconnects once
 (bounded by its timeout) and renews every subscription.
 """
@@ -87,7 +89,7 @@ class _Lifecycle(eventstreamrpc.LifecycleHandler):  # type: ignore[misc]
 class IpcTransport:
     """The nucleus' MQTT connection, used through Greengrass IPC."""
 
-    supports_retain = False
+    supports_retain = True
 
     def __init__(self, socket_path: str | None = None, auth_token: str | None = None) -> None:
         """Use the given socket and token; each defaults to the process environment.
@@ -139,12 +141,13 @@ class IpcTransport:
             self._open(timeout)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float) -> None:
-        """PublishToIoTCore at QoS 1; returns once the nucleus accepted the message."""
+        """PublishToIoTCore at QoS 1 (retained if ``retain``); returns once the nucleus
+        accepted the message."""
         deadline = time.monotonic() + timeout
         client = self._ensure_connected(timeout, "publish")
         try:
             future = client.publish_to_iot_core_async(
-                topic_name=topic, qos=model.QOS.AT_LEAST_ONCE, payload=payload
+                topic_name=topic, qos=model.QOS.AT_LEAST_ONCE, payload=payload, retain=retain
             )
             future.result(max(0.0, deadline - time.monotonic()))
         except Exception as exc:

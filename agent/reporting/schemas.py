@@ -1,7 +1,8 @@
 """JSON Schema files for every message, generated from the pydantic models.
 
 Outgoing messages are described as they are serialized (aliases, ``mode="serialization"``);
-the command as it is accepted (``mode="validation"``). The files in ``schemas/`` at the
+the command and the fleet announcements (``announcement-<kind>``, see
+``agent.coordination``) as they are accepted (``mode="validation"``). The files in ``schemas/`` at the
 repository root are produced by :func:`export_schemas` (``python -m agent schemas`` or
 ``python -m agent.reporting.schemas``), and a test keeps them equal to the models.
 """
@@ -15,13 +16,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from agent.coordination import ANNOUNCEMENT_MODELS
 from agent.reporting.events import ALL_SCHEMAS
+
+#: Fleet announcements by schema name (``announcement-released``, ...).
+ANNOUNCEMENT_SCHEMAS: dict[str, type[BaseModel]] = {
+    f"announcement-{model.model_fields['kind'].default}": model for model in ANNOUNCEMENT_MODELS
+}
+#: Every message with a schema file: what the agent sends and receives.
+MESSAGE_SCHEMAS: dict[str, type[BaseModel]] = {**ALL_SCHEMAS, **ANNOUNCEMENT_SCHEMAS}
 
 #: The JSON Schema dialect pydantic generates.
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 #: Messages the agent receives; every other schema describes what it sends.
-INCOMING = frozenset({"command"})
+INCOMING = frozenset({"command", *ANNOUNCEMENT_SCHEMAS})
 
 
 def schema_mode(name: str) -> Literal["validation", "serialization"]:
@@ -34,6 +43,10 @@ def json_schema(name: str, model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(by_alias=True, mode=mode)
     if mode == "serialization":
         _all_required(schema)
+    if name in ANNOUNCEMENT_SCHEMAS:
+        # ``kind`` has a default in the model but is the union's discriminator: a
+        # received announcement without it is refused.
+        schema["required"] = sorted({*schema.get("required", []), "kind"})
     return {"$schema": DIALECT, **schema}
 
 
@@ -60,7 +73,7 @@ def export_schemas(directory: Path) -> list[Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, model in sorted(ALL_SCHEMAS.items()):
+    for name, model in sorted(MESSAGE_SCHEMAS.items()):
         path = directory / schema_filename(name)
         path.write_text(render_schema(name, model), encoding="utf-8")
         written.append(path)

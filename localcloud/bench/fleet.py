@@ -56,6 +56,7 @@ from agent.rollout import Phase
 from localcloud.clock import VirtualClock
 from localcloud.faults import THROTTLING_CODES
 from localcloud.fleet import Fleet, SimDevice, agent_clients, make_reconciler
+from localcloud.memorystore import MemoryStore
 from localcloud.stage import AGENT_COMPONENT, AGENT_RECIPE, AGENT_VERSION, BUCKET, PROJECT
 from localcloud.world import World
 
@@ -113,6 +114,20 @@ DEFAULT_SAGEMAKER_QUOTA = 2
 #: Where Neo writes in the SageMaker bench (the bucket is the Lookout for Vision one).
 NEO_OUTPUT = f"s3://{BUCKET}/neo"
 
+#: Above this many devices the agents keep their rollout state in ``MemoryStore`` rather
+#: than SQLite (``--ledger auto``): an in-memory SQLite ledger costs ~90 KB per device, so
+#: 100,000 of them would take ~9 GB of this machine's memory on their own.
+MEMORY_STORE_ABOVE = 20_000
+#: How the output names each rollout store.
+STORE_NOTES = {
+    "sqlite": "sqlite (the agent's SQLite ledger, in memory, one per device)",
+    "memory": "memory (MemoryStore, not the agent's SQLite ledger: same contract, "
+    "no SQLite; the decisions and AWS calls are the agent's own)",
+}
+#: The ``--ledger`` choices.
+LEDGER_STORES = ("auto", "sqlite", "memory")
+BASELINES_OFF = "baselines skipped (--agent-only)"
+
 #: What a fleet operator sets on top of the agent's defaults for this benchmark.
 AGENT_OVERRIDES: dict[str, Any] = {
     # botocore's retry sleeps are real time; the agent's back-off runs on the virtual clock.
@@ -152,6 +167,19 @@ class Scenario:
     platform_retry_seconds: float = 30.0
     agent_deadline_seconds: float = 3 * 3600.0
     baseline_deadline_seconds: float = 8 * 3600.0
+    #: Where each simulated agent keeps its rollout state: ``sqlite`` (its own in-memory
+    #: SQLite ledger, the agent's real store), ``memory`` (``MemoryStore``: same contract,
+    #: ~10 times less memory) or ``auto`` (SQLite up to ``MEMORY_STORE_ABOVE`` devices).
+    ledger: str = "auto"
+    #: whether the hand-written baselines run too (Lookout for Vision only)
+    baselines: bool = True
+
+    @property
+    def store(self) -> str:
+        """The rollout store the agents run on (``ledger`` with ``auto`` resolved)."""
+        if self.ledger != "auto":
+            return self.ledger
+        return "memory" if self.devices > MEMORY_STORE_ABOVE else "sqlite"
 
     @property
     def devices(self) -> int:
@@ -188,6 +216,7 @@ class Scenario:
         return {
             "backend": self.backend,
             "devices": self.devices,
+            "agentRolloutStore": STORE_NOTES[self.store],
             "mix": {key: n for key, n in self.mix},
             "packagingSeconds": self.packaging_seconds,
             **quota,
@@ -218,6 +247,16 @@ def greengrass_quotas() -> dict[str, float | None]:
     }
 
 
+#: The thing group of every bench device (the agent component is deployed to it).
+FLEET_GROUP = "bench-fleet"
+
+
+def _architecture(platform: DetectedPlatform) -> str:
+    """The Greengrass architecture of a device of ``platform``."""
+    arm = platform.target_device is not None or platform.arch == "ARM64"
+    return "aarch64" if arm else "amd64"
+
+
 @dataclass
 class Stage:
     """A fresh world with the fleet seeded and the release made."""
@@ -238,7 +277,8 @@ class Stage:
 def build_stage(scenario: Scenario, clock: VirtualClock | None = None) -> Stage:
     """Seed a new World (this resets moto), add the fleet, turn faults on, release v1.
 
-    Every device already runs the agent component, deployed to its own thing. The
+    Every device already runs the agent component, deployed to the fleet's thing group
+    (the devices are seeded in bulk, not through an API call each). The rest of the
     setup goes through the world's internal clients: no faults, no call log. ``clock``
     (default: a new VirtualClock) lets a live fleet start at the wall clock's time. With
     the SageMaker backend the project is a model package group, Neo compiles in
@@ -255,15 +295,17 @@ def build_stage(scenario: Scenario, clock: VirtualClock | None = None) -> Stage:
         world.sagemaker.compile_seconds = scenario.packaging_seconds
         role_arn = world.sagemaker.create_execution_role()
     world.greengrass.register_component_version(json.loads(AGENT_RECIPE.read_text()))
-    gg, iot = world.client("greengrassv2"), world.client("iot")
-    for thing, platform in scenario.platforms():
-        arm = platform.target_device is not None or platform.arch == "ARM64"
-        world.greengrass.add_core_device(thing, architecture="aarch64" if arm else "amd64")
-        gg.create_deployment(
-            targetArn=iot.describe_thing(thingName=thing)["thingArn"],
-            deploymentName=f"fleet-{thing}",
-            components={AGENT_COMPONENT: {"componentVersion": AGENT_VERSION}},
-        )
+    # Seeded in bulk (the setup is not what is measured): the things join one thing group
+    # and the agent component reaches them all through one thing-group deployment.
+    world.greengrass.add_core_devices(
+        ((thing, _architecture(platform)) for thing, platform in scenario.platforms()),
+        thing_group=FLEET_GROUP,
+    )
+    world.client("greengrassv2").create_deployment(
+        targetArn=world.arn("iot", f"thinggroup/{FLEET_GROUP}"),
+        deploymentName=f"{FLEET_GROUP}-agent",
+        components={AGENT_COMPONENT: {"componentVersion": AGENT_VERSION}},
+    )
     clock.advance(300)
     world.tick()
     world.faults.set_quota(scenario.service, scenario.packaging_quota)
@@ -357,7 +399,8 @@ def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
 
     Each device has its own ledger: an in-memory SQLite database by default (the same
     code and schema; the bench measures simulated time, not 1,000 devices' fsyncs on one
-    disk), or a file under ``state_dir/<thing>/`` when given.
+    disk), a file under ``state_dir/<thing>/`` when given, or a ``MemoryStore`` when the
+    scenario says so (``Scenario.store``).
     """
     started = time.perf_counter()
     stage = build_stage(scenario)
@@ -369,7 +412,11 @@ def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
     for thing, platform in scenario.platforms():
         config = agent_config(thing, state_dir or Path("state"), stage.role_arn)
         shared = shared or agent_clients(world, config)
-        ledger = Ledger(":memory:" if state_dir is None else Path(config.state_dir) / "agent.sqlite")
+        ledger: Ledger | MemoryStore
+        if scenario.store == "memory" and state_dir is None:
+            ledger = MemoryStore()
+        else:
+            ledger = Ledger(":memory:" if state_dir is None else Path(config.state_dir) / "agent.sqlite")
         reconciler = make_reconciler(
             world, config, platform, ledger, clients=shared, rng=random.Random(rng.random())
         )
@@ -403,7 +450,8 @@ def run_agent(scenario: Scenario, state_dir: Path | None = None) -> Outcome:
         on_step=on_step,
     )
     for device in fleet.devices:
-        device.ledger.close()
+        if isinstance(device.ledger, Ledger):
+            device.ledger.close()
     return Outcome("agent", stage, list(tracks.values()), clock.now(), time.perf_counter() - started)
 
 
@@ -1094,6 +1142,21 @@ def plot(outcomes: list[Outcome], scenario: Scenario, path: Path) -> None:
     plt.close(fig)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process has used so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_megabytes() -> float:
+    """The peak resident memory of this process so far, MB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def output_stem(scenario: Scenario) -> str:
     """The name of the result files: ``fleet`` (Lookout for Vision), ``fleet-sagemaker``."""
     return "fleet" if scenario.backend == LFV else f"fleet-{scenario.backend}"
@@ -1104,13 +1167,15 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
     write ``<stem>.json`` and ``<stem>.png`` into ``out`` (see :func:`output_stem`)."""
     out.mkdir(parents=True, exist_ok=True)
     stem = output_stem(scenario)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     with quiet_agent_logs(out / f"{stem}-agent.log") as log_counts:
         agent = run_agent(scenario, state_dir)
         agent_figures = figures(agent)
     outcomes = [agent]
-    compared: dict[str, Any] = {"baselinesSkipped": BASELINES_SKIPPED}
-    if scenario.backend == LFV:
+    compared: dict[str, Any] = {
+        "baselinesSkipped": BASELINES_SKIPPED if scenario.backend != LFV else BASELINES_OFF
+    }
+    if scenario.backend == LFV and scenario.baselines:
         # Each baseline gets a new World (moto is reset; the previous run's figures are taken).
         naive = run_baseline(scenario, BaselineDesign.naive(scenario))
         naive_figures = figures(naive)
@@ -1148,6 +1213,9 @@ def run(scenario: Scenario, out: Path, *, state_dir: Path | None = None) -> dict
         "agentLogAtWarningOrAbove": dict(log_counts),
         "machine": machine(),
         "wallSeconds": round(time.perf_counter() - started, 1),
+        # CPU time says what the run cost on a machine shared with other work.
+        "cpuSeconds": round(cpu_seconds() - cpu_started, 1),
+        "peakRssMegabytes": peak_rss_megabytes(),
     }
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -1178,11 +1246,19 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
     parser.add_argument("--sagemaker-quota", type=_positive, default=DEFAULT_SAGEMAKER_QUOTA,
                         metavar="N", help="SageMaker requests/s per account, all operations "
                         f"(default {DEFAULT_SAGEMAKER_QUOTA}: assumed, AWS publishes none)")
+    parser.add_argument("--agent-deadline-minutes", type=_positive, default=180, metavar="N",
+                        help="simulated minutes the agents get after the release (default 180)")
+    parser.add_argument("--agent-only", action="store_true",
+                        help="run the agent alone (skip both hand-written baselines)")
+    parser.add_argument("--ledger", choices=LEDGER_STORES, default="auto",
+                        help="the agents' rollout store: their SQLite ledger, MemoryStore, or "
+                        f"auto (SQLite up to {MEMORY_STORE_ABOVE:,} devices; default)")
     args = parser.parse_args(argv)
     stdout = stdout or sys.stdout
     scenario = Scenario(
         mix=scaled_mix(args.devices), seed=args.seed, backend=args.backend,
-        sagemaker_quota_per_second=args.sagemaker_quota,
+        sagemaker_quota_per_second=args.sagemaker_quota, ledger=args.ledger,
+        baselines=not args.agent_only, agent_deadline_seconds=args.agent_deadline_minutes * 60.0,
     )
     short = SHORT_NAMES[scenario.service]
     assumed = " (assumed)" if scenario.backend == SM else ""
@@ -1203,6 +1279,9 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
     )
     if scenario.backend != LFV:
         print(BASELINES_SKIPPED, file=stdout)
+    elif not scenario.baselines:
+        print(BASELINES_OFF, file=stdout)
+    print(f"agent rollout store: {STORE_NOTES[scenario.store]}", file=stdout)
     result = run(scenario, args.out)
     print(table(result, scenario), file=stdout)
     missed = [t for t in result["targets"] if not t["met"]]
@@ -1214,7 +1293,9 @@ def main(argv: list[str] | None = None, stdout: IO[str] | None = None) -> int:
             f"{result['platformBaseline']['wallSeconds']} s"
         )
     print(
-        f"wall {result['wallSeconds']} s ({walls}); wrote {args.out / f'{stem}.json'}, "
+        f"wall {result['wallSeconds']} s ({walls}), CPU {result['cpuSeconds']} s, "
+        f"peak RSS {result['peakRssMegabytes']:,.0f} MB; "
+        f"wrote {args.out / f'{stem}.json'}, "
         f"{args.out / f'{stem}.png'}",
         file=stdout,
     )

@@ -7,10 +7,22 @@ the Greengrass IPC model):
 
 * ``PublishToIoTCore`` / ``SubscribeToIoTCore`` -- through an :class:`IoTCoreBus`,
   authorized per the caller's ``accessControl`` for ``aws.greengrass.ipc.mqttproxy``;
+  ``retain`` is passed on (nucleus 2.10+); a subscription covered by one already open
+  on the device gets no retained messages (the nucleus does not subscribe again);
 * ``GetConfiguration`` / ``SubscribeToConfigurationUpdate`` -- another component's
   configuration needs an ``aws.greengrass.ipc.config`` policy whose resources name
   that component (or ``*``);
 * ``UpdateState``;
+* ``SubscribeToComponentUpdates`` / ``DeferComponentUpdate`` -- no authorization policy
+  (the real nucleus checks none for them); the device (:class:`UpdatePolicyNotifier`)
+  asks for pre- and post-update events while it applies a deployment. As the real
+  nucleus: subscribing needs the caller to be a component the device knows
+  (``ResourceNotFoundError``); deferring needs a subscription and a ``deploymentId``
+  (``InvalidArgumentsError``) and a pre-update event still awaiting this component's
+  answer for that deployment (``ServiceError`` otherwise: too late, or never asked). An
+  answer without ``recheckAfterMs`` is ignored, so the update waits for the policy
+  timeout. Only the latest subscription of a component is awaited by its answer: a
+  component with two subscriptions holds every update until the timeout;
 * ``GetComponentDetails`` and ``ListComponents``, which belong to the Greengrass CLI
   (``aws.greengrass.Cli``), as do ``RestartComponent``, ``StopComponent`` and the local
   deployment operations: like the real nucleus, the caller first needs an
@@ -41,7 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from localcloud.componenthost import ComponentHost, ComponentInfo
+from localcloud.componenthost import ComponentHost, ComponentInfo, RoundAnswered
 from localcloud.device import NUCLEUS_NAME, NUCLEUS_VERSION, recipe_get
 from localcloud.iotcore import IoTCoreBus, SubscriptionHandle, validate_filter, validate_topic
 from localcloud.nucleus.eventstream import EventStreamError, FrameDecoder, Header, Message, encode
@@ -101,6 +113,14 @@ class Published(NamedTuple):
     topic: str
     payload: bytes
     qos: int
+
+
+class Deferral(NamedTuple):
+    """One DeferComponentUpdate the nucleus accepted."""
+
+    component: str
+    deployment_id: str
+    recheck_after_ms: int | None
 
 
 class IpcError(Exception):
@@ -199,6 +219,23 @@ class _Stream:
 
 
 @dataclass
+class _UpdateSubscription:
+    connection: _Connection
+    stream: _Stream
+    component: str
+
+
+@dataclass
+class _AwaitedAnswer:
+    """One subscription's pending answer to a pre-update event (a DeferComponentUpdate)."""
+
+    component: str
+    deployment_id: str
+    answered: bool = False
+    recheck_ms: int = 0
+
+
+@dataclass
 class _ConfigSubscription:
     connection: _Connection
     stream: _Stream
@@ -275,15 +312,16 @@ class _Connection:
             for event_model, event_body in pending:
                 self.send_shape(stream, event_model, event_body, flags=MessageFlag.NONE)
 
-    def send_event(self, stream: _Stream, model: str, body: dict[str, Any]) -> None:
-        """A stream event; held back until the initial response went out."""
+    def send_event(self, stream: _Stream, model: str, body: dict[str, Any]) -> bool:
+        """A stream event; held back until the initial response went out. False if the
+        stream is closed or the event could not be written."""
         with stream.lock:
             if not stream.open:
-                return
+                return False
             if not stream.responded:
                 stream.pending.append((model, body))
-                return
-            self.send_shape(stream, model, body, flags=MessageFlag.NONE)
+                return True
+            return self.send_shape(stream, model, body, flags=MessageFlag.NONE)
 
     def shutdown(self) -> None:
         """Wake the reader (it then closes everything); safe from any thread."""
@@ -427,7 +465,16 @@ class Nucleus:
         self._tokens: dict[str, str] = {}  # token -> component
         self._by_component: dict[str, str] = {}  # component -> token
         self._published: list[Published] = []
+        #: the topic filter of every open SubscribeToIoTCore stream (all components)
+        self._iot_filters: list[str] = []
         self._config_subscriptions: list[_ConfigSubscription] = []
+        self._update_subscriptions: list[_UpdateSubscription] = []
+        #: (component, deployment id) -> the answer awaited from it (its latest only).
+        self._awaited: dict[tuple[str, str], _AwaitedAnswer] = {}
+        #: every answer the current pre-update round waits for, and who to tell
+        self._round: list[_AwaitedAnswer] = []
+        self._round_answered: RoundAnswered | None = None
+        self._deferrals: list[Deferral] = []
         self._connections: dict[_Connection, threading.Thread] = {}
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -440,10 +487,13 @@ class Nucleus:
             "GetConfiguration": self._get_configuration,
             "SubscribeToConfigurationUpdate": self._subscribe_to_configuration_update,
             "UpdateState": self._update_state,
+            "SubscribeToComponentUpdates": self._subscribe_to_component_updates,
+            "DeferComponentUpdate": self._defer_component_update,
             "GetComponentDetails": self._get_component_details,
             "ListComponents": self._list_components,
         }
         host.add_config_listener(self._on_config_changed)
+        host.set_update_notifier(self)
         if tes is not None:
             self.attach_tes(tes)
 
@@ -505,6 +555,12 @@ class Nucleus:
         """Every accepted PublishToIoTCore, oldest first (a snapshot)."""
         with self._lock:
             return list(self._published)
+
+    @property
+    def deferrals(self) -> list[Deferral]:
+        """Every accepted DeferComponentUpdate, oldest first (a snapshot)."""
+        with self._lock:
+            return list(self._deferrals)
 
     @property
     def connection_count(self) -> int:
@@ -696,16 +752,20 @@ class Nucleus:
         self, connection: _Connection, stream: _Stream, request: dict[str, Any]
     ) -> None:
         caller = connection.component or ""
+        # The real nucleus's order: topic, authorization, payload, QoS, then retain.
         topic = _topic_name(request, validate_topic)
-        qos = _parse_qos(request.get("qos"))
-        try:
-            payload = base64.b64decode(request.get("payload") or "", validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise _invalid("payload must be base64") from exc
         self._authorize(caller, MQTT_PROXY_SERVICE, "PublishToIoTCore", topic)
+        if request.get("payload") is None:
+            raise _invalid("Payload is required")
+        try:
+            payload = base64.b64decode(request["payload"], validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise _invalid("payload must be base64") from exc
+        qos = _parse_qos(request.get("qos"))
+        retain = _parse_retain(request.get("retain"))
         with self._lock:
             self._published.append(Published(caller, topic, payload, qos))
-        self.bus.publish(topic, payload, qos, bool(request.get("retain")), source=caller)
+        self.bus.publish(topic, payload, qos, retain, source=caller)
         connection.finish(stream, "PublishToIoTCoreResponse", {}, error=False)
 
     def _subscribe_to_iot_core(
@@ -713,16 +773,30 @@ class Nucleus:
     ) -> None:
         caller = connection.component or ""
         topic_filter = _topic_name(request, validate_filter)
-        _parse_qos(request.get("qos"))
         self._authorize(caller, MQTT_PROXY_SERVICE, "SubscribeToIoTCore", topic_filter)
+        _parse_qos(request.get("qos"))
 
         def deliver(topic: str, payload: bytes) -> None:
             body = {"message": {"topicName": topic, "payload": base64.b64encode(payload).decode()}}
             connection.send_event(stream, "IoTCoreMessage", body)
 
+        # The nucleus shares one cloud subscription between the components of the device:
+        # a filter already covered by an open one is not sent to IoT Core again, so IoT
+        # Core hands it no retained messages (MqttClient.findExistingSubscriberForTopic).
+        with self._lock:
+            covered = any(mqtt_resource_matches(f, topic_filter) for f in self._iot_filters)
+            self._iot_filters.append(topic_filter)
         # Subscribed before the response (as the nucleus does); events wait for it.
-        handle: SubscriptionHandle = self.bus.subscribe(topic_filter, deliver)
-        stream.cleanups.append(lambda: self.bus.unsubscribe(handle))
+        handle: SubscriptionHandle = self.bus.subscribe(
+            topic_filter, deliver, deliver_retained=not covered
+        )
+
+        def unsubscribe() -> None:
+            self.bus.unsubscribe(handle)
+            with self._lock:
+                self._iot_filters.remove(topic_filter)
+
+        stream.cleanups.append(unsubscribe)
         connection.respond_open(stream, "SubscribeToIoTCoreResponse", {})
 
     def _get_configuration(
@@ -790,6 +864,114 @@ class Nucleus:
             raise _invalid(str(exc)) from exc
         connection.finish(stream, "UpdateStateResponse", {}, error=False)
 
+    def _subscribe_to_component_updates(
+        self, connection: _Connection, stream: _Stream, request: dict[str, Any]
+    ) -> None:
+        caller = connection.component or ""
+        if self.host.component(caller) is None:
+            raise _not_found("Component", caller)
+        subscription = _UpdateSubscription(connection, stream, caller)
+        with self._lock:
+            self._update_subscriptions.append(subscription)
+
+        def remove() -> None:
+            with self._lock:
+                if subscription in self._update_subscriptions:
+                    self._update_subscriptions.remove(subscription)
+
+        stream.cleanups.append(remove)
+        connection.respond_open(stream, "SubscribeToComponentUpdatesResponse", {})
+
+    def _defer_component_update(
+        self, connection: _Connection, stream: _Stream, request: dict[str, Any]
+    ) -> None:
+        caller = connection.component or ""
+        deployment_id = request.get("deploymentId")
+        recheck = request.get("recheckAfterMs")
+        message = request.get("message")
+        if recheck is not None and (
+            isinstance(recheck, bool) or not isinstance(recheck, int) or recheck < 0
+        ):
+            raise _invalid("recheckAfterMs must be a whole number of milliseconds >= 0")
+        if message is not None and not isinstance(message, str):
+            raise _invalid("message must be a string")
+        notify: RoundAnswered | None = None
+        longest = 0
+        with self._lock:
+            if not any(s.component == caller for s in self._update_subscriptions):
+                raise _invalid("Component is not subscribed to component update events")
+            if not isinstance(deployment_id, str):
+                raise _invalid("Cannot defer the update, the deployment ID provided was null")
+            awaited = self._awaited.pop((caller, deployment_id), None)
+            if awaited is None:
+                raise IpcError(
+                    "ServiceError", "Time limit to respond to PreComponentUpdateEvent exceeded"
+                )
+            self._deferrals.append(Deferral(caller, deployment_id, recheck))
+            if recheck is not None:  # the real nucleus ignores an answer without it
+                awaited.answered, awaited.recheck_ms = True, recheck
+            if self._round and all(a.answered for a in self._round):
+                notify, self._round_answered = self._round_answered, None
+                longest = max(a.recheck_ms for a in self._round)
+        # The device hears the round is over before the caller gets its answer (the real
+        # nucleus completes its future first): a caller that got the answer may rely on it.
+        if notify is not None:
+            notify(longest)
+        connection.finish(stream, "DeferComponentUpdateResponse", {}, error=False)
+
+    # -- UpdatePolicyNotifier (called by the device, under the world lock) --------------
+    def pre_update(self, deployment_id: str, ggc_restarting: bool, answered: RoundAnswered) -> bool:
+        """Send a PreComponentUpdateEvent to every subscription; True if answers are awaited."""
+        self.end_round()
+        body = {
+            "preUpdateEvent": {"deploymentId": deployment_id, "isGgcRestarting": ggc_restarting}
+        }
+        with self._lock:
+            subscriptions = list(self._update_subscriptions)
+            for subscription in subscriptions:
+                # Keyed per component: a second subscription's slot replaces the first,
+                # whose answer then never counts (as in the real nucleus).
+                awaited = _AwaitedAnswer(subscription.component, deployment_id)
+                self._awaited[(subscription.component, deployment_id)] = awaited
+                self._round.append(awaited)
+            self._round_answered = answered if self._round else None
+        unsent = [
+            subscription
+            for subscription in subscriptions
+            if not subscription.connection.send_event(
+                subscription.stream, "ComponentUpdatePolicyEvents", body
+            )
+        ]
+        with self._lock:
+            # As the real nucleus: no answer is awaited from a stream the event missed.
+            for subscription in unsent:
+                missed = self._awaited.pop((subscription.component, deployment_id), None)
+                if missed is not None and missed in self._round:
+                    self._round.remove(missed)
+            awaiting = any(not a.answered for a in self._round)
+            if not awaiting:  # nobody left to wait for (answers may have raced the sends)
+                self._round, self._round_answered = [], None
+            return awaiting
+
+    def end_round(self) -> int:
+        """Stop awaiting answers; the longest recheckAfterMs among those that came."""
+        with self._lock:
+            longest = max((a.recheck_ms for a in self._round if a.answered), default=0)
+            self._awaited.clear()
+            self._round = []
+            self._round_answered = None
+            return longest
+
+    def post_update(self, deployment_id: str) -> None:
+        """Send a PostComponentUpdateEvent to every subscription."""
+        with self._lock:
+            subscriptions = list(self._update_subscriptions)
+        body = {"postUpdateEvent": {"deploymentId": deployment_id}}
+        for subscription in subscriptions:
+            subscription.connection.send_event(
+                subscription.stream, "ComponentUpdatePolicyEvents", body
+            )
+
     def _get_component_details(
         self, connection: _Connection, stream: _Stream, request: dict[str, Any]
     ) -> None:
@@ -837,11 +1019,23 @@ def _topic_name(request: dict[str, Any], validate: Callable[[str], object]) -> s
 
 
 def _parse_qos(value: Any) -> int:
+    # Required, as the real nucleus requires it (it has no default).
     if value is None:
-        return 0
-    if str(value) not in ("0", "1"):
-        raise _invalid("qos must be '0' or '1'")
+        raise _invalid("QoS is required")
+    if value not in ("0", "1"):
+        raise _invalid(f"Invalid QoS value: {value}")
     return int(value)
+
+
+def _parse_retain(value: Any) -> bool:
+    """``PublishToIoTCoreRequest.retain``: a JSON boolean; absent or null is False (the
+    nucleus reads it with Coerce.toBoolean). Anything else is refused: the real
+    nucleus cannot deserialize a request whose boolean member is not one."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid("retain must be a boolean")
+    return value
 
 
 def _key_path(value: Any) -> list[str]:

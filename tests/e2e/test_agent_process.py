@@ -186,6 +186,13 @@ def test_agent_process_rolls_out_two_versions(stage: Stage) -> None:
     assert rejected == []
     assert all(c.access_key.startswith("ASIA") for c in calls), "credentials must come from TES"
 
+    # The agent answered the nucleus's pre-update event of each model deployment at once.
+    assert stage.nucleus is not None
+    answered = {d.deployment_id for d in stage.nucleus.deferrals
+                if d.component == AGENT_COMPONENT and d.recheck_after_ms == 0}
+    deployed = {_payload(m).get("deploymentId") for m in messages if m.topic == status_topic}
+    assert len(answered & deployed) >= 2, (answered, deployed)
+
 
 def test_kill_dash_nine_between_steps(stage: Stage) -> None:
     """Scenario: during v1's rollout the agent process is killed with SIGKILL right after

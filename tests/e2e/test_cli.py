@@ -63,6 +63,7 @@ def test_once_rolls_out_and_status_shows_the_ledger(stage: Stage) -> None:
     assert status.returncode == 0, status.stderr
     ledger = json.loads(status.stdout)
     assert ledger["facts"]["deployed_version"] == 1
+    assert ledger["facts"]["check_interval_factor"] == 1.0  # nothing was throttled
     assert ledger["rollouts"][0]["phase"] == "SUCCEEDED"
     table = agent(stage, "status")
     assert "deployed: v1" in table.stdout
@@ -240,6 +241,20 @@ def test_config_check_prints_the_effective_configuration(tmp_path: Path) -> None
     assert printed["componentTags"] == {"½": "東京"}
     assert "secret" not in result.stdout
     assert not (tmp_path / "state").exists()
+
+
+def test_config_check_prints_the_devices_canary_wave_when_fleet_coordination_is_on(tmp_path: Path) -> None:
+    """With fleet.enabled and waves [1, 10, 100], `config check` prints the device's wave
+    (the rule of FleetSettings.wave_of) and how long after 'ready' it deploys."""
+    from agent.config import load_config
+
+    fleet = {"enabled": True, "waves": [1, 10, 100], "waveDelaySeconds": 600}
+    config = {**IDENTITY, "stateDir": "state", "fleet": fleet}
+    result = agent_outside_greengrass(tmp_path, config, "config", "check")
+    assert result.returncode == 0, result.stderr
+    placement = json.loads(result.stdout)["fleetPlacement"]
+    wave = load_config(overrides={**IDENTITY, "fleet": fleet}).fleet.wave_of(IDENTITY["thingName"])
+    assert placement == {"wave": wave, "deploysSecondsAfterReady": wave * 600}
 
 
 def test_config_check_refuses_escaping_templates_and_quotes_huge_values_briefly(

@@ -170,3 +170,57 @@ def test_aws_max_attempts_counts_the_first_request() -> None:
     count retries only."""
     clients = AwsClients(region="us-east-1", endpoints={"iot": "http://127.0.0.1:9"}, max_attempts=1)
     assert clients.client("iot").meta.config.retries["total_max_attempts"] == 1
+
+
+def test_agent_only_bench_on_memory_stores_says_what_ran_and_what_it_cost(tmp_path: Path) -> None:
+    """Scenario: scripts/bench_fleet --devices 20 --agent-only --ledger memory: the agents
+    run alone on MemoryStore instead of their SQLite ledgers, every device still runs the
+    release through the agent's own decisions and AWS calls, the output and fleet.json say
+    which store ran and that the baselines were skipped, and they report the bench's wall
+    time, CPU time and peak RSS."""
+    out = tmp_path / "results"
+    printed = _Lines()
+
+    bench.main(
+        ["--devices", "20", "--agent-only", "--ledger", "memory", "--out", str(out)],
+        stdout=printed,  # type: ignore[arg-type]
+    )
+
+    result = json.loads((out / "fleet.json").read_text())
+    assert result["baseline"] is None and result["platformBaseline"] is None
+    assert result["baselinesSkipped"] == "baselines skipped (--agent-only)"
+    assert result["scenario"]["agentRolloutStore"].startswith("memory (MemoryStore")
+    assert result["agent"]["devicesRunning"] == 20
+    assert result["agent"]["packagingJobs"] == 4
+    assert result["peakRssMegabytes"] > 0 and result["cpuSeconds"] > 0
+    text = printed.text
+    assert "agent rollout store: memory (MemoryStore, not the agent's SQLite ledger" in text
+    assert "baselines skipped (--agent-only)" in text and "per-plat." not in text
+    assert "peak RSS" in text and "CPU" in text
+
+
+def test_auto_store_switches_to_memory_above_the_threshold() -> None:
+    """The default store is each agent's SQLite ledger up to MEMORY_STORE_ABOVE devices and
+    MemoryStore above it; an explicit choice wins."""
+    at = bench.Scenario(mix=bench.scaled_mix(bench.MEMORY_STORE_ABOVE))
+    above = bench.Scenario(mix=bench.scaled_mix(bench.MEMORY_STORE_ABOVE + 1))
+    assert (at.store, above.store) == ("sqlite", "memory")
+    assert bench.Scenario(mix=above.mix, ledger="sqlite").store == "sqlite"
+
+
+def test_agent_deadline_bounds_the_simulated_run(tmp_path: Path) -> None:
+    """Scenario: --agent-deadline-minutes 5 with 15 minutes of packaging: the agents stop
+    at the deadline in simulated time, no device runs the release yet, and the bench
+    reports the miss (exit code 1)."""
+    out = tmp_path / "results"
+
+    code = bench.main(
+        ["--devices", "8", "--agent-only", "--agent-deadline-minutes", "5", "--out", str(out)],
+        stdout=_Lines(),  # type: ignore[arg-type]
+    )
+
+    result = json.loads((out / "fleet.json").read_text())
+    assert result["scenario"]["deadlineSeconds"]["agent"] == 300
+    assert 0 < result["agent"]["simulatedSeconds"] <= 300 + 60
+    assert result["agent"]["devicesRunning"] == 0
+    assert code == 1

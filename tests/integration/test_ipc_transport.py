@@ -18,7 +18,7 @@ import pytest
 
 from agent.errors import AccessDeniedError, ConfigurationError, TransportError
 from agent.reporting.ipc import SOCKET_ENV, TOKEN_ENV, IpcTransport, nucleus_available
-from localcloud.componenthost import ComponentInfo, ConfigListener
+from localcloud.componenthost import ComponentInfo, ConfigListener, UpdatePolicyNotifier
 from localcloud.iotcore import IoTCoreBus
 from localcloud.nucleus import Nucleus
 
@@ -46,6 +46,9 @@ class StaticHost:
         self.states[name] = state
 
     def add_config_listener(self, listener: ConfigListener) -> None:
+        pass
+
+    def set_update_notifier(self, notifier: UpdatePolicyNotifier | None) -> None:
         pass
 
 
@@ -123,10 +126,11 @@ def test_allowed_publish_reaches_the_bus(
     nucleus: Nucleus, bus: IoTCoreBus, transport: IpcTransport
 ) -> None:
     """A QoS 1 publish to a topic the recipe allows is accepted by the nucleus, attributed
-    to the agent, and appears on the IoT Core bus. IPC has no retain: the flag is dropped."""
+    to the agent, and appears on the IoT Core bus with its retain flag (PublishToIoTCore
+    carries ``retain`` since nucleus 2.10), so IoT Core keeps it for the topic."""
     transport.connect(TIMEOUT)
     assert transport.is_connected()
-    assert not transport.supports_retain
+    assert transport.supports_retain
     topic = f"l4v-edge/{THING}/status"
 
     transport.publish(topic, b'{"phase":"IDLE"}', retain=True, timeout=TIMEOUT)
@@ -134,8 +138,32 @@ def test_allowed_publish_reaches_the_bus(
     message = bus.wait_for(lambda m: m.topic == topic, TIMEOUT)
     assert message.payload == b'{"phase":"IDLE"}'
     assert message.qos == 1
-    assert not message.retain
+    assert message.retain
+    assert bus.retained(topic) == message
     assert [(p.component, p.topic) for p in nucleus.published] == [(AGENT, topic)]
+
+
+def test_retained_publish_reaches_a_later_subscriber_and_an_empty_one_clears_it(
+    nucleus: Nucleus, bus: IoTCoreBus, transport: IpcTransport
+) -> None:
+    """A retained health report published through the nucleus is delivered to a
+    subscriber that comes later; a retained empty payload deletes it (as in IoT Core),
+    and a publish without retain leaves the retained message alone."""
+    transport.connect(TIMEOUT)
+    topic = f"l4v-edge/{THING}/health"
+    transport.publish(topic, b"first", retain=True, timeout=TIMEOUT)
+    transport.publish(topic, b"passing", retain=False, timeout=TIMEOUT)
+    late = Inbox()
+    bus.subscribe(topic, late)
+    assert late.wait_for_count(1) == [(topic, b"first")]
+
+    transport.publish(topic, b"", retain=True, timeout=TIMEOUT)
+    bus.wait_for(lambda m: m.topic == topic and m.payload == b"", TIMEOUT)
+    assert bus.retained(topic) is None
+    later = Inbox()
+    bus.subscribe(topic, later)
+    transport.publish(topic, b"after", retain=False, timeout=TIMEOUT)
+    assert later.wait_for_count(1) == [(topic, b"after")]
 
 
 def test_publish_outside_access_control_is_access_denied(

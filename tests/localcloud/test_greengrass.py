@@ -750,6 +750,75 @@ def test_add_core_device_creates_thing_groups_and_reports_healthy(world: World, 
     assert world.greengrass.add_core_device("core-9") is device
 
 
+def test_add_core_devices_seeds_things_group_and_existing_group_deployments(
+    world: World, gg: Any
+) -> None:
+    """Bulk-added core devices are real IoT things in the group (through the API), receive
+    the group's active deployment like one-at-a-time devices, and a thing deployment to
+    one of them finds its thing."""
+    world.greengrass.register_component_version(recipe("com.example.Bulk"))
+    world.greengrass.add_core_devices([("early-1", "amd64")], thing_group="bulk")
+    gg.create_deployment(
+        targetArn=group_arn(world, "bulk"),
+        components={"com.example.Bulk": {"componentVersion": "1.0.0"}},
+    )
+    added = world.greengrass.add_core_devices(
+        [("bulk-1", "aarch64"), ("bulk-2", "amd64")], thing_group="bulk"
+    )
+    assert [d.thing_name for d in added] == ["bulk-1", "bulk-2"]
+    iot = world.client("iot")
+    assert iot.describe_thing(thingName="bulk-1")["thingArn"] == thing_arn(world, "bulk-1")
+    members = iot.list_things_in_thing_group(thingGroupName="bulk")["things"]
+    assert sorted(members) == ["bulk-1", "bulk-2", "early-1"]
+    world.clock.advance(60)
+    world.tick()
+    for name in ("early-1", "bulk-1", "bulk-2"):
+        installed = gg.list_installed_components(coreDeviceThingName=name)["installedComponents"]
+        assert [c["componentName"] for c in installed] == ["com.example.Bulk"]
+    assert gg.get_core_device(coreDeviceThingName="bulk-1")["architecture"] == "aarch64"
+    mine = gg.create_deployment(
+        targetArn=thing_arn(world, "bulk-2"),
+        components={"com.example.Bulk": {"componentVersion": "1.0.0"}},
+    )["deploymentId"]
+    listed = gg.list_deployments(targetArn=thing_arn(world, "bulk-2"))["deployments"]
+    assert [d["deploymentId"] for d in listed] == [mine]
+    with pytest.raises(gg.exceptions.ResourceNotFoundException):
+        gg.create_deployment(
+            targetArn=thing_arn(world, "never-added"),
+            components={"com.example.Bulk": {"componentVersion": "1.0.0"}},
+        )
+    with pytest.raises(iot.exceptions.ResourceNotFoundException):
+        iot.describe_thing(thingName="never-added")
+
+
+def test_staggered_device_steps_each_run_once_in_time_order(world: World, gg: Any) -> None:
+    """Devices whose installs finish at different times each finish when their own time
+    comes: a tick at the first one's time finishes only that one."""
+    world.greengrass.register_component_version(recipe("com.example.Staggered"))
+    for name in ("core-a", "core-b"):
+        world.greengrass.add_core_device(name)
+    spec = {"com.example.Staggered": {"componentVersion": "1.0.0"}}
+    gg.create_deployment(targetArn=thing_arn(world, "core-a"), components=spec)
+    world.clock.advance(5)
+    gg.create_deployment(targetArn=thing_arn(world, "core-b"), components=spec)
+    install = world.greengrass.install_seconds
+    world.clock.advance(install - 5)
+    world.tick()
+
+    def states() -> list[str]:
+        return [
+            gg.list_effective_deployments(coreDeviceThingName=name)["effectiveDeployments"][0][
+                "coreDeviceExecutionStatus"
+            ]
+            for name in ("core-a", "core-b")
+        ]
+
+    assert states() == ["SUCCEEDED", "IN_PROGRESS"]
+    world.clock.advance(5)
+    world.tick()
+    assert states() == ["SUCCEEDED", "SUCCEEDED"]
+
+
 # -- wire-level errors --------------------------------------------------------------------------
 
 

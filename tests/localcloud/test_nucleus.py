@@ -996,3 +996,89 @@ def test_payload_base64_is_what_the_wire_carries(nucleus: Nucleus, bus: IoTCoreB
         assert bus.messages[0].payload == b"\x00\x01"
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize(
+    ("request_body", "error"),
+    [
+        ({"topicName": "logs/x", "qos": "1"}, "Payload is required"),
+        ({"topicName": "logs/x", "payload": ""}, "QoS is required"),
+        ({"topicName": "logs/x", "qos": 1, "payload": ""}, "Invalid QoS value: 1"),
+        ({"topicName": "logs/x", "qos": "1", "payload": "", "retain": "true"}, "retain must be a boolean"),
+        ({"topicName": "dt/other/x", "qos": "1"}, "not authorized"),
+    ],
+)
+def test_publish_requests_are_checked_as_the_real_nucleus_does(
+    nucleus: Nucleus, bus: IoTCoreBus, request_body: dict[str, Any], error: str
+) -> None:
+    """PublishToIoTCore needs payload and QoS (no defaults), takes retain only as a JSON
+    boolean, and authorizes the topic before it looks at the payload: each bad request
+    is refused with the rule and nothing reaches the bus."""
+    raw = RawClient(nucleus.socket_path)
+    try:
+        raw.connect(nucleus.register_component(PUBLISHER))
+        raw.send(
+            0,
+            stream_id=1,
+            headers=[
+                Header.string("operation", "aws.greengrass#PublishToIoTCore"),
+                Header.string(":content-type", "application/json"),
+            ],
+            payload=json.dumps(request_body).encode(),
+        )
+        answer = raw.receive()
+        assert answer.get("service-model-type") in (
+            "aws.greengrass#InvalidArgumentsError",
+            "aws.greengrass#UnauthorizedError",
+        )
+        assert error in json.loads(answer.payload)["message"]
+        assert bus.messages == []
+    finally:
+        raw.close()
+
+
+def test_retained_publish_is_kept_for_a_later_subscriber(
+    ipc: Callable[[str], GreengrassCoreIPCClientV2], bus: IoTCoreBus
+) -> None:
+    """PublishToIoTCore with retain=True is kept by IoT Core for its topic and handed to
+    a client that subscribes afterwards; retain=False is delivered but not kept."""
+    client = ipc(PUBLISHER)
+    client.publish_to_iot_core(topic_name="logs/kept", qos="1", payload=b"kept", retain=True)
+    client.publish_to_iot_core(topic_name="logs/passing", qos="1", payload=b"gone", retain=False)
+    late: queue.Queue[tuple[str, bytes]] = queue.Queue()
+    bus.subscribe("logs/#", lambda topic, payload: late.put((topic, payload)))
+    assert late.get(timeout=WAIT) == ("logs/kept", b"kept")
+    assert late.empty()
+    assert [m.retain for m in bus.messages] == [True, False]
+
+
+def test_a_subscription_covered_by_an_open_one_gets_no_retained_messages(
+    ipc: Callable[[str], GreengrassCoreIPCClientV2], bus: IoTCoreBus
+) -> None:
+    """The nucleus subscribes to IoT Core once per filter: while cmd/{thing}/# is open,
+    subscribing to cmd/{thing}/# again (or anything under it) gets live messages but not
+    the retained one; once the covering stream is closed, a new subscription gets it."""
+    bus.publish(f"cmd/{THING}/kept", b"kept", retain=True)
+    first: queue.Queue[IoTCoreMessage] = queue.Queue()
+    second: queue.Queue[IoTCoreMessage] = queue.Queue()
+    client = ipc(PUBLISHER)
+    _, covering = client.subscribe_to_iot_core(
+        topic_name=f"cmd/{THING}/#", qos="1", on_stream_event=first.put
+    )
+    assert first.get(timeout=WAIT).message.payload == b"kept"
+    _, covered = client.subscribe_to_iot_core(
+        topic_name=f"cmd/{THING}/#", qos="1", on_stream_event=second.put
+    )
+    bus.publish(f"cmd/{THING}/live", b"live")
+    assert second.get(timeout=WAIT).message.payload == b"live"
+    assert first.get(timeout=WAIT).message.payload == b"live"
+    covering.close().result(WAIT)
+    covered.close().result(WAIT)
+    assert bus.wait_for_subscriptions(0, WAIT)
+
+    third: queue.Queue[IoTCoreMessage] = queue.Queue()
+    _, fresh = client.subscribe_to_iot_core(
+        topic_name=f"cmd/{THING}/#", qos="1", on_stream_event=third.put
+    )
+    assert third.get(timeout=WAIT).message.payload == b"kept"
+    fresh.close()

@@ -81,9 +81,15 @@ def sagemaker_settings(role_arn: str, **changes: Any) -> dict[str, Any]:
     return {"packaging": {"backend": "sagemaker"}, "sagemaker": block}
 
 
-def add_device(world: World, thing_name: str, *, groups: tuple[str, ...] = ()) -> Any:
-    """A core device that already runs the agent component (deployed to its thing)."""
-    device = world.greengrass.add_core_device(thing_name, thing_groups=list(groups))
+def add_device(
+    world: World, thing_name: str, *, groups: tuple[str, ...] = (), platform: DetectedPlatform | None = None
+) -> Any:
+    """A core device that already runs the agent component (deployed to its thing); with
+    ``platform``, of that platform's architecture (default amd64)."""
+    arm = platform is not None and (platform.target_device is not None or platform.arch == "ARM64")
+    device = world.greengrass.add_core_device(
+        thing_name, thing_groups=list(groups), architecture="aarch64" if arm else "amd64"
+    )
     gg = world.client("greengrassv2")
     thing_arn = world.client("iot").describe_thing(thingName=thing_name)["thingArn"]
     gg.create_deployment(
@@ -157,11 +163,13 @@ def daemon_agent(
     *,
     clock: Any = None,
     hook: Any = None,
+    env: dict[str, str] | None = None,
     **overrides: Any,
 ) -> Any:
     """The whole agent (``build_agent``) of an x86_64 CPU device in ``world``: its AWS
     clients answered in-process, its transport offline. ``hook(client)`` may register
-    botocore event handlers (to act at the wire while a request is in flight)."""
+    botocore event handlers (to act at the wire while a request is in flight); ``env`` is
+    the process environment it sees (default: none, so no nucleus)."""
     import os
 
     from agent.daemon import build_agent
@@ -189,7 +197,7 @@ def daemon_agent(
     return build_agent(
         cfg,
         clock=clock or world.clock,
-        env={},
+        env=env or {},
         customize_clients=customize,
         transport_factory=OfflineTransport,
     )

@@ -9,23 +9,18 @@ the production adapters meet the wire.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from agent import errors
 from agent.ports import (
-    KEEP,
     DeploymentProgress,
     DeploymentSpec,
-    FactChanges,
-    Facts,
-    Keep,
-    OutgoingMessage,
     PackagingJob,
     PackagingRequest,
+    RecentIds,
 )
-from agent.rollout import Phase, Rollout
+from localcloud.memorystore import MemoryStore  # noqa: F401  (re-exported for the tests)
 
 THING_ARN = "arn:aws:iot:us-east-1:123456789012:thing/dev-1"
 ARN_PREFIX = "arn:aws:greengrass:us-east-1:123456789012"
@@ -136,6 +131,8 @@ class FakeDeployments:
         self.deployments: dict[str, list[DeploymentSpec]] = {}
         self.tokens: dict[str, str] = {}
         self.progress_of: dict[str, DeploymentProgress] = {}
+        #: what ListInstalledComponents answers per thing (default: from progress_of)
+        self.installed_of: dict[str, tuple[str, str]] = {}
         self.script = Script()
 
     def thing_arn(self, thing_name: str) -> str:
@@ -161,6 +158,16 @@ class FakeDeployments:
         self.deployments.setdefault(target_arn, []).append(replace(spec, deployment_id=deployment_id))
         return deployment_id
 
+    def installed_component(self, thing_name: str, component_name: str) -> tuple[str, str] | None:
+        self.script.called("installed_component")
+        installed = self.installed_of.get(thing_name)
+        if installed is not None:
+            return installed
+        for progress in self.progress_of.values():
+            if progress.installed_version is not None:
+                return progress.installed_version, progress.lifecycle_state or "RUNNING"
+        return None
+
     def progress(self, thing_name: str, deployment_id: str, component_name: str) -> DeploymentProgress:
         self.script.called("progress")
         return self.progress_of.get(
@@ -174,74 +181,20 @@ class FakeDeployments:
         self.progress_of[deployment_id] = DeploymentProgress(deployment, execution, reason, installed, state)
 
 
-@dataclass
-class MemoryStore:
-    """The rollout store in memory (same contract as the SQLite ledger)."""
+class FakeLocalDeployments:
+    """The LocalDeployments port without a nucleus: the test (or a simulated fleet, from
+    ``GreengrassEmulator.on_post_update``) says which deployments finished here."""
 
-    stored_facts: Facts = field(default_factory=Facts)
-    stored: dict[int, Rollout] = field(default_factory=dict)
-    job_polls: dict[int, float] = field(default_factory=dict)
-    outbox: list[tuple[int, OutgoingMessage]] = field(default_factory=list)
-    epoch: str = "e-memory"
+    def __init__(self, *, available: bool = True) -> None:
+        self.is_available = available
+        self._completed = RecentIds()
 
-    def facts(self) -> Facts:
-        return self.stored_facts
+    def finish(self, deployment_id: str) -> None:
+        """The nucleus reported ``deployment_id`` finished (a post-update event)."""
+        self._completed.add(deployment_id)
 
-    def update_facts(self, changes: FactChanges) -> None:
-        self.stored_facts = self.stored_facts.changed(changes)
+    def completed(self) -> frozenset[str]:
+        return self._completed.snapshot()
 
-    def save(
-        self,
-        rollout: Rollout,
-        messages: Sequence[OutgoingMessage] = (),
-        facts: FactChanges | None = None,
-        *,
-        job_poll_due: float | Keep | None = KEEP,
-    ) -> Rollout:
-        if rollout.id is None:
-            rollout.id = max(self.stored, default=0) + 1
-        self.stored[rollout.id] = rollout.model_copy()
-        for message in messages:
-            self.outbox.append((len(self.outbox) + 1, message))
-        if facts is not None:
-            self.update_facts(facts)
-        if rollout.phase.ended or job_poll_due is None:
-            self.job_polls.pop(rollout.id, None)
-        elif not isinstance(job_poll_due, Keep):
-            self.job_polls[rollout.id] = job_poll_due
-        return rollout
-
-    def active_rollout(self) -> Rollout | None:
-        active = [r for r in self.stored.values() if not r.phase.ended]
-        return max(active, key=lambda r: r.id or 0).model_copy() if active else None
-
-    def rollouts(self, *, model_version: int | None = None, limit: int = 50) -> list[Rollout]:
-        found = [r for r in self.stored.values() if model_version is None or r.model_version == model_version]
-        return [r.model_copy() for r in sorted(found, key=lambda r: -(r.id or 0))[:limit]]
-
-    def job_poll_due(self, rollout_id: int) -> float | None:
-        return self.job_polls.get(rollout_id)
-
-    def failed_deployment_ids(self) -> set[str]:
-        return {
-            r.deployment_id for r in self.stored.values() if r.phase is Phase.FAILED and r.deployment_id
-        }
-
-    def shift_due_times(self, seconds: float) -> None:
-        facts = self.stored_facts
-        if facts.next_check_at is not None:
-            self.stored_facts = replace(facts, next_check_at=facts.next_check_at + seconds)
-        self.job_polls = {k: v + seconds for k, v in self.job_polls.items()}
-        for rollout in self.stored.values():
-            if not rollout.phase.ended:
-                rollout.next_action_at += seconds
-            elif rollout.phase is Phase.FAILED and rollout.ended_at is not None:
-                rollout.ended_at += seconds
-
-    def events(self) -> list[str]:
-        """The status events queued, in order (their phase names)."""
-        import json
-
-        return [
-            json.loads(m.render(seq, self.epoch))["phase"] for seq, m in self.outbox if m.kind == "status"
-        ]
+    def available(self) -> bool:
+        return self.is_available

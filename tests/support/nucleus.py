@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from localcloud.componenthost import ComponentInfo, ConfigListener
+from localcloud.componenthost import ComponentInfo, ConfigListener, UpdatePolicyNotifier
 
 #: AF_UNIX socket paths must stay under ~107 bytes.
 _MAX_SOCKET_PATH = 100
@@ -79,6 +79,9 @@ class StaticHost:
     def add_config_listener(self, listener: ConfigListener) -> None:
         with self._lock:
             self._listeners.append(listener)
+
+    def set_update_notifier(self, notifier: UpdatePolicyNotifier | None) -> None:
+        """A static host applies no deployments: it never sends update events."""
 
     def add(self, info: ComponentInfo) -> None:
         with self._lock:

@@ -94,6 +94,48 @@ INVALID = [
     ("reporting", {"outboxMaxMessages": "1"}, "reporting.outboxMaxMessages"),
     ("commands", {"maxPayloadBytes": "10"}, "commands.maxPayloadBytes"),
     ("commands", {"allowDeployVersion": "maybe"}, "commands.allowDeployVersion"),
+    ("fleet", {"enabled": "maybe"}, "fleet.enabled"),
+    ("fleet", {"topicPrefix": "x" * 201}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "fleet/#"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "fleet/+/x"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "$aws/fleet"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "fleet/{thingName}"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "fleet/"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "a//b"}, "fleet.topicPrefix"),
+    ("fleet", {"size": "0"}, "fleet.size"),
+    ("fleet", {"size": "10000001"}, "fleet.size"),
+    ("fleet", {"size": "lots"}, "fleet.size"),
+    ("fleet", {"checkBudgetPerSecond": "0"}, "fleet.checkBudgetPerSecond"),
+    ("fleet", {"checkBudgetPerSecond": "5.1"}, "fleet.checkBudgetPerSecond"),
+    ("fleet", {"checkBudgetPerSecond": "nan"}, "fleet.checkBudgetPerSecond"),
+    ("fleet", {"hintMinIntervalSeconds": "0.5"}, "fleet.hintMinIntervalSeconds"),
+    ("fleet", {"hintMinIntervalSeconds": "86401"}, "fleet.hintMinIntervalSeconds"),
+    ("fleet", {"suppressionSeconds": "-1"}, "fleet.suppressionSeconds"),
+    ("fleet", {"suppressionSeconds": "3601"}, "fleet.suppressionSeconds"),
+    ("fleet", {"pollerFallbackSeconds": "59"}, "fleet.pollerFallbackSeconds"),
+    ("fleet", {"pollerFallbackSeconds": "86401"}, "fleet.pollerFallbackSeconds"),
+    ("fleet", {"waves": []}, "fleet.waves"),
+    ("fleet", {"waves": [10, 5, 100]}, "fleet.waves"),
+    ("fleet", {"waves": [10, 10, 100]}, "fleet.waves"),
+    ("fleet", {"waves": [1, 10]}, "fleet.waves"),
+    ("fleet", {"waves": [0, 100]}, "fleet.waves"),
+    ("fleet", {"waves": [1, 150]}, "fleet.waves"),
+    ("fleet", {"waves": [*range(1, 11), 100]}, "fleet.waves"),
+    ("fleet", {"waves": "100"}, "fleet.waves"),
+    ("fleet", {"waveDelaySeconds": "-1"}, "fleet.waveDelaySeconds"),
+    ("fleet", {"waveDelaySeconds": str(7 * 86_400 + 1)}, "fleet.waveDelaySeconds"),
+    ("fleet", {"haltFailures": "0"}, "fleet.haltFailures"),
+    ("fleet", {"haltFailures": "100001"}, "fleet.haltFailures"),
+    ("fleet", {"groupNameTemplate": "{project}-{wave}"}, "fleet.groupNameTemplate"),
+    ("fleet", {"groupNameTemplate": "{platform}-{version}"}, "fleet.groupNameTemplate"),
+    ("fleet", {"groupNameTemplate": "{platform.__class__}"}, "fleet.groupNameTemplate"),
+    ("fleet", {"groupNameTemplate": "{platform!r}"}, "fleet.groupNameTemplate"),
+    ("fleet", {"groupNameTemplate": "cams/{platform}"}, "fleet.groupNameTemplate"),
+    ("fleet", {"groupNameTemplate": "{platform"}, "fleet.groupNameTemplate"),
+    ("fleet", {"groupNameTemplate": "{platform}", "waves": [1, 100]}, "fleet.groupNameTemplate"),
+    ("fleet", {"unknown": "1"}, "fleet.unknown"),
+    ("fleet", {"topicPrefix": "/fleet"}, "fleet.topicPrefix"),
+    ("fleet", {"topicPrefix": "my fleet"}, "fleet.topicPrefix"),
 ]
 
 
@@ -260,3 +302,105 @@ def test_effective_configuration_masks_credentials_in_urls() -> None:
     assert data["endpoints"] == {"iot": "https://***@iot.example:8443/x"}
     assert data["projectName"] == "widgets" and data["reporting"]["mqtt"]["port"] == 8883
     assert "pw" not in json.dumps(data)
+
+
+def test_fleet_defaults_are_a_single_device_without_coordination() -> None:
+    """Unset, the fleet section is off, one device, one wave (no canary), no groups; the
+    check interval is checkIntervalSeconds itself."""
+    config = load_config(overrides=BASE)
+    fleet = config.fleet
+    assert (fleet.enabled, fleet.topic_prefix, fleet.size, fleet.check_budget_per_second) == (
+        False, "l4v-fleet", 1, 0.5
+    )
+    assert (fleet.hint_min_interval_seconds, fleet.suppression_seconds, fleet.poller_fallback_seconds) == (
+        60, 30, 1800
+    )
+    assert (fleet.waves, fleet.wave_delay_seconds, fleet.halt_failures) == ((100,), 900, 3)
+    assert fleet.group_name_template is None and fleet.group_name("widgets", "x86-64-cpu", 0) is None
+    assert config.check_interval.seconds == 900
+
+
+def test_fleet_numbers_may_be_strings_as_greengrass_keeps_them() -> None:
+    config = load_config(overrides={**BASE, "fleet": {
+        "enabled": True, "size": "20000", "checkBudgetPerSecond": "2.5", "waves": ["1", "10.5", "100"],
+    }})
+    assert (config.fleet.size, config.fleet.check_budget_per_second, config.fleet.waves) == (
+        20_000, 2.5, (1, 10.5, 100)
+    )
+
+
+@pytest.mark.parametrize(
+    ("interval", "size", "budget", "expected"),
+    [(900, 1, 0.5, 900), (900, 1000, 0.5, 2000), (900, 100_000, 0.5, 200_000), (3600, 1000, 0.5, 3600)],
+)
+def test_the_check_interval_is_the_fleets_share_of_the_budget(
+    interval: int, size: int, budget: float, expected: float
+) -> None:
+    """max(checkIntervalSeconds, fleet.size / fleet.checkBudgetPerSecond), whether fleet
+    coordination is on or off: a big fleet without announcements must not exceed the
+    budget either."""
+    for enabled in (False, True):
+        config = load_config(overrides={
+            **BASE, "checkIntervalSeconds": interval,
+            "fleet": {"enabled": enabled, "size": size, "checkBudgetPerSecond": budget},
+        })
+        assert config.check_interval.seconds == expected
+        assert config.check_interval.jitter == config.check_jitter
+
+
+def test_wave_of_spreads_thing_names_by_the_configured_shares() -> None:
+    """10,000 thing names land in waves [1, 10, 100] within half a point of 1 %, 9 % and
+    90 %; a name's wave never changes."""
+    fleet = load_config(overrides={**BASE, "fleet": {"waves": [1, 10, 100]}}).fleet
+    names = [f"cam-{index:05d}" for index in range(10_000)]
+    waves = [fleet.wave_of(name) for name in names]
+    shares = [100 * waves.count(wave) / len(names) for wave in range(3)]
+    for share, expected in zip(shares, (1, 9, 90), strict=True):
+        assert abs(share - expected) <= 0.5, shares
+    assert [fleet.wave_of(name) for name in names[:50]] == waves[:50]
+    single = load_config(overrides=BASE).fleet
+    assert {single.wave_of(name) for name in names[:500]} == {0}
+
+
+def test_wave_of_is_sha256_of_the_name_against_cumulative_percents() -> None:
+    """The first 8 bytes of SHA-256 as a fraction of 100: the wave is the first whose
+    cumulative percent is above it."""
+    import hashlib
+
+    fleet = load_config(overrides={**BASE, "fleet": {"waves": [1, 10, 100]}}).fleet
+    for name in ("dev-1", "cam-00042", "line-7:station-3"):
+        point = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") / 2**64 * 100
+        expected = 0 if point < 1 else 1 if point < 10 else 2
+        assert fleet.wave_of(name) == expected
+
+
+def test_group_names_render_per_platform_and_wave() -> None:
+    """groupNameTemplate gives one thing group per platform and wave, and its ARN in the
+    thing's partition, Region and account."""
+    config = load_config(overrides={**BASE, "fleet": {
+        "enabled": True, "waves": [5, 100], "groupNameTemplate": "l4v-{project}-{platform}-w{wave}",
+    }})
+    fleet = config.fleet
+    assert fleet.group_name("widgets", "x86-64-cpu", 1) == "l4v-widgets-x86-64-cpu-w1"
+    assert fleet.group_arn(
+        "arn:aws-cn:iot:cn-north-1:123456789012:thing/dev-1", "widgets", "jetson-xavier", 0
+    ) == "arn:aws-cn:iot:cn-north-1:123456789012:thinggroup/l4v-widgets-jetson-xavier-w0"
+
+
+def test_a_group_name_that_cannot_fit_is_refused_at_start() -> None:
+    """Checked at start with this project and the longest platform key a device can
+    have: a name over 128 characters names the field and the rule."""
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(overrides={**BASE, "projectName": "p" * 110, "fleet": {"groupNameTemplate": "{project}-{platform}"}})
+    assert any("fleet.groupNameTemplate: renders up to 135 characters" in p for p in caught.value.problems), caught.value.problems
+    fits = load_config(overrides={**BASE, "projectName": "p" * 100, "fleet": {"groupNameTemplate": "{platform}"}})
+    assert fits.fleet.group_name("p" * 100, "x86-64-cpu", 0) == "x86-64-cpu"
+
+
+def test_group_template_and_a_target_arn_are_exclusive() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_config(overrides={
+            **BASE, "deploymentTargetArn": "arn:aws:iot:us-east-1:123456789012:thinggroup/cams",
+            "fleet": {"groupNameTemplate": "{platform}"},
+        })
+    assert any("fleet.groupNameTemplate" in p and "deploymentTargetArn" in p for p in caught.value.problems)

@@ -188,6 +188,19 @@ def test_typed_facts_read_back_exactly_and_clear(tmp_path: Path) -> None:
     assert ledger.facts().deployed_version is None
 
 
+def test_the_check_interval_factor_is_kept_and_defaults_to_one(tmp_path: Path) -> None:
+    """The throttle adaptation's factor survives a restart; a missing or unreadable one
+    reads as 1 (no stretch)."""
+    ledger = Ledger(tmp_path / "agent.sqlite")
+    assert ledger.facts().check_interval_factor == 1.0
+    ledger.update_facts(FactChanges(check_interval_factor=0.8 * 0.8 * 16))
+    ledger.close()
+    again = Ledger(tmp_path / "agent.sqlite")
+    assert again.facts().check_interval_factor == 0.8 * 0.8 * 16
+    again.put({"check_interval_factor": "lots"})
+    assert again.facts().check_interval_factor == 1.0
+
+
 def test_a_rollout_forgets_its_job_poll_when_it_ends(tmp_path: Path) -> None:
     """The job-status poll due-time is stored with the rollout and deleted (not left
     behind) when the rollout ends."""

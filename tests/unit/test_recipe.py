@@ -18,7 +18,8 @@ import pytest
 from pydantic import BaseModel
 
 import agent
-from agent.config import AgentConfig, Topics, load_config
+from agent.config import AgentConfig, FleetSettings, Topics, load_config
+from agent.coordination import FleetTopics
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE_PATH = ROOT / "recipes" / "l4v.edge.Agent.json"
@@ -202,15 +203,16 @@ def test_numbers_are_kept_as_strings(defaults: dict[str, Any]) -> None:
 
 def test_access_control_grants_exactly_the_agents_topics(defaults: dict[str, Any]) -> None:
     """The mqttproxy policies allow publishing to the agent's outgoing topics and
-    subscribing to its command topic, nothing else, with {iot:thingName} in place of the
-    agent's {thingName}: a new topic in agent.config.Topics fails this test."""
+    subscribing to its command topic, with {iot:thingName} in place of the agent's
+    {thingName}, plus the fleet announcement topics (below), nothing else: a new topic
+    in agent.config.Topics fails this test."""
     topics = {
         name: str(field.default).replace("{thingName}", "{iot:thingName}")
         for name, field in Topics.model_fields.items()
     }
     expected = {
-        PUBLISH: {topics[name] for name in topics if name != "commands"},
-        SUBSCRIBE: {topics["commands"]},
+        PUBLISH: {topics[name] for name in topics if name != "commands"} | FLEET_PUBLISH,
+        SUBSCRIBE: {topics["commands"]} | FLEET_SUBSCRIBE,
     }
     assert set(topics) == {"platform", "status", "health", "commands", "command_responses"}
 
@@ -224,4 +226,21 @@ def test_access_control_grants_exactly_the_agents_topics(defaults: dict[str, Any
             granted.setdefault(operation, set()).update(policy["resources"])
     assert granted == expected
     for resources in granted.values():
-        assert not any("#" in r or "+" in r or r == "*" for r in resources)
+        wide = {r for r in resources if "#" in r or "+" in r or r == "*"}
+        assert wide <= FLEET_PUBLISH | FLEET_SUBSCRIBE
+
+
+#: The fleet topics of agent.coordination with the default prefix: project and platform
+#: are one level each (``+``): Greengrass interpolates only system variables such as
+#: {iot:thingName} in a component's configuration, never {configuration:/...}.
+_FLEET = FleetTopics(FleetSettings().topic_prefix, "+")
+FLEET_PUBLISH = {
+    _FLEET.released(),
+    _FLEET.job("+"),
+    _FLEET.ready("+"),
+    _FLEET.base + "/+/wave/+/deployed",
+    _FLEET.failed("+", "{iot:thingName}"),
+    _FLEET.succeeded("+", "{iot:thingName}"),
+}
+FLEET_SUBSCRIBE = set(_FLEET.subscriptions("+"))
+

@@ -467,16 +467,86 @@ def test_transient_errors_retry_and_terminal_errors_fail(
         assert device.store.events()[-1] == "ROLLOUT_FAILED"
 
 
-def test_throttled_start_of_packaging_backs_off_at_the_job_poll_pace(platform: DetectedPlatform) -> None:
-    """Throttled StartPackaging waits on the job-poll back-off (the packaging service's
-    tight account quota), a 503 on the short poll back-off."""
-    throttled, unavailable = Device(platform), Device(platform)
-    for device, error in ((throttled, errors.ThrottledError("x")), (unavailable, errors.ServiceUnavailableError("y"))):
+def test_a_503_on_the_start_of_packaging_retries_it_at_the_poll_pace(platform: DetectedPlatform) -> None:
+    """StartPackaging answered 503: it is asked again at the next step, on the short poll
+    back-off."""
+    device = Device(platform)
+    device.step()
+    device.packaging.script.fail("start_packaging", *[errors.ServiceUnavailableError("y")] * 3)
+    delays = [device.step() for _ in range(3)]
+    assert max(delays) <= 60 and device.packaging.script.count("start_packaging") == 3
+    device.step()
+    assert device.rollout.phase is Phase.PACKAGING
+
+
+def test_a_throttled_start_of_packaging_keeps_watching_for_the_component(platform: DetectedPlatform) -> None:
+    """StartPackaging throttled with Retry-After 400 s: it is not asked again for at least
+    that long, while every step (at the poll pace) checks Greengrass for the component;
+    once its own due-time has come it is asked again and the job starts."""
+    device = Device(platform)
+    device.step()
+    device.packaging.script.fail("start_packaging", errors.ThrottledError("slow down", retry_after=400))
+    throttled_at = device.clock.now()
+    device.step()
+    rollout = device.rollout
+    due = device.store.job_poll_due(rollout.id or 0) or 0
+    assert rollout.phase is Phase.PACKAGING_REQUESTED and rollout.throttles == 1
+    assert due - throttled_at >= 400
+    checks_before = device.gg.script.count("component_version_exists")
+    watch_steps = 0
+    while device.clock.now() < due:
+        assert device.step() <= 60
+        watch_steps += 1
+    assert device.packaging.script.count("start_packaging") == 1
+    assert device.gg.script.count("component_version_exists") - checks_before == watch_steps >= 400 / 60
+    device.step()
+    assert device.packaging.script.count("start_packaging") == 2
+    assert device.rollout.phase is Phase.PACKAGING
+
+
+def test_a_component_that_appears_while_the_start_is_throttled_is_deployed(platform: DetectedPlatform) -> None:
+    """Another device's job delivers while this one's StartPackaging waits out a
+    throttle: the next watch step sees the component and goes on to deploy, without
+    asking the packaging service again."""
+    device = Device(platform)
+    device.step()
+    device.packaging.script.fail("start_packaging", errors.ThrottledError("slow down", retry_after=500))
+    device.step()
+    device.step()
+    device.gg.components.add(device.component())
+    device.step()
+    assert device.rollout.phase is Phase.DEPLOY_REQUESTED
+    assert device.store.events()[-1] == "PACKAGING_SKIPPED"
+    assert device.packaging.script.count("start_packaging") == 1
+
+
+def test_repeated_throttles_of_the_start_escalate_its_back_off(platform: DetectedPlatform) -> None:
+    """Each throttled StartPackaging in a row raises the ceiling of its job-poll
+    back-off (30 s, 60 s, 120 s, ...), so a fleet's retries spread further apart."""
+    device = Device(platform)
+    device.step()
+    throttles = 6
+    device.packaging.script.fail("start_packaging", *[errors.ThrottledError("x")] * throttles)
+    waits = []
+    while device.packaging.script.count("start_packaging") < throttles:
+        calls = device.packaging.script.count("start_packaging")
         device.step()
-        device.packaging.script.fail("start_packaging", error, error, error)
-        delays = [device.step() for _ in range(3)]
-        device.delays = delays  # type: ignore[attr-defined]
-    assert max(throttled.delays) > 60 >= max(unavailable.delays)  # type: ignore[attr-defined]
+        if device.packaging.script.count("start_packaging") > calls:
+            waits.append((device.store.job_poll_due(device.rollout.id or 0) or 0) - device.clock.now())
+    assert device.rollout.throttles == throttles
+    assert max(waits[-2:]) > 60 >= max(waits[:1])
+
+
+def test_a_due_start_retry_beyond_any_wait_is_rebased(platform: DetectedPlatform) -> None:
+    """A StartPackaging retry stored three days ahead (the wall clock went back while
+    stopped) waits at most the longest back-off and is stored re-based."""
+    device = Device(platform)
+    device.step()
+    rollout = device.rollout
+    device.store.save(rollout, job_poll_due=device.clock.now() + 3 * 86_400)
+    device.clock.advance(rollout.next_action_at - device.clock.now())
+    assert device.reconciler.step() <= 60
+    assert device.store.job_poll_due(rollout.id or 0) == device.clock.now() + 600.0
 
 
 def test_a_failed_job_status_call_retries_on_the_poll_pace(platform: DetectedPlatform) -> None:
@@ -524,6 +594,108 @@ def test_a_successful_check_clears_the_last_error(platform: DetectedPlatform) ->
     device.store.update_facts(FactChanges(last_error=LastError("ThrottledError", "x", 1.0)))
     device.reconciler.step()
     assert device.store.facts().last_error is None
+
+
+# -- the check budget and throttle adaptation ---------------------------------------------------
+def up_to_date(device: Device) -> None:
+    """The device already runs the newest version (so a check only looks)."""
+    device.store.update_facts(FactChanges(deployed_version=1))
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_a_big_fleet_checks_at_its_share_of_the_budget(platform: DetectedPlatform, enabled: bool) -> None:
+    """10,000 devices with 0.5 checks/s between them: each checks every ~20,000 s
+    (jittered), with fleet coordination on or off."""
+    device = Device(platform, fleet={"enabled": enabled, "size": 10_000, "checkBudgetPerSecond": 0.5})
+    up_to_date(device)
+    delays = [device.step() for _ in range(20)]
+    assert 20_000 * 0.8 <= min(delays) < max(delays) <= 20_000 * 1.2
+    assert device.packaging.script.count("latest_version") == 20
+    assert (device.reconciler.settings.fleet is not None) is enabled
+
+
+def test_throttled_checks_stretch_the_interval_and_successful_ones_shrink_it_back(
+    platform: DetectedPlatform,
+) -> None:
+    """Each throttled check doubles the stored interval factor (up to 16) and retries
+    later the more it was throttled; each successful one multiplies it by 0.8 (down to
+    1), and the next interval is the budget's times the factor."""
+    device = Device(platform)
+    up_to_date(device)
+    device.packaging.script.fail("latest_version", *[errors.ThrottledError("x")] * 5)
+    factors = []
+    for _ in range(5):
+        device.step()
+        factors.append(device.store.facts().check_interval_factor)
+    assert factors == [2, 4, 8, 16, 16]
+    shrunk = []
+    for _ in range(3):
+        delay = device.step()
+        factor = device.store.facts().check_interval_factor
+        shrunk.append(factor)
+        assert 900 * 0.8 * factor <= delay <= 900 * 1.2 * factor
+    assert shrunk == pytest.approx([12.8, 10.24, 8.192])
+    device.store.update_facts(FactChanges(check_interval_factor=1.1))
+    device.step()
+    assert device.store.facts().check_interval_factor == 1.0
+
+
+def test_throttled_checks_in_a_row_escalate_their_back_off_up_to_the_job_poll_cap(
+    platform: DetectedPlatform,
+) -> None:
+    """The first throttled check retries within the job-poll back-off's 4th step (5-240 s);
+    with the factor already stretched (throttles in a row) the ceiling grows, but never
+    past jobPollMaxSeconds, so a release is still found within minutes."""
+    delays = {}
+    for stored in (1.0, 16.0):
+        device = Device(platform)
+        device.store.update_facts(FactChanges(check_interval_factor=stored))
+        device.packaging.script.fail("latest_version", *[errors.ThrottledError("x")] * 30)
+        delays[stored] = [device.step() for _ in range(30)]
+    assert 5 <= delays[1.0][0] <= 240
+    assert 240 < max(delays[16.0]) <= 600 and min(delays[16.0]) >= 5
+
+
+def test_a_throttled_check_waits_at_least_the_retry_after(platform: DetectedPlatform) -> None:
+    """The service said Retry-After 550 s: the next check is not sooner, even though
+    the back-off alone would have come earlier; a Retry-After beyond the longest
+    back-off is honoured only up to it (600 s)."""
+    device = Device(platform)
+    device.packaging.script.fail("latest_version", errors.ThrottledError("x", retry_after=550))
+    delay = device.reconciler.step()
+    assert delay >= 550 and device.store.facts().next_check_at == device.clock.now() + delay
+    greedy = Device(platform)
+    greedy.packaging.script.fail("latest_version", errors.ThrottledError("x", retry_after=10**9))
+    assert greedy.reconciler.step() == 600.0
+
+
+def test_a_throttled_rollout_call_waits_at_least_the_retry_after(platform: DetectedPlatform) -> None:
+    """A throttled Greengrass call while deploying: the retry is at least the service's
+    Retry-After (the poll back-off alone is at most 60 s), at most the longest back-off."""
+    for retry_after, low, high in ((300.0, 300.0, 300.0), (10.0**9, 600.0, 600.0), (None, 1.0, 60.0)):
+        device = Device(platform)
+        device.steps(2)
+        device.packaged()
+        device.step()  # component appeared
+        device.gg.script.fail("latest_deployment", errors.ThrottledError("x", retry_after=retry_after))
+        delay = device.reconciler.step()
+        assert device.rollout.phase is Phase.DEPLOY_REQUESTED
+        assert low <= delay <= high, (retry_after, delay)
+
+
+def test_a_stretched_check_is_not_mistaken_for_a_clock_jump(platform: DetectedPlatform) -> None:
+    """A next check 4 hours away is what a factor of 16 allows (and is kept); the same
+    due-time with the factor back at 1 can only come from a clock that went back, and
+    is rebased to the longest wait (failureRetrySeconds)."""
+    device = Device(platform)
+    up_to_date(device)
+    far = device.clock.now() + 4 * 3600
+    device.store.update_facts(FactChanges(next_check_at=far, check_interval_factor=16.0))
+    assert device.reconciler.step() == 4 * 3600
+    assert device.store.facts().next_check_at == far
+    device.store.update_facts(FactChanges(check_interval_factor=1.0))
+    assert device.reconciler.step() == 3600.0
+    assert device.store.facts().next_check_at == device.clock.now() + 3600.0
 
 
 # -- clocks -------------------------------------------------------------------------------------

@@ -80,3 +80,33 @@ def test_call_raises_the_agent_error_from_the_library_one() -> None:
         call("DescribeModelPackagingJob", fails)
     assert raised.value.__cause__ is original
     assert call("ListModels", lambda: 7) == 7
+
+
+def throttled(headers: dict[str, str] | None = None, **members: Any) -> bx.ClientError:
+    error = client_error("ThrottlingException", 429)
+    error.response["ResponseMetadata"]["HTTPHeaders"] = headers or {}
+    error.response.update(members)
+    return error
+
+
+@pytest.mark.parametrize(
+    ("exc", "seconds"),
+    [
+        (throttled({"retry-after": "7"}), 7.0),
+        (throttled({"Retry-After": "2.5"}), 2.5),
+        (throttled(RetryAfterSeconds=4), 4.0),  # Lookout for Vision's member
+        (throttled(retryAfterSeconds=9), 9.0),  # Greengrass's member
+        (throttled({"retry-after": "3"}, RetryAfterSeconds=5), 5.0),
+        (throttled(), None),
+        (throttled({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}), None),
+        (throttled({"retry-after": "-1"}), None),
+        (throttled({"retry-after": "inf"}), None),
+    ],
+)
+def test_a_throttle_carries_the_services_retry_after(exc: bx.ClientError, seconds: float | None) -> None:
+    """The Retry-After header or the modelled RetryAfterSeconds / retryAfterSeconds
+    member (the longest when several say it) becomes ThrottledError.retry_after; an
+    answer that does not say it in seconds leaves it None."""
+    error = translate(exc, "ListModels")
+    assert isinstance(error, errors.ThrottledError)
+    assert error.retry_after == seconds
