@@ -49,6 +49,8 @@ log = structlog.get_logger("agent.reporting.ipc_component_updates")
 
 #: Seconds to connect and subscribe (the nucleus is on this machine: it answers fast).
 SUBSCRIBE_TIMEOUT = 5.0
+#: The longest :meth:`ComponentUpdateWatcher.stop` waits, for the lock and for the close.
+STOP_WAIT = 0.5
 #: Reconnects after the nucleus went away: 1 s doubling up to 1 minute (no jitter: the
 #: nucleus is this device's own, no fleet shares it).
 RECONNECT_BACKOFF = Backoff(1.0, 60.0, floor=1.0)
@@ -157,11 +159,17 @@ class ComponentUpdateWatcher:
         self._subscribe_now()
 
     def stop(self) -> None:
-        """Close the subscription and the connection; idempotent."""
-        with self._connecting:
-            with self._lock:
-                self._closed = True
-            self._drop()
+        """Close the subscription and the connection; idempotent. Bounded (about a
+        second): it runs inside the daemon's shutdown budget, and a connection attempt in
+        progress sees ``_closed`` and gives up by itself."""
+        with self._lock:
+            self._closed = True
+        if not self._connecting.acquire(timeout=STOP_WAIT):
+            return
+        try:
+            self._drop(close_wait=STOP_WAIT)
+        finally:
+            self._connecting.release()
 
     # -- internals -------------------------------------------------------------------
     def _renew_if_due(self) -> None:
@@ -245,8 +253,9 @@ class ComponentUpdateWatcher:
         with self._lock:
             self._operation = operation
 
-    def _drop(self) -> None:
-        """Close the current client, if any (the caller holds ``_connecting``)."""
+    def _drop(self, close_wait: float | None = None) -> None:
+        """Close the current client, if any (the caller holds ``_connecting``), waiting
+        at most ``close_wait`` seconds (default: the subscribe timeout) for it to close."""
         with self._lock:
             client, operation = self._client, self._operation
             self._client = self._operation = None
@@ -258,7 +267,7 @@ class ComponentUpdateWatcher:
         if client is not None:
             with contextlib.suppress(Exception):  # closing is best effort
                 closed: Future[Any] = client.close(executor_wait=False)
-                closed.result(self._timeout)
+                closed.result(self._timeout if close_wait is None else close_wait)
 
     def _lost(self, generation: int, reason: Exception | None) -> None:
         """The connection dropped (awscrt thread): renew at the next observe."""

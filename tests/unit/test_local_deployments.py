@@ -71,3 +71,33 @@ def test_recent_ids_keep_the_newest_and_ignore_repeats() -> None:
     kept = recent.snapshot()
     assert len(kept) == RECENT_DEPLOYMENTS
     assert "d-0" not in kept and "d-4" not in kept and "d-5" in kept
+
+
+def test_stopping_the_watcher_does_not_wait_for_a_connection_attempt_in_progress() -> None:
+    """Shutdown calls stop() while another thread holds the watcher's connect lock (a
+    subscribe to a nucleus that does not answer): stop() returns without it (the daemon's
+    shutdown budget is bounded) and marks the watcher closed, so that attempt gives up."""
+    import threading
+
+    from agent.reporting.ipc_component_updates import ComponentUpdateWatcher
+
+    watcher = ComponentUpdateWatcher("/nonexistent.sock", "token", wake=lambda: None)
+    release = threading.Event()
+    holding = threading.Event()
+
+    def connecting() -> None:
+        with watcher._connecting:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=connecting, daemon=True)
+    holder.start()
+    assert holding.wait(10)
+    stopper = threading.Thread(target=watcher.stop, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    stopped_while_held = not stopper.is_alive()
+    release.set()
+    holder.join(10)
+    assert stopped_while_held
+    assert watcher._closed
