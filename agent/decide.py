@@ -880,10 +880,11 @@ class Decider:
         )
 
     # -- fleet coordination ------------------------------------------------------------------
-    # With ``fleet.enabled`` a device acts for the fleet only when nobody announced the same
-    # action first (a random pause before each fleet-wide action lets one device go first),
-    # deploys in its canary wave, and learns that its deployment finished from its nucleus.
-    # Every action that follows a hint is verified by the call that performs it.
+    # With ``fleet.enabled`` a device acts for the fleet only when nobody announced or
+    # claimed the same action first (a random pause lets one device go first, and its claim
+    # holds the others while its calls are retried), deploys in its canary wave, and
+    # learns that its deployment finished from its nucleus. Every action that follows a
+    # hint is verified by the call that performs it.
     def _hinted_version(self, obs: Observation) -> int | None:
         """A version announced as released that this device should roll out now, if any
         (at most one hint-started rollout per ``hintMinIntervalSeconds``)."""
@@ -950,7 +951,7 @@ class Decider:
         return max(fleet.suppression_seconds, devices * 3 / FLEET_GREENGRASS_CALLS_PER_SECOND)
 
     def _confirm_spread(self, fleet: FleetSettings, wave: int) -> float:
-        """How widely the devices of ``wave`` spread their one confirming ReadProgress:
+        """How widely the devices of ``wave`` spread their one confirming ReadInstalled:
         a canary wave is small, so its failures are known within seconds of the install."""
         return self._wave_devices(fleet, wave) * CONFIRM_CALLS / FLEET_GREENGRASS_CALLS_PER_SECOND
 
